@@ -1,0 +1,355 @@
+//! Configuration: a TOML file (or the built-in dev config), then `CDNSIGN_*` environment
+//! overrides. Every key is documented in `config/example.toml`.
+//!
+//! Environment variables name a key as `CDNSIGN_<SECTION>__<KEY>`, e.g.
+//! `CDNSIGN_SERVER__LISTEN=0.0.0.0:50051` or `CDNSIGN_SIGNING__MAX_BATCH=20000`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::signing::keys::{Backend, HashAlg, KeySpec, PemSource};
+
+/// The dev config compiled into the binary (`cdnsign serve` with no `--config`).
+pub const DEV_CONFIG_TOML: &str = include_str!("../config/dev.toml");
+/// The dev config's key path, relative to `config/`.
+const DEV_KEY_PATH: &str = "dev-keys/TEST-ONLY-cloudfront.pem";
+/// TEST ONLY key shipped in the repository and compiled in for the dev config. It is public:
+/// never let CloudFront trust it.
+const DEV_KEY_PEM: &str = include_str!("../config/dev-keys/TEST-ONLY-cloudfront.pem");
+
+/// Whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// `[server]`
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[metrics]`
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// `[signing]`
+    #[serde(default)]
+    pub signing: SigningConfig,
+    /// `[[keys]]`
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// `[log]`
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Where this config came from; relative key paths resolve against its directory.
+    #[serde(skip)]
+    pub source: ConfigSource,
+}
+
+/// Where the config was read from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The built-in dev config.
+    #[default]
+    BuiltinDev,
+    /// A file.
+    File(PathBuf),
+}
+
+/// `[server]`: the gRPC listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Largest request message accepted, bytes. Up to 4x this the server answers
+    /// INVALID_ARGUMENT naming the limit; beyond that the transport refuses the message
+    /// (RESOURCE_EXHAUSTED) without reading it into memory.
+    pub max_message_bytes: usize,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+    pub shutdown_grace_seconds: u64,
+    /// Serve without authenticating callers (dev only; logs a warning).
+    pub allow_unauthenticated: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            max_message_bytes: 16 * 1024 * 1024,
+            shutdown_grace_seconds: 20,
+            allow_unauthenticated: false,
+        }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Address serving `/metrics`; absent to disable.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        }
+    }
+}
+
+/// `[signing]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SigningConfig {
+    /// Key used when neither item nor request names one; empty for none.
+    pub default_key_id: String,
+    /// Longest allowed validity, seconds from now.
+    pub max_ttl_seconds: i64,
+    /// Most items in one request (or one stream message).
+    pub max_batch: usize,
+    /// Signing pool threads; 0 = one per core.
+    pub threads: usize,
+    /// Crypto backend: "openssl" (default) or "pure-rust".
+    pub backend: Backend,
+    /// Most messages in one `SignUrlsStream` call; 0 = unlimited.
+    pub max_stream_batches: u64,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            default_key_id: String::new(),
+            max_ttl_seconds: 7 * 24 * 3600,
+            max_batch: 10_000,
+            threads: 0,
+            backend: Backend::default(),
+            max_stream_batches: 0,
+        }
+    }
+}
+
+/// One `[[keys]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyConfig {
+    /// CloudFront public key id (key pair id).
+    pub id: String,
+    /// PEM file (PKCS#1 or PKCS#8); relative to the config file's directory.
+    pub path: PathBuf,
+    /// Digest: "sha1" (default) or "sha256".
+    #[serde(default)]
+    pub algorithm: HashAlg,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// "text" (human) or "json".
+    pub format: LogFormat,
+    /// `RUST_LOG`-style filter, used when `RUST_LOG` is unset.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// TOML syntax, a wrong type, or a bad environment override.
+    #[error("config: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// Parsed, but inconsistent.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path`, or the built-in dev config when `None`, then applies `CDNSIGN_*`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (figment, source) = match path {
+            Some(p) => (
+                Figment::new().merge(Toml::file_exact(p)),
+                ConfigSource::File(p.to_owned()),
+            ),
+            None => (
+                Figment::new().merge(Toml::string(DEV_CONFIG_TOML)),
+                ConfigSource::BuiltinDev,
+            ),
+        };
+        Self::from_figment(figment.merge(Env::prefixed("CDNSIGN_").split("__")), source)
+    }
+
+    /// Parses TOML text (tests); relative paths resolve against `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        Self::from_figment(
+            Figment::new().merge(Toml::string(text)),
+            ConfigSource::File(base_dir.join("inline.toml")),
+        )
+    }
+
+    fn from_figment(figment: Figment, source: ConfigSource) -> Result<Config, ConfigError> {
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.source = source;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.signing;
+        if s.max_batch == 0 {
+            return Err(ConfigError::Invalid(
+                "signing.max_batch must be at least 1".into(),
+            ));
+        }
+        if s.max_ttl_seconds <= 0 {
+            return Err(ConfigError::Invalid(
+                "signing.max_ttl_seconds must be positive".into(),
+            ));
+        }
+        if self.server.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "server.max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for k in &self.keys {
+            if k.id.is_empty() || !k.id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(ConfigError::Invalid(format!(
+                    "keys: id {:?} must be non-empty ASCII letters and digits (a CloudFront key id)",
+                    k.id
+                )));
+            }
+            if !seen.insert(&k.id) {
+                return Err(ConfigError::Invalid(format!(
+                    "keys: id {} appears twice",
+                    k.id
+                )));
+            }
+        }
+        if !s.default_key_id.is_empty() && !seen.contains(&s.default_key_id) {
+            return Err(ConfigError::Invalid(format!(
+                "signing.default_key_id {:?} is not one of the [[keys]] ids",
+                s.default_key_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Directory relative paths resolve against.
+    pub fn base_dir(&self) -> PathBuf {
+        match &self.source {
+            ConfigSource::File(p) => p
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            ConfigSource::BuiltinDev => PathBuf::from("config"),
+        }
+    }
+
+    /// Resolves a possibly relative path against the config file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base_dir().join(path)
+        }
+    }
+
+    /// The keys to load. The built-in dev config's TEST ONLY key is compiled in, so
+    /// `cdnsign serve` works from any directory.
+    pub fn key_specs(&self) -> Vec<KeySpec> {
+        self.keys
+            .iter()
+            .map(|k| KeySpec {
+                id: k.id.clone(),
+                pem: if self.source == ConfigSource::BuiltinDev && k.path == Path::new(DEV_KEY_PATH)
+                {
+                    PemSource::Builtin(DEV_KEY_PEM)
+                } else {
+                    PemSource::File(self.resolve(&k.path))
+                },
+                hash: k.algorithm,
+            })
+            .collect()
+    }
+
+    /// Re-reads the config source for a reload (keys only change on reload).
+    pub fn reload(&self) -> Result<Config, ConfigError> {
+        match &self.source {
+            ConfigSource::File(p) => Config::load(Some(p)),
+            ConfigSource::BuiltinDev => Config::load(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_dev_config_loads_and_uses_the_compiled_in_key() {
+        let c = Config::load(None).expect("dev config");
+        assert_eq!(c.server.listen.ip().to_string(), "127.0.0.1");
+        assert!(c.server.allow_unauthenticated);
+        let specs = c.key_specs();
+        assert_eq!(specs.len(), 1);
+        assert!(matches!(specs[0].pem, PemSource::Builtin(_)));
+        assert!(DEV_KEY_PEM.contains("TEST ONLY"));
+    }
+
+    #[test]
+    fn issue_keys_parse_and_relative_paths_resolve() {
+        let toml = r#"
+[server]
+listen = "127.0.0.1:50051"
+[metrics]
+listen = "127.0.0.1:9464"
+[signing]
+default_key_id = "K2JCJMDEHXQW5F"
+max_ttl_seconds = 604800
+max_batch = 10000
+threads = 0
+[[keys]]
+id = "K2JCJMDEHXQW5F"
+path = "config/dev-keys/TEST-ONLY-cloudfront.pem"
+"#;
+        let c = Config::from_toml_str(toml, Path::new("/etc/cdnsign")).expect("parse");
+        assert_eq!(c.signing.max_batch, 10000);
+        assert_eq!(
+            c.key_specs()[0].pem,
+            PemSource::File(PathBuf::from(
+                "/etc/cdnsign/config/dev-keys/TEST-ONLY-cloudfront.pem"
+            ))
+        );
+    }
+
+    #[test]
+    fn inconsistent_configs_are_refused_with_the_key_named() {
+        let err = Config::from_toml_str("[signing]\ndefault_key_id = \"NOPE\"\n", Path::new("."))
+            .expect_err("unknown default key");
+        assert!(err.to_string().contains("default_key_id"), "{err}");
+        let err = Config::from_toml_str("[signing]\nmax_batch = 0\n", Path::new("."))
+            .expect_err("zero batch");
+        assert!(err.to_string().contains("max_batch"), "{err}");
+        let err = Config::from_toml_str("[signing]\nmax_batch = \"x\"\n", Path::new("."))
+            .expect_err("type");
+        assert!(err.to_string().contains("max_batch"), "{err}");
+    }
+}

@@ -1,0 +1,7 @@
+//! gRPC services: thin adapters from protobuf to the domain modules.
+//!
+//! - [`sign`]: `cdnsign.v1.Signer` (URLs, cookies, streaming).
+//! - [`status`]: the single mapping from domain errors to gRPC codes.
+
+pub mod sign;
+pub mod status;

@@ -1,0 +1,345 @@
+//! `cdnsign.v1.Signer`: decodes a batch, checks request-wide limits, and hands the whole
+//! batch (validation, policy writing, RSA, rendering) to the signing pool. The tokio worker
+//! only awaits.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::status::{ApiError, item_error};
+use crate::config::SigningConfig;
+use crate::proto;
+use crate::proto::signer_server::Signer;
+use crate::signing::keys::KeyStore;
+use crate::signing::pool::SigningPool;
+use crate::signing::validate::{BatchContext, ItemSpec};
+use crate::signing::{AsItemSpec, BatchStats, SignError, SignedItem, sign_batch};
+
+impl AsItemSpec for proto::SignItem {
+    fn item_spec(&self) -> ItemSpec<'_> {
+        ItemSpec {
+            url: &self.url,
+            policy_resource: &self.policy_resource,
+            expires_at: self.expires_at,
+            ttl_seconds: self.ttl_seconds,
+            not_before: self.not_before,
+            ip_range: &self.ip_range,
+            key_id: &self.key_id,
+            custom_policy: self.custom_policy,
+            bare_resource: self.bare_resource,
+        }
+    }
+}
+
+/// State shared by every signing call.
+#[derive(Debug)]
+pub struct SignerService {
+    keys: Arc<KeyStore>,
+    pool: Arc<SigningPool>,
+    limits: SigningConfig,
+    max_message_bytes: usize,
+}
+
+/// Batch-wide request fields, common to URL and cookie requests.
+struct BatchFields<'a> {
+    key_id: &'a str,
+    expires_at: i64,
+    ttl_seconds: i64,
+    custom_policy: bool,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl SignerService {
+    /// A service signing with `keys` on `pool` under `limits`.
+    pub fn new(
+        keys: Arc<KeyStore>,
+        pool: Arc<SigningPool>,
+        limits: SigningConfig,
+        max_message_bytes: usize,
+    ) -> SignerService {
+        SignerService {
+            keys,
+            pool,
+            limits,
+            max_message_bytes,
+        }
+    }
+
+    fn check_limits(&self, items: usize, encoded_len: usize) -> Result<(), ApiError> {
+        if encoded_len > self.max_message_bytes {
+            return Err(ApiError::MessageTooLarge {
+                size: encoded_len,
+                max: self.max_message_bytes,
+            });
+        }
+        if items > self.limits.max_batch {
+            return Err(ApiError::TooManyItems {
+                count: items,
+                max: self.limits.max_batch,
+            });
+        }
+        Ok(())
+    }
+
+    fn context(
+        &self,
+        fields: &BatchFields<'_>,
+    ) -> (BatchContext, Arc<crate::signing::keys::KeySet>) {
+        let keys = self.keys.snapshot();
+        let default_key_id = if fields.key_id.is_empty() {
+            self.limits.default_key_id.as_str()
+        } else {
+            fields.key_id
+        };
+        let ctx = BatchContext {
+            default_key: keys.get(default_key_id),
+            default_key_id: default_key_id.to_owned(),
+            expires_at: fields.expires_at,
+            ttl_seconds: fields.ttl_seconds,
+            custom_policy: fields.custom_policy,
+            max_ttl_seconds: self.limits.max_ttl_seconds,
+            now: unix_now(),
+        };
+        (ctx, keys)
+    }
+
+    /// Signs one URL batch on the pool; shared by the unary and streaming methods.
+    async fn sign_url_batch(
+        &self,
+        req: proto::SignUrlsRequest,
+        batch_index: u64,
+    ) -> Result<proto::SignUrlsResponse, Status> {
+        self.check_limits(req.items.len(), req.encoded_len())?;
+        let (ctx, keys) = self.context(&BatchFields {
+            key_id: &req.key_id,
+            expires_at: req.expires_at,
+            ttl_seconds: req.ttl_seconds,
+            custom_policy: req.custom_policy,
+        });
+        let (response, _timing) = self
+            .pool
+            .run(move |on_pool| {
+                let (results, stats) = sign_batch(&req.items, &ctx, &keys, on_pool);
+                url_response(results, stats, batch_index)
+            })
+            .await
+            .map_err(ApiError::from)?;
+        Ok(response)
+    }
+}
+
+fn url_response(
+    results: Vec<Result<SignedItem, SignError>>,
+    stats: BatchStats,
+    batch_index: u64,
+) -> proto::SignUrlsResponse {
+    use proto::sign_url_result::Outcome;
+    let results = results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| match r {
+            Ok(item) => proto::SignUrlResult {
+                outcome: Some(Outcome::SignedUrl(item.signed_url())),
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                expires_at: item.expires,
+                key_id: item.key.id().to_owned(),
+            },
+            Err(e) => proto::SignUrlResult {
+                outcome: Some(Outcome::Error(item_error(i, &e))),
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                expires_at: 0,
+                key_id: String::new(),
+            },
+        })
+        .collect();
+    proto::SignUrlsResponse {
+        results,
+        batch_index,
+        signed: u32::try_from(stats.signed).unwrap_or(u32::MAX),
+        failed: u32::try_from(stats.failed).unwrap_or(u32::MAX),
+    }
+}
+
+/// Cookie attribute values must not be able to add attributes or cookies of their own.
+fn check_attribute(field: &'static str, value: &str) -> Result<(), ApiError> {
+    if value
+        .chars()
+        .any(|c| c == ';' || c == ',' || c.is_whitespace() || c.is_control() || !c.is_ascii())
+    {
+        return Err(ApiError::InvalidField {
+            field,
+            reason: "must not contain ';', ',', whitespace, control or non-ASCII characters".into(),
+        });
+    }
+    Ok(())
+}
+
+fn set_cookie_header(name: &str, value: &str, attrs: &proto::CookieAttributes) -> String {
+    let mut h = format!("{name}={value}");
+    if !attrs.domain.is_empty() {
+        h.push_str("; Domain=");
+        h.push_str(&attrs.domain);
+    }
+    if !attrs.path.is_empty() {
+        h.push_str("; Path=");
+        h.push_str(&attrs.path);
+    }
+    if attrs.secure {
+        h.push_str("; Secure");
+    }
+    if attrs.http_only {
+        h.push_str("; HttpOnly");
+    }
+    if !attrs.same_site.is_empty() {
+        h.push_str("; SameSite=");
+        h.push_str(&attrs.same_site);
+    }
+    h
+}
+
+fn cookie_response(
+    results: Vec<Result<SignedItem, SignError>>,
+    stats: BatchStats,
+    attrs: &proto::CookieAttributes,
+) -> proto::SignCookiesResponse {
+    use proto::sign_cookies_result::Outcome;
+    let results = results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| match r {
+            Ok(item) => {
+                let pairs = item.cookies();
+                let set_cookie_headers = pairs
+                    .iter()
+                    .map(|(n, v)| set_cookie_header(n, v, attrs))
+                    .collect();
+                proto::SignCookiesResult {
+                    outcome: Some(Outcome::Cookies(proto::CookieSet {
+                        cookies: pairs
+                            .into_iter()
+                            .map(|(name, value)| proto::Cookie {
+                                name: name.to_owned(),
+                                value,
+                            })
+                            .collect(),
+                        set_cookie_headers,
+                    })),
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    expires_at: item.expires,
+                    key_id: item.key.id().to_owned(),
+                }
+            }
+            Err(e) => proto::SignCookiesResult {
+                outcome: Some(Outcome::Error(item_error(i, &e))),
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                expires_at: 0,
+                key_id: String::new(),
+            },
+        })
+        .collect();
+    proto::SignCookiesResponse {
+        results,
+        signed: u32::try_from(stats.signed).unwrap_or(u32::MAX),
+        failed: u32::try_from(stats.failed).unwrap_or(u32::MAX),
+    }
+}
+
+/// How many stream responses may wait for the transport before the server stops reading
+/// the client's next batch.
+const STREAM_BUFFER: usize = 2;
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<proto::SignUrlsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Signer for Arc<SignerService> {
+    async fn sign_urls(
+        &self,
+        request: Request<proto::SignUrlsRequest>,
+    ) -> Result<Response<proto::SignUrlsResponse>, Status> {
+        self.sign_url_batch(request.into_inner(), 0)
+            .await
+            .map(Response::new)
+    }
+
+    async fn sign_cookies(
+        &self,
+        request: Request<proto::SignCookiesRequest>,
+    ) -> Result<Response<proto::SignCookiesResponse>, Status> {
+        let req = request.into_inner();
+        self.check_limits(req.items.len(), req.encoded_len())?;
+        let attrs = req.attributes.clone().unwrap_or_default();
+        check_attribute("attributes.domain", &attrs.domain)?;
+        check_attribute("attributes.path", &attrs.path)?;
+        if !matches!(attrs.same_site.as_str(), "" | "Strict" | "Lax" | "None") {
+            return Err(ApiError::InvalidField {
+                field: "attributes.same_site",
+                reason: "must be Strict, Lax, None or empty".into(),
+            }
+            .into());
+        }
+        let (ctx, keys) = self.context(&BatchFields {
+            key_id: &req.key_id,
+            expires_at: req.expires_at,
+            ttl_seconds: req.ttl_seconds,
+            custom_policy: req.custom_policy,
+        });
+        let (response, _timing) = self
+            .pool
+            .run(move |on_pool| {
+                let (results, stats) = sign_batch(&req.items, &ctx, &keys, on_pool);
+                cookie_response(results, stats, &attrs)
+            })
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(response))
+    }
+
+    type SignUrlsStreamStream = ResponseStream;
+
+    async fn sign_urls_stream(
+        &self,
+        request: Request<Streaming<proto::SignUrlsRequest>>,
+    ) -> Result<Response<Self::SignUrlsStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let service = Arc::clone(self);
+        tokio::spawn(async move {
+            let max = service.limits.max_stream_batches;
+            let mut batch_index = 0u64;
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%status, "SignUrlsStream: client stream ended with error");
+                        break;
+                    }
+                };
+                if max != 0 && batch_index >= max {
+                    let _ = tx.send(Err(ApiError::StreamTooLong { max }.into())).await;
+                    break;
+                }
+                let response = service.sign_url_batch(msg, batch_index).await;
+                let failed = response.is_err();
+                // Waiting here is the backpressure: the next batch is not read until the
+                // transport has room for this response.
+                if tx.send(response).await.is_err() || failed {
+                    break;
+                }
+                batch_index += 1;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

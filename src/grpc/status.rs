@@ -1,0 +1,89 @@
+//! The one place domain errors become gRPC: request-level errors become a
+//! [`tonic::Status`], item-level errors a per-item [`proto::ItemError`]. Both matches are
+//! exhaustive, so a new error variant does not compile until it has a code.
+
+use tonic::{Code, Status};
+
+use crate::proto;
+use crate::proto::item_error::Code as ItemCode;
+use crate::signing::SignError;
+use crate::signing::pool::PoolError;
+
+/// A whole request is refused (as opposed to one item in it).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// More items than `[signing] max_batch`.
+    #[error("items: {count} items exceeds the signing.max_batch limit of {max}")]
+    TooManyItems {
+        /// Items sent.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Encoded request larger than `[server] max_message_bytes`.
+    #[error("request is {size} bytes, over the server.max_message_bytes limit of {max}")]
+    MessageTooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More stream messages than `[signing] max_stream_batches`.
+    #[error("stream sent more than the signing.max_stream_batches limit of {max} messages")]
+    StreamTooLong {
+        /// The limit.
+        max: u64,
+    },
+    /// A request field that applies to the whole batch is malformed.
+    #[error("{field}: {reason}")]
+    InvalidField {
+        /// Field path, e.g. `attributes.domain`.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The signing pool lost the job (a bug; logged where it happened).
+    #[error("signing pool failed to complete the batch")]
+    Pool(#[from] PoolError),
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let code = match &e {
+            ApiError::TooManyItems { .. }
+            | ApiError::MessageTooLarge { .. }
+            | ApiError::StreamTooLong { .. }
+            | ApiError::InvalidField { .. } => Code::InvalidArgument,
+            ApiError::Pool(PoolError::Lost) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+/// Per-item error for item `index`; `field` is the full path, e.g. `items[3].url`.
+pub fn item_error(index: usize, e: &SignError) -> proto::ItemError {
+    let code = match e {
+        SignError::Invalid { .. } => ItemCode::InvalidArgument,
+        SignError::UnknownKey(_) | SignError::NoKey => ItemCode::NotFound,
+        SignError::Denied { .. } => ItemCode::PermissionDenied,
+        SignError::Crypto(_) => ItemCode::Internal,
+    };
+    proto::ItemError {
+        code: code.into(),
+        field: e
+            .field()
+            .map(|f| format!("items[{index}].{f}"))
+            .unwrap_or_default(),
+        message: e.to_string(),
+    }
+}
+
+/// Bounded metric label for an item error.
+pub fn item_error_label(e: &SignError) -> &'static str {
+    match e {
+        SignError::Invalid { .. } => "invalid_argument",
+        SignError::UnknownKey(_) | SignError::NoKey => "not_found",
+        SignError::Denied { .. } => "permission_denied",
+        SignError::Crypto(_) => "internal",
+    }
+}

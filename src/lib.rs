@@ -1,0 +1,30 @@
+//! cdnsign: CloudFront URL and cookie signing at high throughput, over gRPC.
+//!
+//! Data flow of a signing request:
+//!
+//! 1. [`grpc::sign`] receives a batch (`cdnsign.v1.Signer`), checks request-wide limits,
+//!    takes a snapshot of the key cache and hands the whole batch to the signing pool.
+//! 2. On the pool ([`signing::pool`]), [`signing::validate`] turns each item into a
+//!    policy ([`signing::policy`]) or a per-item error; identical policies are grouped and
+//!    signed once with a pre-parsed key ([`signing::keys`]); results render as URLs or
+//!    cookies in request order.
+//! 3. [`grpc::status`] is the one place domain errors become gRPC codes.
+//!
+//! Around it: [`config`] (TOML + `CDNSIGN_*` env), [`server`] (assembly, health,
+//! reflection, SIGHUP key reload, graceful shutdown), [`telemetry`] (logs),
+//! [`shutdown`] (signals), [`cli`] (offline `sign`/`cookies`/`verify`), and
+//! [`signing::verify`] (checks a signed URL the way CloudFront would).
+
+pub mod cli;
+pub mod config;
+pub mod grpc;
+pub mod server;
+pub mod shutdown;
+pub mod signing;
+pub mod telemetry;
+
+/// Generated protobuf and gRPC code for `cdnsign.v1`.
+pub mod proto {
+    #![allow(missing_docs, unreachable_pub, clippy::all)]
+    tonic::include_proto!("cdnsign.v1");
+}

@@ -1,0 +1,45 @@
+//! The `cdnsign` binary: `serve` runs the gRPC service; `sign`, `cookies` and `verify` are
+//! offline tools for operators and scripts (see `cdnsign --help`).
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use cdnsign::cli::{Cli, Command};
+use cdnsign::config::Config;
+use cdnsign::{server, shutdown, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match Config::load(args.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("cdnsign: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            telemetry::init(&config.log);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cdnsign: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(server::run(config, shutdown::signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "cdnsign failed");
+                    eprintln!("cdnsign: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        other => cdnsign::cli::run_offline(other),
+    }
+}

@@ -1,0 +1,531 @@
+//! The pre-parsed key cache.
+//!
+//! Every key is parsed once, when the server starts or reloads, into a [`SigningKey`]
+//! held in an immutable [`KeySet`]; [`KeyStore`] swaps whole sets atomically, so a request
+//! sees either the old set or the new one, never a mix, and never waits for a reload.
+//! Private key material never leaves this module: `Debug` prints the id, kind and size,
+//! and errors name the key id and file, never the bytes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use super::pool::OnPool;
+
+/// Digest used for the signature. CloudFront's default is SHA-1; SHA-256 adds
+/// `Hash-Algorithm=SHA256` to URLs and a `CloudFront-Hash-Algorithm` cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashAlg {
+    /// SHA-1 (CloudFront's original and default).
+    #[default]
+    Sha1,
+    /// SHA-256.
+    Sha256,
+}
+
+impl HashAlg {
+    /// Bounded label value for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HashAlg::Sha1 => "sha1",
+            HashAlg::Sha256 => "sha256",
+        }
+    }
+}
+
+/// Key type, detected from the PEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// RSA (CloudFront requires 2048 bits), PKCS#1 v1.5 signatures.
+    Rsa,
+    /// ECDSA on P-256, DER-encoded signatures.
+    EcdsaP256,
+}
+
+impl KeyKind {
+    /// Bounded label value for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Rsa => "rsa",
+            KeyKind::EcdsaP256 => "ecdsa_p256",
+        }
+    }
+}
+
+/// Which crypto library signs. Both give byte-identical RSA signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// The `openssl` crate (default; ~4x faster than `rsa` for RSA-2048 here).
+    Openssl,
+    /// The pure-Rust `rsa` 0.10 crate (RSA only), feature `pure-rust`.
+    PureRust,
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        if cfg!(feature = "openssl-backend") {
+            Backend::Openssl
+        } else {
+            Backend::PureRust
+        }
+    }
+}
+
+impl Backend {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Openssl => "openssl",
+            Backend::PureRust => "pure-rust",
+        }
+    }
+}
+
+/// Where a key's PEM comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PemSource {
+    /// A file, read at load and at every reload.
+    File(PathBuf),
+    /// Compiled into the binary: only the built-in TEST ONLY dev key.
+    Builtin(&'static str),
+}
+
+impl fmt::Debug for PemSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PemSource::File(p) => f.debug_tuple("File").field(p).finish(),
+            PemSource::Builtin(_) => f.write_str("Builtin(<redacted>)"),
+        }
+    }
+}
+
+/// One configured key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    /// CloudFront public key id / key pair id (not secret: it is in every signed URL).
+    pub id: String,
+    /// The private key.
+    pub pem: PemSource,
+    /// Digest to sign with.
+    pub hash: HashAlg,
+}
+
+/// Why a key could not be loaded. Never carries key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file could not be read.
+    #[error("key {id}: cannot read {path}: {source}")]
+    Read {
+        /// Key id.
+        id: String,
+        /// File path.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a usable private key.
+    #[error("key {id}: {reason}")]
+    Parse {
+        /// Key id.
+        id: String,
+        /// What was wrong (no key material).
+        reason: String,
+    },
+    /// Two keys share an id.
+    #[error("key id {0} is configured twice")]
+    Duplicate(String),
+    /// The selected backend is not compiled in or cannot handle this key.
+    #[error("key {id}: {reason}")]
+    Unsupported {
+        /// Key id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Errors from a signing operation itself (a crypto library failure, not bad input).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{backend} signing failed: {reason}")]
+pub struct CryptoError {
+    backend: &'static str,
+    reason: String,
+}
+
+enum Inner {
+    #[cfg(feature = "openssl-backend")]
+    Openssl(openssl::pkey::PKey<openssl::pkey::Private>),
+    #[cfg(feature = "pure-rust")]
+    RustSha1(Box<rsa::pkcs1v15::SigningKey<sha1::Sha1>>),
+    #[cfg(feature = "pure-rust")]
+    RustSha256(Box<rsa::pkcs1v15::SigningKey<rsa::sha2::Sha256>>),
+}
+
+/// A parsed private key, ready to sign on the pool.
+pub struct SigningKey {
+    id: String,
+    kind: KeyKind,
+    hash: HashAlg,
+    backend: Backend,
+    bits: u32,
+    inner: Inner,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("bits", &self.bits)
+            .field("hash", &self.hash)
+            .field("backend", &self.backend)
+            .field("private_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Drops any explanatory text before the first `-----BEGIN` line (our TEST ONLY key
+/// carries a warning there), which strict PEM parsers refuse.
+fn pem_body(pem: &str) -> &str {
+    pem.find("-----BEGIN").map_or(pem, |i| &pem[i..])
+}
+
+impl SigningKey {
+    /// Parses a PKCS#1 or PKCS#8 PEM private key (RSA or EC P-256) for `backend`.
+    pub fn from_pem(
+        id: &str,
+        pem: &str,
+        hash: HashAlg,
+        backend: Backend,
+    ) -> Result<SigningKey, KeyError> {
+        let pem = pem_body(pem);
+        let parse_err = |reason: String| KeyError::Parse {
+            id: id.to_owned(),
+            reason,
+        };
+        match backend {
+            Backend::Openssl => {
+                #[cfg(feature = "openssl-backend")]
+                {
+                    use openssl::pkey::{Id, PKey};
+                    let pkey = PKey::private_key_from_pem(pem.as_bytes()).map_err(|_| {
+                        parse_err(
+                            "not a PEM private key (expected BEGIN RSA PRIVATE KEY, BEGIN PRIVATE KEY or BEGIN EC PRIVATE KEY)"
+                                .into(),
+                        )
+                    })?;
+                    let kind = match pkey.id() {
+                        Id::RSA => KeyKind::Rsa,
+                        Id::EC => {
+                            let ec = pkey.ec_key().map_err(|_| parse_err("bad EC key".into()))?;
+                            if ec.group().curve_name() != Some(openssl::nid::Nid::X9_62_PRIME256V1)
+                            {
+                                return Err(KeyError::Unsupported {
+                                    id: id.to_owned(),
+                                    reason: "EC keys must be on P-256 (prime256v1), as CloudFront requires".into(),
+                                });
+                            }
+                            KeyKind::EcdsaP256
+                        }
+                        _ => {
+                            return Err(KeyError::Unsupported {
+                                id: id.to_owned(),
+                                reason: "only RSA and ECDSA P-256 keys are supported".into(),
+                            });
+                        }
+                    };
+                    let bits = pkey.bits();
+                    check_bits(id, kind, bits)?;
+                    Ok(SigningKey {
+                        id: id.to_owned(),
+                        kind,
+                        hash,
+                        backend,
+                        bits,
+                        inner: Inner::Openssl(pkey),
+                    })
+                }
+                #[cfg(not(feature = "openssl-backend"))]
+                {
+                    let _ = parse_err;
+                    Err(KeyError::Unsupported {
+                        id: id.to_owned(),
+                        reason: "backend \"openssl\" is not compiled in (build with feature openssl-backend)".into(),
+                    })
+                }
+            }
+            Backend::PureRust => {
+                #[cfg(feature = "pure-rust")]
+                {
+                    use rsa::pkcs1::DecodeRsaPrivateKey as _;
+                    use rsa::pkcs8::DecodePrivateKey as _;
+                    use rsa::traits::PublicKeyParts as _;
+                    let key = rsa::PrivateKey::from_pkcs1_pem(pem)
+                        .or_else(|_| rsa::PrivateKey::from_pkcs8_pem(pem))
+                        .map_err(|_| {
+                            if pem.contains("EC PRIVATE KEY") || pem.contains("BEGIN PRIVATE KEY") {
+                                KeyError::Unsupported {
+                                    id: id.to_owned(),
+                                    reason: "not an RSA key; the pure-rust backend signs RSA only (use backend = \"openssl\" for ECDSA)".into(),
+                                }
+                            } else {
+                                parse_err("not a PEM RSA private key (expected BEGIN RSA PRIVATE KEY or BEGIN PRIVATE KEY)".into())
+                            }
+                        })?;
+                    let bits = u32::try_from(key.n().bits()).unwrap_or(u32::MAX);
+                    check_bits(id, KeyKind::Rsa, bits)?;
+                    let inner = match hash {
+                        HashAlg::Sha1 => {
+                            Inner::RustSha1(Box::new(rsa::pkcs1v15::SigningKey::new(key)))
+                        }
+                        HashAlg::Sha256 => {
+                            Inner::RustSha256(Box::new(rsa::pkcs1v15::SigningKey::new(key)))
+                        }
+                    };
+                    Ok(SigningKey {
+                        id: id.to_owned(),
+                        kind: KeyKind::Rsa,
+                        hash,
+                        backend,
+                        bits,
+                        inner,
+                    })
+                }
+                #[cfg(not(feature = "pure-rust"))]
+                {
+                    let _ = parse_err;
+                    Err(KeyError::Unsupported {
+                        id: id.to_owned(),
+                        reason: "backend \"pure-rust\" is not compiled in (build with feature pure-rust)".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Key id (CloudFront key pair id).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// RSA or ECDSA.
+    pub fn kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    /// Digest.
+    pub fn hash(&self) -> HashAlg {
+        self.hash
+    }
+
+    /// Crypto backend that holds this key.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Key size in bits.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// Signs `msg`. Only callable on a signing-pool thread: the [`OnPool`] token cannot be
+    /// made anywhere else, so no tokio worker can ever run RSA.
+    pub fn sign(&self, msg: &[u8], _on_pool: &OnPool) -> Result<Vec<u8>, CryptoError> {
+        match &self.inner {
+            #[cfg(feature = "openssl-backend")]
+            Inner::Openssl(pkey) => {
+                use openssl::hash::MessageDigest;
+                let md = match self.hash {
+                    HashAlg::Sha1 => MessageDigest::sha1(),
+                    HashAlg::Sha256 => MessageDigest::sha256(),
+                };
+                let err = |e: openssl::error::ErrorStack| CryptoError {
+                    backend: "openssl",
+                    reason: e.to_string(),
+                };
+                let mut signer = openssl::sign::Signer::new(md, pkey).map_err(err)?;
+                signer.update(msg).map_err(err)?;
+                signer.sign_to_vec().map_err(err)
+            }
+            #[cfg(feature = "pure-rust")]
+            Inner::RustSha1(key) => rust_sign(key.as_ref(), msg),
+            #[cfg(feature = "pure-rust")]
+            Inner::RustSha256(key) => rust_sign(key.as_ref(), msg),
+        }
+    }
+}
+
+#[cfg(feature = "pure-rust")]
+fn rust_sign(
+    key: &impl rsa::signature::Signer<rsa::pkcs1v15::Signature>,
+    msg: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    use rsa::signature::SignatureEncoding as _;
+    // `Signer` in rsa 0.10 blinds with the OS RNG (feature `getrandom`).
+    key.try_sign(msg)
+        .map(|s| s.to_vec())
+        .map_err(|e| CryptoError {
+            backend: "pure-rust",
+            reason: e.to_string(),
+        })
+}
+
+fn check_bits(id: &str, kind: KeyKind, bits: u32) -> Result<(), KeyError> {
+    let ok = match kind {
+        // CloudFront accepts RSA 2048 only; bigger keys are refused there, smaller are weak.
+        KeyKind::Rsa => bits == 2048,
+        KeyKind::EcdsaP256 => bits == 256,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::Unsupported {
+            id: id.to_owned(),
+            reason: format!(
+                "{}-bit {} key; CloudFront accepts RSA 2048 and ECDSA P-256 only",
+                bits,
+                kind.as_str()
+            ),
+        })
+    }
+}
+
+/// An immutable set of parsed keys, looked up by id.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    keys: HashMap<String, Arc<SigningKey>>,
+}
+
+impl KeySet {
+    /// Reads and parses every key; the first failure fails the whole set, so a reload
+    /// never half-applies.
+    pub fn load(specs: &[KeySpec], backend: Backend) -> Result<KeySet, KeyError> {
+        let mut keys = HashMap::with_capacity(specs.len());
+        for spec in specs {
+            let pem = match &spec.pem {
+                PemSource::Builtin(text) => std::borrow::Cow::Borrowed(*text),
+                PemSource::File(path) => std::borrow::Cow::Owned(read_key_file(&spec.id, path)?),
+            };
+            let key = SigningKey::from_pem(&spec.id, &pem, spec.hash, backend)?;
+            if keys.insert(spec.id.clone(), Arc::new(key)).is_some() {
+                return Err(KeyError::Duplicate(spec.id.clone()));
+            }
+        }
+        Ok(KeySet { keys })
+    }
+
+    /// Builds a set from already parsed keys (tests, benches).
+    pub fn from_keys(keys: impl IntoIterator<Item = SigningKey>) -> KeySet {
+        KeySet {
+            keys: keys
+                .into_iter()
+                .map(|k| (k.id.clone(), Arc::new(k)))
+                .collect(),
+        }
+    }
+
+    /// The key with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<SigningKey>> {
+        self.keys.get(id).cloned()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// No keys at all.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// All keys, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<SigningKey>> {
+        self.keys.values()
+    }
+}
+
+fn read_key_file(id: &str, path: &Path) -> Result<String, KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        id: id.to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    warn_if_world_readable(id, path);
+    Ok(text)
+}
+
+#[cfg(unix)]
+fn warn_if_world_readable(id: &str, path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                key_id = id,
+                path = %path.display(),
+                mode = format_args!("{:o}", mode & 0o777),
+                "private key file is readable by group or others; chmod 600 it"
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_world_readable(_id: &str, _path: &Path) {}
+
+/// The live key set, swapped atomically on reload.
+#[derive(Debug)]
+pub struct KeyStore {
+    current: ArcSwap<KeySet>,
+}
+
+impl KeyStore {
+    /// A store serving `set`.
+    pub fn new(set: KeySet) -> KeyStore {
+        KeyStore {
+            current: ArcSwap::from_pointee(set),
+        }
+    }
+
+    /// The set in force now; hold it for a whole batch so every item sees the same keys.
+    pub fn snapshot(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
+    /// Replaces the set. Readers holding the old snapshot finish with it.
+    pub fn replace(&self, set: KeySet) {
+        self.current.store(Arc::new(set));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_body_skips_comment_lines() {
+        assert_eq!(
+            pem_body("# TEST ONLY\n-----BEGIN X-----\n"),
+            "-----BEGIN X-----\n"
+        );
+        assert_eq!(pem_body("junk"), "junk");
+    }
+
+    #[test]
+    fn garbage_is_a_parse_error_without_bytes() {
+        let secretish =
+            "-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0c2VjcmV0\n-----END RSA PRIVATE KEY-----\n";
+        let err = SigningKey::from_pem("K1", secretish, HashAlg::Sha1, Backend::default())
+            .expect_err("garbage");
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("K1"), "{text}");
+        assert!(!text.contains("c2VjcmV0"), "{text}");
+    }
+}

@@ -1,0 +1,201 @@
+//! The dedicated rayon pool every signature is made on.
+//!
+//! Async handlers hand a whole batch to [`SigningPool::run`] and await a oneshot; the tokio
+//! worker is free while RSA runs. The guarantee is structural: [`SigningKey::sign`]
+//! requires an [`OnPool`] token, and the only way to get one is to be running inside this
+//! pool (`run`, `run_blocking`), checked again at run time in every debug and test build.
+//!
+//! [`SigningKey::sign`]: super::keys::SigningKey::sign
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+thread_local! {
+    /// Set once in each pool thread's start handler.
+    static IS_POOL_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Proof that the current code runs on a signing-pool thread. It has no public
+/// constructor; closures given to [`SigningPool`] receive one by reference.
+#[derive(Debug)]
+pub struct OnPool {
+    _private: (),
+}
+
+impl OnPool {
+    fn here() -> OnPool {
+        debug_assert!(
+            IS_POOL_THREAD.with(Cell::get),
+            "OnPool made off the signing pool (thread {:?})",
+            std::thread::current().name()
+        );
+        OnPool { _private: () }
+    }
+
+    /// Whether the calling thread belongs to a signing pool.
+    pub fn is_pool_thread() -> bool {
+        IS_POOL_THREAD.with(Cell::get)
+    }
+}
+
+/// The pool is gone (shut down) or a job panicked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// The job did not complete: it panicked (a bug, logged with its message) or the pool
+    /// was dropped.
+    #[error("signing job did not complete")]
+    Lost,
+}
+
+/// Gauges the pool keeps for metrics.
+#[derive(Debug, Default)]
+struct Counters {
+    queued: AtomicUsize,
+    busy: AtomicUsize,
+}
+
+/// Timing of one job, for metrics: time waiting for a thread, then time running.
+#[derive(Debug, Clone, Copy)]
+pub struct JobTiming {
+    /// From submission to a thread picking the job up.
+    pub queue_wait: Duration,
+    /// Running time on the pool.
+    pub run: Duration,
+}
+
+/// A rayon thread pool reserved for signing.
+#[derive(Debug)]
+pub struct SigningPool {
+    pool: rayon::ThreadPool,
+    counters: Arc<Counters>,
+}
+
+impl SigningPool {
+    /// Starts `threads` threads (0 = one per core), named `cdnsign-sign-N`.
+    pub fn new(threads: usize) -> Result<SigningPool, rayon::ThreadPoolBuildError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("cdnsign-sign-{i}"))
+            .start_handler(|_| IS_POOL_THREAD.with(|c| c.set(true)))
+            // Without a handler rayon aborts the process on a panic in a spawned job.
+            // With one, the job's oneshot sender drops and the caller gets PoolError::Lost.
+            .panic_handler(|payload| {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("<non-string panic>");
+                tracing::error!(panic = msg, "signing job panicked");
+            })
+            .build()?;
+        Ok(SigningPool {
+            pool,
+            counters: Arc::default(),
+        })
+    }
+
+    /// Number of threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Jobs waiting for a thread.
+    pub fn queued(&self) -> usize {
+        self.counters.queued.load(Ordering::Relaxed)
+    }
+
+    /// Jobs running now.
+    pub fn busy(&self) -> usize {
+        self.counters.busy.load(Ordering::Relaxed)
+    }
+
+    /// Runs `job` on the pool and awaits its result without blocking the async worker.
+    pub async fn run<F, R>(&self, job: F) -> Result<(R, JobTiming), PoolError>
+    where
+        F: FnOnce(&OnPool) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let counters = Arc::clone(&self.counters);
+        let submitted = Instant::now();
+        counters.queued.fetch_add(1, Ordering::Relaxed);
+        self.pool.spawn(move || {
+            counters.queued.fetch_sub(1, Ordering::Relaxed);
+            counters.busy.fetch_add(1, Ordering::Relaxed);
+            // Decrement `busy` even if the job panics.
+            let _busy = BusyGuard(&counters);
+            let started = Instant::now();
+            let out = job(&OnPool::here());
+            let timing = JobTiming {
+                queue_wait: started - submitted,
+                run: started.elapsed(),
+            };
+            // The caller may have gone away (deadline, cancelled stream): nothing to do.
+            let _ = tx.send((out, timing));
+        });
+        rx.await.map_err(|_| PoolError::Lost)
+    }
+
+    /// Runs `job` on the pool and blocks the calling thread until it is done. For the CLI
+    /// and benches; never call it from async code.
+    pub fn run_blocking<F, R>(&self, job: F) -> R
+    where
+        F: FnOnce(&OnPool) -> R + Send,
+        R: Send,
+    {
+        self.pool.install(|| job(&OnPool::here()))
+    }
+}
+
+struct BusyGuard<'a>(&'a Counters);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_run_on_named_pool_threads_not_tokio_workers() {
+        assert!(
+            !OnPool::is_pool_thread(),
+            "test body runs on a tokio worker"
+        );
+        let pool = SigningPool::new(2).expect("pool");
+        let (name, _) = pool
+            .run(|_| {
+                (
+                    std::thread::current().name().map(str::to_owned),
+                    OnPool::is_pool_thread(),
+                )
+            })
+            .await
+            .expect("run");
+        let (thread, flag) = name;
+        assert!(flag);
+        assert!(
+            thread
+                .as_deref()
+                .is_some_and(|n| n.starts_with("cdnsign-sign-")),
+            "{thread:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_lost_not_fatal() {
+        let pool = SigningPool::new(1).expect("pool");
+        let r: Result<((), JobTiming), PoolError> = pool.run(|_| panic!("boom")).await;
+        assert_eq!(r.map(|_| ()), Err(PoolError::Lost));
+        // The pool still works afterwards.
+        assert_eq!(pool.run(|_| 7).await.expect("run").0, 7);
+        assert_eq!(pool.busy(), 0);
+    }
+}

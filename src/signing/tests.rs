@@ -1,0 +1,297 @@
+//! Batch signing tests against the TEST ONLY key, on every compiled backend.
+
+use std::sync::Arc;
+
+use super::keys::{Backend, HashAlg, KeySet, SigningKey};
+use super::pool::SigningPool;
+use super::validate::{BatchContext, ItemSpec};
+use super::verify::{VerifyKey, verify_url};
+use super::*;
+
+const KEY_ID: &str = "K2JCJMDEHXQW5F";
+const NOW: i64 = 1_700_000_000;
+
+fn repo_file(rel: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub(super) fn backends() -> Vec<Backend> {
+    let mut v = Vec::new();
+    if cfg!(feature = "openssl-backend") {
+        v.push(Backend::Openssl);
+    }
+    if cfg!(feature = "pure-rust") {
+        v.push(Backend::PureRust);
+    }
+    v
+}
+
+fn keyset(backend: Backend) -> KeySet {
+    let pem = repo_file("config/dev-keys/TEST-ONLY-cloudfront.pem");
+    KeySet::from_keys([SigningKey::from_pem(KEY_ID, &pem, HashAlg::Sha1, backend).expect("key")])
+}
+
+fn ctx(keys: &KeySet) -> BatchContext {
+    BatchContext {
+        default_key: keys.get(KEY_ID),
+        default_key_id: KEY_ID.into(),
+        expires_at: 0,
+        ttl_seconds: 3600,
+        custom_policy: false,
+        max_ttl_seconds: 86_400,
+        now: NOW,
+    }
+}
+
+fn verify_key() -> VerifyKey {
+    VerifyKey::from_pem(&repo_file("config/dev-keys/TEST-ONLY-cloudfront.pub.pem")).expect("pub")
+}
+
+#[test]
+fn one_bad_item_in_a_thousand_fails_alone() {
+    let pool = SigningPool::new(2).expect("pool");
+    for backend in backends() {
+        let keys = keyset(backend);
+        let urls: Vec<String> = (0..1000)
+            .map(|i| {
+                if i == 500 {
+                    "not a url".to_owned()
+                } else {
+                    format!("https://d111111abcdef8.cloudfront.net/hls/seg{i}.ts")
+                }
+            })
+            .collect();
+        let items: Vec<ItemSpec<'_>> = urls
+            .iter()
+            .map(|u| ItemSpec {
+                url: u,
+                ..ItemSpec::default()
+            })
+            .collect();
+        let (results, stats) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+        assert_eq!(results.len(), 1000);
+        assert_eq!(stats.signed, 999);
+        assert_eq!(stats.failed, 1);
+        assert_eq!(stats.signatures, 999);
+        let err = results[500].as_ref().expect_err("bad item");
+        assert_eq!(err.field(), Some(Field::Url));
+        let vk = verify_key();
+        for (i, r) in results
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 500)
+            .step_by(97)
+        {
+            let url = r.as_ref().expect("signed").signed_url();
+            assert!(url.starts_with(&urls[i]), "{url}");
+            let verdict = verify_url(&url, &vk, NOW + 10, None);
+            assert!(verdict.valid(), "{backend:?} {url}: {:?}", verdict.problems);
+        }
+    }
+}
+
+#[test]
+fn a_playlist_under_one_wildcard_policy_costs_one_signature() {
+    let pool = SigningPool::new(2).expect("pool");
+    let keys = keyset(Backend::default());
+    let urls: Vec<String> = (0..10_000)
+        .map(|i| format!("https://d111111abcdef8.cloudfront.net/hls/abc/seg{i}.ts"))
+        .collect();
+    let items: Vec<ItemSpec<'_>> = urls
+        .iter()
+        .map(|u| ItemSpec {
+            url: u,
+            policy_resource: "https://d111111abcdef8.cloudfront.net/hls/abc/*",
+            ..ItemSpec::default()
+        })
+        .collect();
+    let (results, stats) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+    assert_eq!(stats.signatures, 1);
+    assert_eq!(stats.signed, 10_000);
+    let vk = verify_key();
+    for r in [&results[0], &results[9_999]] {
+        let url = r.as_ref().expect("signed").signed_url();
+        assert!(url.contains("?Policy="), "{url}");
+        let v = verify_url(&url, &vk, NOW + 1, None);
+        assert!(v.valid(), "{:?}", v.problems);
+        assert!(v.custom);
+    }
+}
+
+#[test]
+fn existing_query_string_gets_an_ampersand() {
+    let pool = SigningPool::new(1).expect("pool");
+    let keys = keyset(Backend::default());
+    let items = [ItemSpec {
+        url: "https://d.example/a.m3u8?lang=en",
+        ..ItemSpec::default()
+    }];
+    let (results, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+    let url = results[0].as_ref().expect("signed").signed_url();
+    assert!(
+        url.starts_with("https://d.example/a.m3u8?lang=en&Expires=1700003600&Signature="),
+        "{url}"
+    );
+    assert!(url.ends_with("&Key-Pair-Id=K2JCJMDEHXQW5F"), "{url}");
+    assert!(verify_url(&url, &verify_key(), NOW, None).valid());
+}
+
+#[test]
+fn custom_conditions_are_enforced_by_verify() {
+    let pool = SigningPool::new(1).expect("pool");
+    let keys = keyset(Backend::default());
+    let items = [ItemSpec {
+        url: "https://d.example/v/a.mp4",
+        not_before: NOW + 100,
+        ip_range: "192.0.2.0/24",
+        ..ItemSpec::default()
+    }];
+    let (results, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+    let url = results[0].as_ref().expect("signed").signed_url();
+    let vk = verify_key();
+    let early = verify_url(&url, &vk, NOW + 50, None);
+    assert!(early.signature_valid && !early.valid(), "{early:?}");
+    assert!(verify_url(&url, &vk, NOW + 200, Some("192.0.2.9".parse().expect("ip"))).valid());
+    assert!(
+        !verify_url(
+            &url,
+            &vk,
+            NOW + 200,
+            Some("198.51.100.1".parse().expect("ip"))
+        )
+        .valid()
+    );
+    assert!(!verify_url(&url, &vk, NOW + 3600, None).valid(), "expired");
+    // Tampering with the URL breaks the resource match.
+    let other = url.replace("/v/a.mp4", "/v/b.mp4");
+    assert!(!verify_url(&other, &vk, NOW + 200, None).valid());
+}
+
+#[test]
+fn expiry_rules() {
+    let pool = SigningPool::new(1).expect("pool");
+    let keys = keyset(Backend::default());
+    let cases: [(ItemSpec<'_>, Field, &str); 5] = [
+        (
+            ItemSpec {
+                url: "https://d/a",
+                expires_at: NOW - 1,
+                ..ItemSpec::default()
+            },
+            Field::ExpiresAt,
+            "not in the future",
+        ),
+        (
+            ItemSpec {
+                url: "https://d/a",
+                ttl_seconds: 86_401,
+                ..ItemSpec::default()
+            },
+            Field::TtlSeconds,
+            "max_ttl_seconds limit of 86400",
+        ),
+        (
+            ItemSpec {
+                url: "https://d/a",
+                not_before: NOW + 7200,
+                ..ItemSpec::default()
+            },
+            Field::NotBefore,
+            "not before the expiry",
+        ),
+        (
+            ItemSpec {
+                url: "https://d/a",
+                expires_at: NOW + 5,
+                ttl_seconds: 5,
+                ..ItemSpec::default()
+            },
+            Field::ExpiresAt,
+            "only one",
+        ),
+        (
+            ItemSpec {
+                url: "https://d/a",
+                ip_range: "300.1.1.1",
+                ..ItemSpec::default()
+            },
+            Field::IpRange,
+            "not an IPv4",
+        ),
+    ];
+    let items: Vec<ItemSpec<'_>> = cases.iter().map(|c| c.0).collect();
+    let (results, stats) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+    assert_eq!(stats.failed, cases.len());
+    for (r, (_, field, text)) in results.iter().zip(&cases) {
+        let e = r.as_ref().expect_err("must fail");
+        assert_eq!(e.field(), Some(*field), "{e}");
+        assert!(e.to_string().contains(text), "{e}");
+    }
+}
+
+#[test]
+fn unknown_key_is_per_item() {
+    let pool = SigningPool::new(1).expect("pool");
+    let keys = keyset(Backend::default());
+    let items = [
+        ItemSpec {
+            url: "https://d/a",
+            key_id: "NOPE",
+            ..ItemSpec::default()
+        },
+        ItemSpec {
+            url: "https://d/b",
+            ..ItemSpec::default()
+        },
+    ];
+    let (results, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+    assert!(matches!(results[0], Err(SignError::UnknownKey(_))));
+    assert!(results[1].is_ok());
+}
+
+#[test]
+fn cookies_carry_the_same_signature_as_the_url() {
+    let pool = SigningPool::new(1).expect("pool");
+    let keys = keyset(Backend::default());
+    let items = [ItemSpec {
+        url: "https://d.example/hls/index.m3u8",
+        policy_resource: "https://d.example/hls/*",
+        ..ItemSpec::default()
+    }];
+    let (results, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+    let item = results[0].as_ref().expect("signed");
+    let cookies = item.cookies();
+    let names: Vec<&str> = cookies.iter().map(|c| c.0).collect();
+    assert_eq!(
+        names,
+        [
+            "CloudFront-Policy",
+            "CloudFront-Signature",
+            "CloudFront-Key-Pair-Id"
+        ]
+    );
+    assert!(
+        item.signed_url()
+            .contains(&format!("Signature={}&", cookies[1].1))
+    );
+    let _ = Arc::clone(&item.key);
+}
+
+#[test]
+fn backends_agree_byte_for_byte() {
+    let pool = SigningPool::new(1).expect("pool");
+    let outs: Vec<String> = backends()
+        .into_iter()
+        .map(|b| {
+            let keys = keyset(b);
+            let items = [ItemSpec {
+                url: "https://d/a",
+                ..ItemSpec::default()
+            }];
+            let (r, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+            r[0].as_ref().expect("signed").signed_url()
+        })
+        .collect();
+    assert!(outs.windows(2).all(|w| w[0] == w[1]), "{outs:?}");
+}
