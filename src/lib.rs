@@ -14,10 +14,14 @@
 //! reflection, SIGHUP key reload, graceful shutdown), [`telemetry`] (logs),
 //! [`shutdown`] (signals), [`cli`] (offline `sign`/`cookies`/`verify`), and
 //! [`signing::verify`] (checks a signed URL the way CloudFront would).
+//!
+//! Cache purging (CloudFront invalidations, Aliyun CDN refreshes) lives in [`purge`], served
+//! as `cdnsign.v1.Purger` by [`grpc::purge`].
 
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod purge;
 pub mod server;
 pub mod shutdown;
 pub mod signing;

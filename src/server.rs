@@ -14,8 +14,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server as TonicServer;
 
 use crate::config::Config;
+use crate::grpc::purge::PurgerService;
 use crate::grpc::sign::SignerService;
+use crate::proto::purger_server::PurgerServer;
 use crate::proto::signer_server::SignerServer;
+use crate::purge::{PurgeError, PurgeOptions, Purger};
 use crate::signing::keys::{KeyError, KeySet, KeyStore};
 use crate::signing::pool::SigningPool;
 
@@ -42,6 +45,9 @@ pub enum ServerError {
     /// Reflection service setup.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The purge service could not start (store, target clients).
+    #[error("purge: {0}")]
+    Purge(#[from] PurgeError),
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -53,6 +59,7 @@ pub struct Server {
     listener: TcpListener,
     keys: Arc<KeyStore>,
     pool: Arc<SigningPool>,
+    purger: Arc<Purger>,
 }
 
 impl std::fmt::Debug for Server {
@@ -75,6 +82,13 @@ pub async fn run(
 impl Server {
     /// Loads keys, starts the signing pool and binds the gRPC listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        Self::bind_with(config, PurgeOptions::default()).await
+    }
+
+    /// [`Server::bind`] with purge credentials or store supplied by the caller (tests,
+    /// embedding) instead of the standard sources.
+    pub async fn bind_with(config: Config, purge: PurgeOptions) -> Result<Server, ServerError> {
+        let purger = Purger::new(&config, purge).await?;
         let keys = KeySet::load(&config.key_specs(), config.signing.backend)?;
         tracing::info!(
             keys = keys.len(),
@@ -94,6 +108,7 @@ impl Server {
             listener,
             keys: Arc::new(KeyStore::new(keys)),
             pool: Arc::new(pool),
+            purger,
         })
     }
 
@@ -111,6 +126,7 @@ impl Server {
             listener,
             keys,
             pool,
+            purger,
         } = self;
         let addr = listener.local_addr().unwrap_or(config.server.listen);
         if config.server.allow_unauthenticated {
@@ -142,9 +158,20 @@ impl Server {
             .max_decoding_message_size(max_msg.saturating_mul(4))
             .max_encoding_message_size(usize::MAX);
 
+        let purger_server = PurgerServer::new(PurgerService::new(Arc::clone(&purger)))
+            .max_decoding_message_size(max_msg.saturating_mul(4));
+        // Resumes unfinished purges from the store, then polls and sends as room frees.
+        let (purge_stop_tx, purge_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let purge_worker = tokio::spawn(Arc::clone(&purger).run(async {
+            let _ = purge_stop_rx.await;
+        }));
+
         // Ready: keys are loaded.
         health_reporter
             .set_serving::<SignerServer<Arc<SignerService>>>()
+            .await;
+        health_reporter
+            .set_serving::<PurgerServer<PurgerService>>()
             .await;
 
         let reload = tokio::spawn(reload_on_sighup(config.clone(), Arc::clone(&keys)));
@@ -155,6 +182,7 @@ impl Server {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(signer_server)
+            .add_service(purger_server)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stop_rx.await;
             });
@@ -181,6 +209,8 @@ impl Server {
             }
         };
         reload.abort();
+        let _ = purge_stop_tx.send(());
+        let _ = purge_worker.await;
         tracing::info!("cdnsign stopped");
         result
     }

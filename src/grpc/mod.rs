@@ -1,7 +1,9 @@
 //! gRPC services: thin adapters from protobuf to the domain modules.
 //!
 //! - [`sign`]: `cdnsign.v1.Signer` (URLs, cookies, streaming).
+//! - [`purge`]: `cdnsign.v1.Purger` (CDN cache purges).
 //! - [`status`]: the single mapping from domain errors to gRPC codes.
 
+pub mod purge;
 pub mod sign;
 pub mod status;
