@@ -232,6 +232,17 @@ pub struct Quota {
     pub preload_remain: i64,
 }
 
+/// A signed request, ready to send (POST).
+#[derive(Debug, Clone)]
+pub struct SignedRequest {
+    /// Full URL (with the query for V1).
+    pub url: String,
+    /// Headers to send, `authorization` included for V3.
+    pub headers: Vec<(String, String)>,
+    /// Form body.
+    pub body: String,
+}
+
 /// Client for one endpoint with one signature version.
 #[derive(Clone)]
 pub struct Aliyun {
@@ -353,12 +364,15 @@ impl Aliyun {
         })
     }
 
-    /// Calls `action` with business `params`; returns the JSON body.
-    pub async fn call(
+    /// Builds and signs a request for `action` with business `params` in the form body,
+    /// with the given nonce and timestamp (`YYYY-MM-DDTHH:MM:SSZ`).
+    pub fn build_request(
         &self,
         action: &str,
         params: &[(&str, String)],
-    ) -> Result<serde_json::Value, ProviderError> {
+        nonce: &str,
+        timestamp: &str,
+    ) -> Result<SignedRequest, ProviderError> {
         let creds = self.credentials.as_ref().ok_or_else(|| {
             perr(
                 action,
@@ -368,15 +382,10 @@ impl Aliyun {
                 ErrorClass::Credentials,
             )
         })?;
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        let timestamp = iso8601(now);
         let body = form_encode(params);
         let url = format!("{}/", self.endpoint);
-        let req = match self.signature {
+        let content_type = "application/x-www-form-urlencoded".to_owned();
+        Ok(match self.signature {
             SignatureVersion::V1 => {
                 let mut system: BTreeMap<String, String> = BTreeMap::new();
                 for (k, v) in [
@@ -386,8 +395,8 @@ impl Aliyun {
                     ("AccessKeyId", creds.access_key_id.as_str()),
                     ("SignatureMethod", "HMAC-SHA1"),
                     ("SignatureVersion", "1.0"),
-                    ("SignatureNonce", nonce.as_str()),
-                    ("Timestamp", timestamp.as_str()),
+                    ("SignatureNonce", nonce),
+                    ("Timestamp", timestamp),
                 ] {
                     system.insert(k.to_owned(), v.to_owned());
                 }
@@ -398,26 +407,26 @@ impl Aliyun {
                 let (_, sig) = sign_v1("POST", &all, creds.secret.expose());
                 system.insert("Signature".into(), sig);
                 let query = canonical_query(system.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                self.http
-                    .post(format!("{url}?{query}"))
-                    .header("host", &self.host)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .header("accept", "application/json")
-                    .body(body)
+                SignedRequest {
+                    url: format!("{url}?{query}"),
+                    headers: vec![
+                        ("host".into(), self.host.clone()),
+                        ("content-type".into(), content_type),
+                        ("accept".into(), "application/json".into()),
+                    ],
+                    body,
+                }
             }
             SignatureVersion::V3 => {
                 let payload_hash = sha256_hex(body.as_bytes());
-                let headers: Vec<(String, String)> = vec![
+                let mut headers: Vec<(String, String)> = vec![
                     ("host".into(), self.host.clone()),
                     ("x-acs-action".into(), action.to_owned()),
                     ("x-acs-version".into(), API_VERSION.to_owned()),
-                    ("x-acs-date".into(), timestamp.clone()),
-                    ("x-acs-signature-nonce".into(), nonce.clone()),
+                    ("x-acs-date".into(), timestamp.to_owned()),
+                    ("x-acs-signature-nonce".into(), nonce.to_owned()),
                     ("x-acs-content-sha256".into(), payload_hash.clone()),
-                    (
-                        "content-type".into(),
-                        "application/x-www-form-urlencoded".into(),
-                    ),
+                    ("content-type".into(), content_type),
                 ];
                 let (_, authorization) = sign_v3(
                     &V3Request {
@@ -430,13 +439,31 @@ impl Aliyun {
                     &creds.access_key_id,
                     creds.secret.expose(),
                 );
-                let mut rb = self.http.post(&url).header("accept", "application/json");
-                for (k, v) in &headers {
-                    rb = rb.header(k.as_str(), v.as_str());
-                }
-                rb.header("authorization", authorization).body(body)
+                headers.push(("accept".into(), "application/json".into()));
+                headers.push(("authorization".into(), authorization));
+                SignedRequest { url, headers, body }
             }
-        };
+        })
+    }
+
+    /// Calls `action` with business `params` (fresh nonce, current time); returns the JSON
+    /// body.
+    pub async fn call(
+        &self,
+        action: &str,
+        params: &[(&str, String)],
+    ) -> Result<serde_json::Value, ProviderError> {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let signed = self.build_request(action, params, &nonce, &iso8601(now))?;
+        let mut req = self.http.post(&signed.url);
+        for (k, v) in &signed.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let req = req.body(signed.body);
         let resp = req.send().await.map_err(|e| {
             let what = if e.is_timeout() {
                 "request timed out"

@@ -1,6 +1,8 @@
 //! Shared test harness for the purge tests: the test Python (moto, boto3, Aliyun SDKs),
 //! moto on a free loopback port, and the real server bound on 127.0.0.1:0.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
+
+pub mod aliyun_fake;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
