@@ -109,24 +109,25 @@ async fn five_thousand_paths_split_wait_for_room_and_go_out_when_it_frees() {
             JobStatus::Completed
         ]
     );
-    let st = fake.state.lock().expect("state");
-    assert_eq!(st.created, 2);
-    assert!(st.peak.0 <= 3_000, "peak {:?}", st.peak);
-    assert!(
-        !st.refused
-            .iter()
-            .any(|(_, c)| c == "TooManyInvalidationsInProgress"),
-        "room is computed before sending: {:?}",
-        st.refused
-    );
-    let second_sent = st.invalidations[1]
-        .created
-        .duration_since(st.invalidations[0].created);
+    let second_sent = {
+        let st = fake.state.lock().expect("state");
+        assert_eq!(st.created, 2);
+        assert!(st.peak.0 <= 3_000, "peak {:?}", st.peak);
+        assert!(
+            !st.refused
+                .iter()
+                .any(|(_, c)| c == "TooManyInvalidationsInProgress"),
+            "room is computed before sending: {:?}",
+            st.refused
+        );
+        st.invalidations[1]
+            .created
+            .duration_since(st.invalidations[0].created)
+    };
     assert!(
         second_sent >= Duration::from_millis(1_500),
         "{second_sent:?}"
     );
-    drop(st);
     eprintln!(
         "5,000 paths: Purge answered in {answered:?}; second batch sent {second_sent:?} after the first (first completes at 1.5 s); all completed after {done:?}"
     );
@@ -135,9 +136,10 @@ async fn five_thousand_paths_split_wait_for_room_and_go_out_when_it_frees() {
     let again = purge(&mut client, "site", paths, PurgeKind::File, "deploy-7").await;
     assert!(again.deduplicated);
     assert_eq!(again.purge_id, resp.purge_id);
-    let st = fake.state.lock().expect("state");
-    assert_eq!((st.created, st.replayed), (2, 0));
-    drop(st);
+    {
+        let st = fake.state.lock().expect("state");
+        assert_eq!((st.created, st.replayed), (2, 0));
+    }
     server.stop().await;
 }
 
