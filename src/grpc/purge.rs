@@ -168,7 +168,8 @@ impl PurgerApi for PurgerService {
                 },
                 deadline,
             )
-            .await?;
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, kind = e.label(), "purge refused"))?;
         Ok(Response::new(purge_shape!(PurgeResponse, &view.record, {
             deduplicated: view.deduplicated,
         })))

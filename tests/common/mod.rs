@@ -196,3 +196,109 @@ pub(crate) async fn watch_to_end(
     }
     seen
 }
+
+/// The real `cdnsign` binary, `serve --config FILE`, on a known loopback port; its stderr
+/// (logs) is collected. Killed (SIGKILL) on drop.
+pub struct Binary {
+    child: Child,
+    /// gRPC address.
+    pub addr: SocketAddr,
+    /// Everything it wrote to stderr so far.
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Binary {
+    /// Starts the binary and waits until its port accepts connections.
+    pub fn start(config: &Path, port: u16, env: &[(&str, &str)]) -> Binary {
+        use std::io::Read as _;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdnsign"));
+        cmd.args(["serve", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start cdnsign");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr");
+        let sink = std::sync::Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "cdnsign exited with {status}: {}",
+                    stderr.lock().map(|s| s.clone()).unwrap_or_default()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "cdnsign did not listen on {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Binary {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            stderr,
+        }
+    }
+
+    /// A gRPC client.
+    pub async fn client(&self) -> PurgerClient<Channel> {
+        PurgerClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect")
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The logs so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `[server]`, `[metrics]` and `[purge]` for the binary, listening on `port`.
+pub fn binary_config(data_dir: &Path, port: u16) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+shutdown_grace_seconds = 1
+[metrics]
+listen = "127.0.0.1:0"
+[purge]
+data_dir = "{}"
+poll_interval_ms = 100
+watch_interval_ms = 100
+retry_base_ms = 20
+retry_max_ms = 200
+background_deadline_seconds = 5
+"#,
+        data_dir.display()
+    )
+}

@@ -1,0 +1,112 @@
+//! Secrets never reach a log, an error or a metric label: the real binary runs with
+//! `RUST_LOG=trace`, distinctive AWS and Aliyun secrets in its environment, and does
+//! successful and refused purges against the local fakes; neither secret may appear in
+//! its logs or in any gRPC answer.
+
+mod common;
+
+use std::time::Duration;
+
+use cdnsign::proto::{PurgeKind, PurgeRequest};
+use common::aliyun_fake::AliyunFake;
+use common::cloudfront_fake::CloudFrontFake;
+use common::{Binary, binary_config, free_port, watch_to_end};
+
+const ALI_ID: &str = "LTAI5tSecretsTestId";
+const ALI_SECRET: &str = "AliSecret-7Hq2pX9vLr4kZ0-MUST-NOT-LEAK";
+const AWS_SECRET: &str = "AwsSecret-wJalrXUtnFEMI-K7MDENG-MUST-NOT-LEAK";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_logs_and_errors() {
+    let cf = CloudFrontFake::start("ESECRETS00001", Duration::from_millis(200)).await;
+    let good = AliyunFake::start(ALI_ID, ALI_SECRET).await;
+    // Knows the same key id with another secret: every request it gets is refused.
+    let bad = AliyunFake::start(ALI_ID, "a-different-secret").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = dir.path().join("cdnsign.toml");
+    std::fs::write(
+        &config,
+        binary_config(&dir.path().join("data"), port)
+            + &format!(
+                r#"
+[[targets]]
+name = "cf"
+provider = "cloudfront"
+distribution_id = "ESECRETS00001"
+endpoint = "{}"
+[[targets]]
+name = "good"
+provider = "aliyun"
+domain = "cdn.example.com"
+endpoint = "{}"
+[[targets]]
+name = "good-v1"
+provider = "aliyun"
+domain = "cdn.example.com"
+endpoint = "{}"
+signature = "v1"
+[[targets]]
+name = "bad"
+provider = "aliyun"
+domain = "cdn.example.com"
+endpoint = "{}"
+"#,
+                cf.endpoint, good.endpoint, good.endpoint, bad.endpoint
+            ),
+    )
+    .expect("config");
+    let server = Binary::start(
+        &config,
+        port,
+        &[
+            ("RUST_LOG", "trace"),
+            ("AWS_ACCESS_KEY_ID", "AKIDSECRETSTEST"),
+            ("AWS_SECRET_ACCESS_KEY", AWS_SECRET),
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", ALI_ID),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ALI_SECRET),
+        ],
+    );
+    let mut client = server.client().await;
+    let mut answers = String::new();
+    for target in ["cf", "good", "good-v1"] {
+        let resp = client
+            .purge(PurgeRequest {
+                target: target.into(),
+                paths: vec!["/a.png".into(), "https://cdn.example.com/b c.png".into()],
+                kind: PurgeKind::File.into(),
+                idempotency_key: format!("secrets-{target}"),
+            })
+            .await
+            .expect("purge")
+            .into_inner();
+        answers.push_str(&format!("{resp:?}"));
+        let seen = watch_to_end(&mut client, &resp.purge_id, Duration::from_secs(20)).await;
+        answers.push_str(&format!("{seen:?}"));
+    }
+    let err = client
+        .purge(PurgeRequest {
+            target: "bad".into(),
+            paths: vec!["/a.png".into()],
+            kind: PurgeKind::File.into(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    answers.push_str(&format!("{err:?}"));
+    assert_eq!(good.calls("RefreshObjectCaches").len(), 2);
+    assert_eq!(cf.ours().len(), 1);
+
+    let logs = server.logs();
+    assert!(logs.contains("TRACE"), "trace logging was on");
+    assert!(logs.contains("purge job sent"));
+    assert!(
+        logs.contains("SignatureDoesNotMatch"),
+        "the refusal was logged"
+    );
+    for secret in [ALI_SECRET, AWS_SECRET] {
+        assert!(!logs.contains(secret), "secret in logs");
+        assert!(!answers.contains(secret), "secret in gRPC answers");
+    }
+}
