@@ -239,9 +239,8 @@ pub struct Purger {
     work: Mutex<()>,
     changes: broadcast::Sender<String>,
     wake: Notify,
-    foreign: std::sync::Mutex<HashMap<String, Counts>>,
-    /// Last non-retryable error per purge, so `Purge` can answer with it.
-    last_errors: std::sync::Mutex<HashMap<String, ProviderError>>,
+    /// Path counts of other clients' in-progress invalidations (pruned as they finish).
+    foreign: std::sync::Mutex<HashMap<(String, String), Counts>>,
     backoff: Backoff,
 }
 
@@ -396,7 +395,6 @@ impl Purger {
             changes,
             wake: Notify::new(),
             foreign: std::sync::Mutex::new(HashMap::new()),
-            last_errors: std::sync::Mutex::new(HashMap::new()),
             backoff,
         }))
     }
@@ -586,19 +584,16 @@ impl Purger {
         let _ = self.changes.send(record.id.clone());
         // Send what fits now, unless the worker holds the scheduler past our deadline; the
         // purge is stored either way and the worker sends it.
+        let mut failures = HashMap::new();
         if let Ok(guard) = tokio::time::timeout_at(deadline, self.work.lock()).await {
-            self.pass(deadline, false).await;
+            failures = self.pass(deadline, false).await;
             drop(guard);
         }
         self.wake.notify_one();
         let record = self.store.get(&record.id)?.unwrap_or(record);
         // Every job failed on its first try with the same non-retryable error: say so.
         if record.jobs.iter().all(|j| j.state == JobState::Failed)
-            && let Some(e) = self
-                .last_errors
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&record.id).cloned())
+            && let Some(e) = failures.remove(&record.id)
         {
             return Err(PurgeError::Provider(e));
         }
@@ -722,13 +717,15 @@ impl Purger {
     }
 
     /// One scheduler pass over every unfinished purge (caller holds `work`): poll jobs in
-    /// progress (when `poll`), then send waiting jobs that fit, oldest purge first.
-    async fn pass(&self, deadline: Instant, poll: bool) {
+    /// progress (when `poll`), then send waiting jobs that fit, oldest purge first. Returns
+    /// the first non-retryable error per purge met in this pass.
+    async fn pass(&self, deadline: Instant, poll: bool) -> HashMap<String, ProviderError> {
+        let mut failures = HashMap::new();
         let mut active = match self.store.active() {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read unfinished purges");
-                return;
+                return failures;
             }
         };
         let before: Vec<PurgeRecord> = active.clone();
@@ -766,8 +763,8 @@ impl Purger {
                     first_error.get_or_insert(e);
                 }
             }
-            if let (Some(e), Ok(mut m)) = (first_error, self.last_errors.lock()) {
-                m.insert(rec.id.clone(), e);
+            if let Some(e) = first_error {
+                failures.insert(rec.id.clone(), e);
             }
         }
         for (rec, old) in active.iter().zip(before.iter()) {
@@ -782,6 +779,7 @@ impl Purger {
                 }
             }
         }
+        failures
     }
 
     fn leg(&self, target: &str, job: &JobRecord) -> Option<Arc<Leg>> {
@@ -942,12 +940,17 @@ impl Purger {
                 return ours.values().fold((0, 0), |(f, w), (a, b)| (f + a, w + b));
             }
         };
+        if let Ok(mut m) = self.foreign.lock() {
+            m.retain(|(d, id), _| d != dist || listed.contains(id));
+        }
         let mut total: Counts = (0, 0);
         for id in &listed {
-            let cached = ours
-                .get(id)
-                .copied()
-                .or_else(|| self.foreign.lock().ok().and_then(|m| m.get(id).copied()));
+            let cached = ours.get(id).copied().or_else(|| {
+                self.foreign
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&(dist.to_owned(), id.clone())).copied())
+            });
             let c = match cached {
                 Some(c) => c,
                 None => match cf.get(dist, id).await {
@@ -955,7 +958,7 @@ impl Purger {
                         let wild = inv.paths.iter().filter(|p| p.ends_with('*')).count() as u32;
                         let c = (inv.paths.len() as u32 - wild, wild);
                         if let Ok(mut m) = self.foreign.lock() {
-                            m.insert(id.clone(), c);
+                            m.insert((dist.to_owned(), id.clone()), c);
                         }
                         c
                     }
