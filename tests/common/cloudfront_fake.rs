@@ -17,7 +17,8 @@
 //!   with other paths: 409 `InvalidationBatchAlreadyExists`;
 //! - each invalidation is `InProgress` until `complete_after` has passed, then `Completed`;
 //! - `throttle_next` answers the next N calls with 400 `Throttling`, `unavailable_next`
-//!   with 503 `ServiceUnavailable`.
+//!   with 503 `ServiceUnavailable`; `create_delay` holds CreateInvalidation's answer (the
+//!   invalidation already exists) to open a crash window.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -76,6 +77,9 @@ pub struct CfState {
     pub hidden_files: usize,
     /// Refusals: (operation, code).
     pub refused: Vec<(String, String)>,
+    /// CreateInvalidation records the invalidation at once but answers only after this
+    /// (a process killed meanwhile has sent it without learning its id).
+    pub create_delay: Duration,
     /// Largest (files, wildcards) ever in progress at once.
     pub peak: (usize, usize),
     /// Successful CreateInvalidation calls that made a new invalidation.
@@ -102,6 +106,7 @@ impl CloudFrontFake {
             throttle_next: 0,
             unavailable_next: 0,
             hidden_files: 0,
+            create_delay: Duration::ZERO,
             refused: Vec::new(),
             peak: (0, 0),
             created: 0,
@@ -276,6 +281,15 @@ async fn create(
     Path(dist): Path<String>,
     body: Bytes,
 ) -> Response {
+    let resp = create_now(&state, dist, &body);
+    let delay = state.lock().expect("state").create_delay;
+    if resp.status() == StatusCode::CREATED && !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    resp
+}
+
+fn create_now(state: &Mutex<CfState>, dist: String, body: &Bytes) -> Response {
     let op = "CreateInvalidation";
     let mut st = state.lock().expect("state");
     if let Some(r) = fault(&mut st, op) {
@@ -290,7 +304,7 @@ async fn create(
             "The specified distribution does not exist.",
         );
     }
-    let body = String::from_utf8_lossy(&body);
+    let body = String::from_utf8_lossy(body);
     let paths: Vec<String> = tags(&body, "Path").into_iter().map(unesc).collect();
     let quantity: usize = tags(&body, "Quantity")
         .first()
