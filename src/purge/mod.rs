@@ -205,7 +205,8 @@ pub struct PurgeOptions {
     pub aws_credentials: Option<aws_sdk_cloudfront::config::SharedCredentialsProvider>,
     /// Aliyun credentials; default: `ALIBABA_CLOUD_ACCESS_KEY_*` from the environment.
     pub aliyun_credentials: Option<AliyunCredentials>,
-    /// Store; default: [`RedbStore`] in `[purge] data_dir`.
+    /// Store; default: [`RedbStore`] in `[purge] data_dir` (in memory when no
+    /// `[[targets]]` are configured).
     pub store: Option<Arc<dyn PurgeStore>>,
 }
 
@@ -281,6 +282,7 @@ fn new_job(leg: &TargetConfig, action: JobAction, paths: Vec<String>, wildcards:
         detail: "accepted; not sent yet".into(),
         caller_reference: String::new(),
         attempts: 0,
+        not_before_ms: 0,
         updated_at_ms: now_ms(),
     }
 }
@@ -333,8 +335,10 @@ impl Purger {
         options: PurgeOptions,
     ) -> Result<Arc<Purger>, PurgeError> {
         let cfg = config.purge.clone();
-        let store = match options.store {
+        let store: Arc<dyn PurgeStore> = match options.store {
             Some(s) => s,
+            // Nothing to purge: a signing-only server opens no files.
+            None if config.targets.is_empty() => Arc::new(store::MemoryStore::default()),
             None => Arc::new(RedbStore::open(&cfg.data_dir)?),
         };
         let has_cf = config
@@ -809,9 +813,15 @@ impl Purger {
             job.updated_at_ms = now_ms();
             return None;
         };
+        let backing_off = job.not_before_ms > now_ms();
         let result = match &leg.client {
             LegClient::CloudFront(cf) => {
                 let dist = job.resource.clone();
+                if backing_off {
+                    // Later jobs of this distribution keep their place behind this one.
+                    room.insert(dist, None);
+                    return None;
+                }
                 if !room.contains_key(&dist) {
                     let empty = HashMap::new();
                     let mine = ours.get(&dist).unwrap_or(&empty);
@@ -867,6 +877,7 @@ impl Purger {
                     }
                 }
             }
+            LegClient::Aliyun(_) if backing_off => return None,
             LegClient::Aliyun(client) => {
                 job.attempts += 1;
                 let (r, _) = retry(
@@ -903,7 +914,10 @@ impl Purger {
                 None
             }
             Err(e) if e.class.is_retryable() => {
-                job.detail = format!("not sent yet, will retry: {e}");
+                // Exponential backoff with full jitter across passes, too.
+                let wait = self.backoff.delay(job.attempts);
+                job.not_before_ms = now_ms() + wait.as_millis() as i64;
+                job.detail = format!("not sent yet, next try in {} ms: {e}", wait.as_millis());
                 tracing::warn!(error = %e, "purge job not sent; will retry");
                 None
             }

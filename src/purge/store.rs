@@ -92,6 +92,9 @@ pub struct JobRecord {
     pub caller_reference: String,
     /// Submission attempts so far.
     pub attempts: u32,
+    /// After a retryable failure, not tried again before this (unix ms; backoff + jitter).
+    #[serde(default)]
+    pub not_before_ms: i64,
     /// Last change, unix ms.
     pub updated_at_ms: i64,
 }
@@ -345,6 +348,85 @@ impl PurgeStore for RedbStore {
     }
 }
 
+/// [`PurgeStore`] in memory: nothing survives a restart. Used when no `[[targets]]` are
+/// configured (so a signing-only server touches no files) and in tests.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    records: std::sync::Mutex<Vec<PurgeRecord>>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Vec<PurgeRecord>>, StoreError> {
+        self.records
+            .lock()
+            .map_err(|_| StoreError("memory store poisoned".into()))
+    }
+}
+
+impl PurgeStore for MemoryStore {
+    fn insert(&self, mut record: PurgeRecord) -> Result<Inserted, StoreError> {
+        let mut all = self.lock()?;
+        if let Some(r) = all
+            .iter()
+            .find(|r| r.idempotency_key == record.idempotency_key)
+        {
+            return Ok(Inserted::Existing(r.clone()));
+        }
+        record.seq = all.last().map_or(1, |r| r.seq + 1);
+        all.push(record.clone());
+        Ok(Inserted::New(record))
+    }
+
+    fn update(&self, record: &PurgeRecord) -> Result<(), StoreError> {
+        let mut all = self.lock()?;
+        match all.iter_mut().find(|r| r.id == record.id) {
+            Some(r) => {
+                *r = record.clone();
+                Ok(())
+            }
+            None => Err(StoreError(format!("no purge {}", record.id))),
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Option<PurgeRecord>, StoreError> {
+        Ok(self.lock()?.iter().find(|r| r.id == id).cloned())
+    }
+
+    fn get_by_key(&self, key: &str) -> Result<Option<PurgeRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .iter()
+            .find(|r| r.idempotency_key == key)
+            .cloned())
+    }
+
+    fn list(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+        target: Option<&str>,
+    ) -> Result<Vec<PurgeRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .iter()
+            .rev()
+            .filter(|r| before.is_none_or(|b| r.seq < b))
+            .filter(|r| target.is_none_or(|t| t == r.target))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn active(&self) -> Result<Vec<PurgeRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .iter()
+            .filter(|r| !r.is_finished())
+            .cloned()
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,10 +453,47 @@ mod tests {
                 detail: String::new(),
                 caller_reference: "r".into(),
                 attempts: 0,
+                not_before_ms: 0,
                 updated_at_ms: 1,
             }],
             quota: vec![],
         }
+    }
+
+    /// The trait's contract, run against any implementation.
+    fn contract(s: &dyn PurgeStore) {
+        let Inserted::New(a) = s
+            .insert(record("pg_a", "k1", JobState::Waiting))
+            .expect("a")
+        else {
+            panic!("a is new")
+        };
+        assert_eq!(a.seq, 1);
+        assert!(matches!(
+            s.insert(record("pg_b", "k1", JobState::Waiting)).expect("b"),
+            Inserted::Existing(r) if r.id == "pg_a"
+        ));
+        let Inserted::New(mut c) = s
+            .insert(record("pg_c", "k2", JobState::Waiting))
+            .expect("c")
+        else {
+            panic!("c is new")
+        };
+        c.jobs[0].state = JobState::Completed;
+        s.update(&c).expect("update");
+        let ids = |v: Vec<PurgeRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(s.active().expect("active")), ["pg_a"]);
+        assert_eq!(ids(s.list(None, 10, None).expect("list")), ["pg_c", "pg_a"]);
+        assert_eq!(ids(s.list(Some(2), 10, None).expect("list")), ["pg_a"]);
+        assert_eq!(ids(s.list(None, 1, None).expect("list")), ["pg_c"]);
+        assert!(s.list(None, 10, Some("other")).expect("list").is_empty());
+    }
+
+    #[test]
+    fn both_stores_keep_the_contract() {
+        contract(&MemoryStore::default());
+        let dir = tempfile::tempdir().expect("tempdir");
+        contract(&RedbStore::open(dir.path()).expect("open"));
     }
 
     #[test]
