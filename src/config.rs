@@ -341,6 +341,15 @@ path = "config/dev-keys/TEST-ONLY-cloudfront.pem"
     }
 
     #[test]
+    fn example_config_documents_a_valid_config() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let text = std::fs::read_to_string(dir.join("example.toml")).expect("example");
+        let c = Config::from_toml_str(&text, &dir).expect("example.toml parses");
+        assert_eq!(c.keys.len(), 1);
+        assert!(!c.server.allow_unauthenticated);
+    }
+
+    #[test]
     fn inconsistent_configs_are_refused_with_the_key_named() {
         let err = Config::from_toml_str("[signing]\ndefault_key_id = \"NOPE\"\n", Path::new("."))
             .expect_err("unknown default key");

@@ -278,7 +278,7 @@ impl SigningKey {
                                 parse_err("not a PEM RSA private key (expected BEGIN RSA PRIVATE KEY or BEGIN PRIVATE KEY)".into())
                             }
                         })?;
-                    let bits = u32::try_from(key.n().bits()).unwrap_or(u32::MAX);
+                    let bits = key.n().bit_width();
                     check_bits(id, KeyKind::Rsa, bits)?;
                     let inner = match hash {
                         HashAlg::Sha1 => {
