@@ -28,6 +28,27 @@ grep -q "cdnsign gRPC listening" "$LOG" || { cat "$LOG"; echo "smoke: server did
 
 "$PY" tests/python/smoke_grpc.py --addr "127.0.0.1:$GRPC_PORT" --timeout 10
 
+# The metrics the calls above produced must pass promtool's lint and include every
+# signing family (purge families join them once purges have run).
+METRICS=$(mktemp)
+"$PY" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+    "http://127.0.0.1:$METRICS_PORT/metrics" >"$METRICS"
+PROMTOOL="${PROMTOOL:-promtool}"
+command -v "$PROMTOOL" >/dev/null || { echo "smoke: promtool missing; run scripts/setup.sh" >&2; exit 1; }
+if ! "$PROMTOOL" check metrics <"$METRICS"; then
+    echo "smoke: promtool check metrics failed" >&2
+    exit 1
+fi
+for family in cdnsign_urls_signed_total cdnsign_cookies_signed_total cdnsign_signatures_total \
+    cdnsign_item_errors_total cdnsign_batch_items_bucket cdnsign_sign_queue_wait_seconds_bucket \
+    cdnsign_sign_duration_seconds_bucket cdnsign_pool_queue_depth cdnsign_pool_busy_threads \
+    cdnsign_keys_loaded cdnsign_key_reloads_total cdnsign_grpc_requests_total \
+    cdnsign_grpc_request_duration_seconds_bucket cdnsign_serving; do
+    grep -q "^$family" "$METRICS" || { echo "smoke: /metrics lacks $family" >&2; exit 1; }
+done
+rm -f "$METRICS"
+echo "smoke: /metrics passes promtool check metrics and has every signing family"
+
 kill -TERM "$PID"
 rc=0
 wait "$PID" || rc=$?

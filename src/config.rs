@@ -66,6 +66,9 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: u64,
+    /// Seconds between SIGTERM and closing the listener, during which health reports
+    /// NOT_SERVING but calls are still served, so load balancers stop sending first.
+    pub drain_seconds: u64,
     /// Serve without authenticating callers (dev only; logs a warning).
     pub allow_unauthenticated: bool,
 }
@@ -76,6 +79,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             max_message_bytes: 16 * 1024 * 1024,
             shutdown_grace_seconds: 20,
+            drain_seconds: 0,
             allow_unauthenticated: false,
         }
     }

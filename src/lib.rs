@@ -11,13 +11,15 @@
 //! 3. [`grpc::status`] is the one place domain errors become gRPC codes.
 //!
 //! Around it: [`config`] (TOML + `CDNSIGN_*` env), [`server`] (assembly, health,
-//! reflection, SIGHUP key reload, graceful shutdown), [`telemetry`] (logs),
+//! reflection, SIGHUP key reload, graceful shutdown), [`grpc::layers`] (per-call span,
+//! request id, request metrics), [`metrics`] (Prometheus), [`telemetry`] (logs),
 //! [`shutdown`] (signals), [`cli`] (offline `sign`/`cookies`/`verify`), and
 //! [`signing::verify`] (checks a signed URL the way CloudFront would).
 
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod signing;

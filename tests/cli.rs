@@ -205,10 +205,17 @@ impl Drop for ServeProcess {
 
 /// Starts `cdnsign serve --config` with JSON logs and reads the bound address from them.
 fn serve(config: &std::path::Path) -> (ServeProcess, std::sync::mpsc::Receiver<String>) {
+    serve_with_log(config, "info")
+}
+
+fn serve_with_log(
+    config: &std::path::Path,
+    rust_log: &str,
+) -> (ServeProcess, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -246,11 +253,21 @@ fn serve(config: &std::path::Path) -> (ServeProcess, std::sync::mpsc::Receiver<S
 }
 
 fn wait_for_log(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    wait_for_log_collecting(rx, needle, &mut Vec::new())
+}
+
+/// Like [`wait_for_log`], keeping every line read on the way in `seen`.
+fn wait_for_log_collecting(
+    rx: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    seen: &mut Vec<String>,
+) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .unwrap_or_else(|_| panic!("no log line containing {needle:?} within 20 s"));
+        seen.push(line.clone());
         if line.contains(needle) {
             return line;
         }
@@ -335,4 +352,58 @@ async fn sighup_reloads_keys_and_a_bad_file_keeps_the_old_set() {
     assert!(line.contains("KBBB") && !line.contains("AAAA\\n"), "{line}");
     assert!(sign_with(&proc_.addr, "KAAA").await.is_ok());
     assert!(sign_with(&proc_.addr, "KBBB").await.is_ok());
+}
+
+#[tokio::test]
+async fn json_log_of_a_call_holds_its_request_id_and_no_secret() {
+    use cdnsign::proto::signer_client::SignerClient;
+    use cdnsign::proto::{SignItem, SignUrlsRequest};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("cdnsign.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n[log]\nformat = \"json\"\n[metrics]\n[signing]\nthreads = 1\ndefault_key_id = \"{KEY_ID}\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"{}\"\n",
+            key()
+        ),
+    )
+    .expect("write config");
+    let (proc_, logs) = serve_with_log(&config, "trace");
+    let mut c = SignerClient::connect(format!("http://{}", proc_.addr))
+        .await
+        .expect("connect");
+    let mut req = tonic::Request::new(SignUrlsRequest {
+        items: vec![SignItem {
+            url: "https://d.example/private/a.ts".into(),
+            ..SignItem::default()
+        }],
+        ttl_seconds: 60,
+        ..SignUrlsRequest::default()
+    });
+    req.metadata_mut()
+        .insert("x-request-id", "req-json-7".parse().expect("meta"));
+    let resp = c.sign_urls(req).await.expect("sign").into_inner();
+    let signed = format!("{resp:?}");
+    let signature = signed
+        .split("Signature=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .expect("a signature")
+        .to_owned();
+    let mut seen = Vec::new();
+    let line = wait_for_log_collecting(&logs, "\"grpc call\"", &mut seen);
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
+    assert_eq!(v["span"]["request_id"], "req-json-7", "{line}");
+    assert_eq!(v["span"]["method"], "cdnsign.v1.Signer/SignUrls", "{line}");
+    assert_eq!(v["span"]["key_id"], KEY_ID, "{line}");
+    assert_eq!(v["code"], "OK", "{line}");
+    drop(proc_);
+    // Everything logged at trace level, up to and after the call: no signature, policy or key.
+    seen.extend(logs.try_iter());
+    assert!(seen.len() > 5, "trace logging produced lines");
+    for l in &seen {
+        assert!(!l.contains(&signature[..20]), "signature in log: {l}");
+        assert!(!l.contains("Policy="), "{l}");
+        assert!(!l.contains("PRIVATE KEY"), "{l}");
+    }
 }

@@ -12,12 +12,13 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status::{ApiError, item_error};
+use super::status::{ApiError, item_error, item_error_label};
 use crate::config::SigningConfig;
+use crate::metrics::SignMetrics;
 use crate::proto;
 use crate::proto::signer_server::Signer;
-use crate::signing::keys::KeyStore;
-use crate::signing::pool::SigningPool;
+use crate::signing::keys::{KeySet, KeyStore};
+use crate::signing::pool::{JobTiming, SigningPool};
 use crate::signing::validate::{BatchContext, ItemSpec};
 use crate::signing::{AsItemSpec, BatchStats, SignError, SignedItem, sign_batch};
 
@@ -44,6 +45,7 @@ pub struct SignerService {
     pool: Arc<SigningPool>,
     limits: SigningConfig,
     max_message_bytes: usize,
+    metrics: SignMetrics,
 }
 
 /// Batch-wide request fields, common to URL and cookie requests.
@@ -73,6 +75,7 @@ impl SignerService {
             pool,
             limits,
             max_message_bytes,
+            metrics: SignMetrics::new(),
         }
     }
 
@@ -92,16 +95,19 @@ impl SignerService {
         Ok(())
     }
 
-    fn context(
-        &self,
-        fields: &BatchFields<'_>,
-    ) -> (BatchContext, Arc<crate::signing::keys::KeySet>) {
+    fn context(&self, fields: &BatchFields<'_>, items: usize) -> (BatchContext, Arc<KeySet>) {
         let keys = self.keys.snapshot();
         let default_key_id = if fields.key_id.is_empty() {
             self.limits.default_key_id.as_str()
         } else {
             fields.key_id
         };
+        let span = tracing::Span::current();
+        span.record("batch_size", items);
+        // Only a configured key id goes in the span: a caller's unknown string does not.
+        if keys.get(default_key_id).is_some() {
+            span.record("key_id", default_key_id);
+        }
         let ctx = BatchContext {
             default_key: keys.get(default_key_id),
             default_key_id: default_key_id.to_owned(),
@@ -121,22 +127,76 @@ impl SignerService {
         batch_index: u64,
     ) -> Result<proto::SignUrlsResponse, Status> {
         self.check_limits(req.items.len(), req.encoded_len())?;
-        let (ctx, keys) = self.context(&BatchFields {
-            key_id: &req.key_id,
-            expires_at: req.expires_at,
-            ttl_seconds: req.ttl_seconds,
-            custom_policy: req.custom_policy,
-        });
-        let (response, _timing) = self
+        self.metrics.batch_urls.record(req.items.len() as f64);
+        let (ctx, keys) = self.context(
+            &BatchFields {
+                key_id: &req.key_id,
+                expires_at: req.expires_at,
+                ttl_seconds: req.ttl_seconds,
+                custom_policy: req.custom_policy,
+            },
+            req.items.len(),
+        );
+        let metrics = self.metrics.clone();
+        let (response, timing) = self
             .pool
             .run(move |on_pool| {
                 let (results, stats) = sign_batch(&req.items, &ctx, &keys, on_pool);
+                count_outcomes(&results, &metrics, Output::Url);
                 url_response(results, stats, batch_index)
             })
             .await
             .map_err(ApiError::from)?;
+        self.record_timing(timing);
         Ok(response)
     }
+}
+
+impl SignerService {
+    fn record_timing(&self, timing: JobTiming) {
+        self.metrics
+            .queue_wait
+            .record(timing.queue_wait.as_secs_f64());
+        self.metrics.sign_time.record(timing.run.as_secs_f64());
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Url,
+    Cookie,
+}
+
+/// Counts signed items per key (consecutive runs of one key add in one step) and errors
+/// per code. Runs on the pool, with handles made at key load and server start.
+fn count_outcomes(
+    results: &[Result<SignedItem, SignError>],
+    metrics: &SignMetrics,
+    output: Output,
+) {
+    let mut run: Option<(&SignedItem, u64)> = None;
+    let flush = |run: Option<(&SignedItem, u64)>| {
+        if let Some((item, n)) = run {
+            let c = item.key.counters();
+            match output {
+                Output::Url => c.urls.increment(n),
+                Output::Cookie => c.cookies.increment(n),
+            }
+        }
+    };
+    for r in results {
+        match r {
+            Ok(item) => match &mut run {
+                Some((last, n)) if Arc::ptr_eq(&last.key, &item.key) => *n += 1,
+                _ => {
+                    flush(run.take());
+                    run = Some((item, 1));
+                }
+            },
+            Err(e) => metrics.item_error(item_error_label(e)).increment(1),
+        }
+    }
+    flush(run);
 }
 
 fn url_response(
@@ -288,20 +348,27 @@ impl Signer for Arc<SignerService> {
             }
             .into());
         }
-        let (ctx, keys) = self.context(&BatchFields {
-            key_id: &req.key_id,
-            expires_at: req.expires_at,
-            ttl_seconds: req.ttl_seconds,
-            custom_policy: req.custom_policy,
-        });
-        let (response, _timing) = self
+        self.metrics.batch_cookies.record(req.items.len() as f64);
+        let (ctx, keys) = self.context(
+            &BatchFields {
+                key_id: &req.key_id,
+                expires_at: req.expires_at,
+                ttl_seconds: req.ttl_seconds,
+                custom_policy: req.custom_policy,
+            },
+            req.items.len(),
+        );
+        let metrics = self.metrics.clone();
+        let (response, timing) = self
             .pool
             .run(move |on_pool| {
                 let (results, stats) = sign_batch(&req.items, &ctx, &keys, on_pool);
+                count_outcomes(&results, &metrics, Output::Cookie);
                 cookie_response(results, stats, &attrs)
             })
             .await
             .map_err(ApiError::from)?;
+        self.record_timing(timing);
         Ok(Response::new(response))
     }
 
