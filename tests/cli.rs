@@ -321,7 +321,7 @@ async fn sighup_reloads_keys_and_a_bad_file_keeps_the_old_set() {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n[log]\nformat = \"json\"\n[metrics]\n[signing]\nthreads = 1\n{keys}"
+                "[server]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n[log]\nformat = \"json\"\n[metrics]\nlisten = \"\"\n[signing]\nthreads = 1\n{keys}"
             ),
         )
         .expect("write config")
@@ -363,7 +363,7 @@ async fn json_log_of_a_call_holds_its_request_id_and_no_secret() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n[log]\nformat = \"json\"\n[metrics]\n[signing]\nthreads = 1\ndefault_key_id = \"{KEY_ID}\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"{}\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n[log]\nformat = \"json\"\n[metrics]\nlisten = \"\"\n[signing]\nthreads = 1\ndefault_key_id = \"{KEY_ID}\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"{}\"\n",
             key()
         ),
     )

@@ -41,6 +41,7 @@ fn ctx(keys: &KeySet) -> BatchContext {
         custom_policy: false,
         max_ttl_seconds: 86_400,
         now: NOW,
+        grant: None,
     }
 }
 
