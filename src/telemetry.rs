@@ -29,6 +29,8 @@ pub fn init(log: &LogConfig) {
             .boxed(),
         LogFormat::Text => fmt::layer()
             .with_writer(std::io::stderr)
+            // Colour only on a terminal: escape codes in files and pipes are noise.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(not_audit)
             .with_filter(filter)
             .boxed(),
