@@ -269,6 +269,16 @@ EOF
     fi
 fi
 
+# Kubernetes schema check, when PyPI's kubernetes-validate is in the venv (optional:
+# scripts/setup.sh does not install it; `.venv/bin/pip install kubernetes-validate==1.37.0`).
+# 1.27 is the oldest Kubernetes with GA gRPC probes, which deployment.yaml needs.
+if [[ -x .venv/bin/kubernetes-validate ]]; then
+    check "kubernetes-validate --strict -k 1.27.0 deploy/kubernetes/*.yaml" \
+        .venv/bin/kubernetes-validate --strict --quiet -k 1.27.0 deploy/kubernetes/*.yaml
+else
+    note "Kubernetes schema check skipped: .venv/bin/kubernetes-validate not installed (pip install kubernetes-validate==1.37.0)"
+fi
+
 if ((failures)); then
     printf 'lint-deploy: %d check(s) failed\n' "$failures"
     exit 1
