@@ -1,7 +1,7 @@
 //! Alibaba Cloud CDN: our signatures against the official SDKs' vectors, and the whole
 //! purge path against a local fake that checks requests as the API documents them.
 
-mod common;
+mod purge_support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,8 +13,8 @@ use cdnsign::purge::aliyun::{
     sign_v3,
 };
 use cdnsign::purge::config::SignatureVersion;
-use common::aliyun_fake::AliyunFake;
-use common::{TestServer, base_config, watch_to_end};
+use purge_support::aliyun_fake::AliyunFake;
+use purge_support::{TestServer, base_config, watch_to_end};
 
 const VECTORS: &str = include_str!("fixtures/aliyun_vectors.json");
 const AK: &str = "LTAI5tFakeTestKey01";

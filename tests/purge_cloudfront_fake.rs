@@ -1,8 +1,8 @@
 //! CloudFront limits, waiting, CallerReference semantics, InProgress → Completed,
-//! throttling and fan-out, against the local fake in `common/cloudfront_fake.rs` (moto
+//! throttling and fan-out, against the local fake in `purge_support/cloudfront_fake.rs` (moto
 //! enforces none of these).
 
-mod common;
+mod purge_support;
 
 use std::time::{Duration, Instant};
 
@@ -10,9 +10,9 @@ use cdnsign::proto::{GetPurgeRequest, JobStatus, PurgeKind, PurgeRequest, PurgeS
 use cdnsign::purge::PurgeOptions;
 use cdnsign::purge::aliyun::{AliyunCredentials, Secret};
 use cdnsign::purge::cloudfront::CloudFront;
-use common::aliyun_fake::AliyunFake;
-use common::cloudfront_fake::CloudFrontFake;
-use common::{TestServer, aws_credentials, base_config, watch_to_end};
+use purge_support::aliyun_fake::AliyunFake;
+use purge_support::cloudfront_fake::CloudFrontFake;
+use purge_support::{TestServer, aws_credentials, base_config, watch_to_end};
 
 const DIST: &str = "EFAKEDIST00001";
 
@@ -277,17 +277,18 @@ async fn foreign_load_wildcards_throttling_and_hidden_load_are_waited_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_reference_semantics_and_errors_through_the_sdk_client() {
     let fake = CloudFrontFake::start(DIST, Duration::from_secs(60)).await;
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_cloudfront::config::Credentials::new(
-            "AKIDFAKE",
-            "fake-secret",
-            None,
-            None,
-            "test",
-        ))
-        .load()
-        .await;
+    let shared = cdnsign::purge::cloudfront::sdk_config(Some(
+        aws_sdk_cloudfront::config::SharedCredentialsProvider::new(
+            aws_sdk_cloudfront::config::Credentials::new(
+                "AKIDFAKE",
+                "fake-secret",
+                None,
+                None,
+                "test",
+            ),
+        ),
+    ))
+    .await;
     let cf = CloudFront::new(&shared, Some(&fake.endpoint));
     let paths = vec!["/a".to_owned(), "/b*".to_owned()];
     let first = cf.create(DIST, "ref-1", &paths).await.expect("create");

@@ -4,14 +4,14 @@
 //! but before it learnt the invalidation's id, the resend carries the same CallerReference
 //! and CloudFront answers with the existing invalidation: still exactly once.
 
-mod common;
+mod purge_support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cdnsign::proto::{JobStatus, PurgeKind, PurgeRequest, PurgeStatus};
-use common::cloudfront_fake::CloudFrontFake;
-use common::{Binary, binary_config, free_port, watch_to_end};
+use purge_support::cloudfront_fake::CloudFrontFake;
+use purge_support::{Binary, binary_config, free_port, watch_to_end};
 
 const DIST: &str = "EDURABLE00001";
 

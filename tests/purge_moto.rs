@@ -6,7 +6,7 @@
 //! botocore's model of CloudFront) accepts, the right invalidations land, idempotency
 //! sends nothing new, and — with moto's IAM checks on — our SigV4 signature verifies.
 
-mod common;
+mod purge_support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use cdnsign::proto::{
     GetPurgeRequest, JobStatus, ListPurgesRequest, PurgeKind, PurgeRequest, PurgeStatus,
 };
-use common::{Moto, TestServer, aws_credentials, base_config, python_json, watch_to_end};
+use purge_support::{Moto, TestServer, aws_credentials, base_config, python_json, watch_to_end};
 
 fn target(dist: &str, domain: &str, endpoint: &str) -> String {
     format!(

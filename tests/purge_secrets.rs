@@ -3,14 +3,14 @@
 //! successful and refused purges against the local fakes; neither secret may appear in
 //! its logs or in any gRPC answer.
 
-mod common;
+mod purge_support;
 
 use std::time::Duration;
 
 use cdnsign::proto::{PurgeKind, PurgeRequest};
-use common::aliyun_fake::AliyunFake;
-use common::cloudfront_fake::CloudFrontFake;
-use common::{Binary, binary_config, free_port, watch_to_end};
+use purge_support::aliyun_fake::AliyunFake;
+use purge_support::cloudfront_fake::CloudFrontFake;
+use purge_support::{Binary, binary_config, free_port, watch_to_end};
 
 const ALI_ID: &str = "LTAI5tSecretsTestId";
 const ALI_SECRET: &str = "AliSecret-7Hq2pX9vLr4kZ0-MUST-NOT-LEAK";

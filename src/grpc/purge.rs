@@ -1,4 +1,8 @@
 //! `cdnsign.v1.Purger`: a thin adapter from protobuf to [`crate::purge::Purger`].
+//!
+//! The caller's grant (`[[clients]] purge_targets`, `purge_paths_per_minute`) is enforced
+//! here: a client may purge, see and watch only its targets' purges. Every accepted or
+//! refused purge is an audit event.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,6 +12,9 @@ use tokio::time::Instant;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{AUDIT_TARGET, Caller};
+use crate::grpc::status::ApiError;
+use crate::metrics::RATE_LIMITED;
 use crate::proto;
 use crate::proto::purger_server::Purger as PurgerApi;
 use crate::purge::store::{JobState, PurgeRecord, StoredKind};
@@ -23,6 +30,35 @@ impl PurgerService {
     /// Wraps the domain service.
     pub fn new(purger: Arc<Purger>) -> PurgerService {
         PurgerService { purger }
+    }
+}
+
+/// The caller the auth layer resolved. Fails closed if the layer is missing.
+fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no caller identity"))
+}
+
+/// Refuses a target outside the caller's `purge_targets`.
+fn check_target(caller: &Caller, target: &str) -> Result<(), Status> {
+    match caller.grant() {
+        Some(g) if !g.allows_purge_target(target) => {
+            tracing::warn!(
+                target: AUDIT_TARGET,
+                event = "purge_denied",
+                client = %g.name,
+                purge_target = %target,
+                "purge target outside the client's purge_targets"
+            );
+            Err(Status::permission_denied(format!(
+                "client {:?} may not purge target {target:?} (not in its purge_targets)",
+                g.name
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -143,7 +179,28 @@ impl PurgerApi for PurgerService {
                 Instant::now()
                     + Duration::from_secs(self.purger.config().background_deadline_seconds)
             });
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
+        check_target(&caller, &req.target)?;
+        if let Some(g) = caller.grant() {
+            g.take_purge_paths(req.paths.len() as u64)
+                .map_err(|source| {
+                    metrics::counter!(RATE_LIMITED, "client" => g.name.clone(), "kind" => "purge_paths")
+                        .increment(1);
+                    tracing::warn!(
+                        target: AUDIT_TARGET,
+                        event = "rate_limited",
+                        client = %g.name,
+                        paths = req.paths.len(),
+                        "purge refused by the client's rate limit"
+                    );
+                    ApiError::RateLimited {
+                        client: g.name.clone(),
+                        source,
+                    }
+                })?;
+        }
+        let (target, paths) = (req.target.clone(), req.paths.len());
         let kind = match proto::PurgeKind::try_from(req.kind) {
             Ok(proto::PurgeKind::Unspecified | proto::PurgeKind::File) => StoredKind::File,
             Ok(proto::PurgeKind::Directory) => StoredKind::Directory,
@@ -169,7 +226,31 @@ impl PurgerApi for PurgerService {
                 deadline,
             )
             .await
-            .inspect_err(|e| tracing::warn!(error = %e, kind = e.label(), "purge refused"))?;
+            .inspect_err(|e| {
+                tracing::warn!(
+                    target: AUDIT_TARGET,
+                    event = "purge",
+                    outcome = "refused",
+                    client = caller.name(),
+                    purge_target = %target,
+                    paths,
+                    reason = e.label(),
+                    error = %e,
+                    "purge refused"
+                );
+            })?;
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "purge",
+            outcome = if view.deduplicated { "deduplicated" } else { "accepted" },
+            client = caller.name(),
+            purge_target = %target,
+            paths,
+            purge_id = %view.record.id,
+            jobs = view.record.jobs.len(),
+            rejected = view.record.rejected.len(),
+            "purge accepted"
+        );
         Ok(Response::new(purge_shape!(PurgeResponse, &view.record, {
             deduplicated: view.deduplicated,
         })))
@@ -179,7 +260,9 @@ impl PurgerApi for PurgerService {
         &self,
         request: Request<proto::GetPurgeRequest>,
     ) -> Result<Response<proto::GetPurgeResponse>, Status> {
+        let caller = caller_of(&request)?;
         let view = self.purger.get(&request.into_inner().purge_id)?;
+        check_target(&caller, &view.record.target)?;
         Ok(Response::new(get_response(&view.record)))
     }
 
@@ -187,7 +270,11 @@ impl PurgerApi for PurgerService {
         &self,
         request: Request<proto::ListPurgesRequest>,
     ) -> Result<Response<proto::ListPurgesResponse>, Status> {
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
+        if !req.target.is_empty() {
+            check_target(&caller, &req.target)?;
+        }
         let size = if req.page_size == 0 {
             50
         } else {
@@ -195,8 +282,14 @@ impl PurgerApi for PurgerService {
         };
         let target = (!req.target.is_empty()).then_some(req.target.as_str());
         let (recs, next) = self.purger.list(target, size, &req.page_token)?;
+        // A client sees only its targets' purges (pages may come back shorter).
+        let visible = |r: &&PurgeRecord| {
+            caller
+                .grant()
+                .is_none_or(|g| g.allows_purge_target(&r.target))
+        };
         Ok(Response::new(proto::ListPurgesResponse {
-            purges: recs.iter().map(get_response).collect(),
+            purges: recs.iter().filter(visible).map(get_response).collect(),
             next_page_token: next,
         }))
     }
@@ -208,9 +301,11 @@ impl PurgerApi for PurgerService {
         request: Request<proto::WatchPurgeRequest>,
     ) -> Result<Response<Self::WatchPurgeStream>, Status> {
         let deadline = caller_deadline(request.metadata());
+        let caller = caller_of(&request)?;
         let id = request.into_inner().purge_id;
         let purger = Arc::clone(&self.purger);
         let first = purger.get(&id)?.record;
+        check_target(&caller, &first.target)?;
         let mut changes = purger.subscribe();
         let interval = Duration::from_millis(purger.config().watch_interval_ms);
         let (tx, rx) = tokio::sync::mpsc::channel(8);

@@ -464,6 +464,7 @@ impl Aliyun {
             req = req.header(k.as_str(), v.as_str());
         }
         let req = req.body(signed.body);
+        let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| {
             let what = if e.is_timeout() {
                 "request timed out"
@@ -480,6 +481,12 @@ impl Aliyun {
                 ErrorClass::Unavailable,
             )
         })?;
+        metrics::histogram!(
+            crate::metrics::UPSTREAM_DURATION,
+            "provider" => "aliyun",
+            "operation" => operation_label(action)
+        )
+        .record(started.elapsed().as_secs_f64());
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|_| {
             perr(
@@ -561,6 +568,18 @@ impl Aliyun {
             dir_remain: int_field(&json, "DirRemain"),
             preload_remain: int_field(&json, "PreloadRemain"),
         })
+    }
+}
+
+/// A bounded metric label for an action name.
+fn operation_label(action: &str) -> &'static str {
+    match action {
+        "RefreshObjectCaches" => "RefreshObjectCaches",
+        "PushObjectCache" => "PushObjectCache",
+        "DescribeRefreshTaskById" => "DescribeRefreshTaskById",
+        "DescribeRefreshTasks" => "DescribeRefreshTasks",
+        "DescribeRefreshQuota" => "DescribeRefreshQuota",
+        _ => "other",
     }
 }
 

@@ -120,6 +120,34 @@ pub fn classify(code: &str, status: Option<u16>) -> ErrorClass {
     }
 }
 
+/// The shared AWS config: the standard credential chain (or `credentials`), region
+/// us-east-1, and an HTTPS client on rustls with ring, the process's one crypto provider.
+pub async fn sdk_config(
+    credentials: Option<aws_sdk_cloudfront::config::SharedCredentialsProvider>,
+) -> aws_config::SdkConfig {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .http_client(http);
+    if let Some(c) = credentials {
+        loader = loader.credentials_provider(c);
+    }
+    loader.load().await
+}
+
+/// Records one CloudFront API call's latency.
+fn observe(operation: &'static str, started: std::time::Instant) {
+    metrics::histogram!(
+        crate::metrics::UPSTREAM_DURATION,
+        "provider" => "cloudfront",
+        "operation" => operation
+    )
+    .record(started.elapsed().as_secs_f64());
+}
+
 impl CloudFront {
     /// Builds a client from the shared AWS config (credentials chain), region us-east-1,
     /// SDK retries off, the endpoint overridden when given.
@@ -167,14 +195,16 @@ impl CloudFront {
             .caller_reference(caller_reference)
             .build()
             .map_err(|e| invalid(e.to_string()))?;
+        let started = std::time::Instant::now();
         let out = self
             .client
             .create_invalidation()
             .distribution_id(distribution_id)
             .invalidation_batch(batch)
             .send()
-            .await
-            .map_err(|e| error("CreateInvalidation", e))?;
+            .await;
+        observe("CreateInvalidation", started);
+        let out = out.map_err(|e| error("CreateInvalidation", e))?;
         let inv = out.invalidation().ok_or_else(|| ProviderError {
             provider: ProviderKind::Cloudfront,
             operation: "CreateInvalidation".into(),
@@ -196,14 +226,16 @@ impl CloudFront {
         distribution_id: &str,
         id: &str,
     ) -> Result<Invalidation, ProviderError> {
+        let started = std::time::Instant::now();
         let out = self
             .client
             .get_invalidation()
             .distribution_id(distribution_id)
             .id(id)
             .send()
-            .await
-            .map_err(|e| error("GetInvalidation", e))?;
+            .await;
+        observe("GetInvalidation", started);
+        let out = out.map_err(|e| error("GetInvalidation", e))?;
         let inv = out.invalidation().ok_or_else(|| ProviderError {
             provider: ProviderKind::Cloudfront,
             operation: "GetInvalidation".into(),
@@ -234,6 +266,7 @@ impl CloudFront {
         let mut ids = Vec::new();
         let mut marker: Option<String> = None;
         for _ in 0..max_pages {
+            let started = std::time::Instant::now();
             let out = self
                 .client
                 .list_invalidations()
@@ -241,8 +274,9 @@ impl CloudFront {
                 .max_items(100)
                 .set_marker(marker.take())
                 .send()
-                .await
-                .map_err(|e| error("ListInvalidations", e))?;
+                .await;
+            observe("ListInvalidations", started);
+            let out = out.map_err(|e| error("ListInvalidations", e))?;
             let Some(list) = out.invalidation_list() else {
                 break;
             };

@@ -253,6 +253,60 @@ impl std::fmt::Debug for Purger {
     }
 }
 
+/// Counts the retries an upstream call needed (`attempts - 1`).
+fn count_retries(provider: ProviderKind, operation: &'static str, attempts: u32) {
+    if attempts > 1 {
+        metrics::counter!(crate::metrics::UPSTREAM_RETRIES, "provider" => provider.as_str(), "operation" => operation)
+            .increment(u64::from(attempts - 1));
+    }
+}
+
+/// Metrics for a job that changed state: jobs by outcome, and paths once it finished.
+fn count_transition(job: &JobRecord, from: JobState) {
+    use crate::metrics::{PURGE_JOBS, PURGE_PATHS};
+    let provider = job.provider.as_str();
+    if from == JobState::Waiting && job.state != JobState::Waiting {
+        metrics::counter!(PURGE_JOBS, "provider" => provider, "outcome" => "submitted")
+            .increment(1);
+    }
+    let outcome = match job.state {
+        JobState::Completed => "completed",
+        JobState::Failed => "failed",
+        JobState::Waiting | JobState::InProgress => return,
+    };
+    metrics::counter!(PURGE_JOBS, "provider" => provider, "outcome" => outcome).increment(1);
+    metrics::counter!(PURGE_PATHS, "provider" => provider, "outcome" => outcome)
+        .increment(job.paths.len() as u64);
+}
+
+fn describe_metrics() {
+    use crate::metrics::{
+        ALIYUN_QUOTA_REMAINING, PURGE_JOBS, PURGE_PATHS, UPSTREAM_DURATION, UPSTREAM_RETRIES,
+    };
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        PURGE_PATHS,
+        "Purge paths, by provider and outcome (completed, failed, rejected)"
+    );
+    describe_counter!(
+        PURGE_JOBS,
+        "Purge jobs (provider requests), by provider and outcome (submitted, completed, failed)"
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "CDN provider API call latency, by provider and operation"
+    );
+    describe_counter!(
+        UPSTREAM_RETRIES,
+        "Retried CDN provider API calls, by provider and operation"
+    );
+    describe_gauge!(
+        ALIYUN_QUOTA_REMAINING,
+        "Aliyun refresh/preload quota left today, by kind"
+    );
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -335,6 +389,7 @@ impl Purger {
         options: PurgeOptions,
     ) -> Result<Arc<Purger>, PurgeError> {
         let cfg = config.purge.clone();
+        describe_metrics();
         let store: Arc<dyn PurgeStore> = match options.store {
             Some(s) => s,
             // Nothing to purge: a signing-only server opens no files.
@@ -346,12 +401,7 @@ impl Purger {
             .iter()
             .any(|t| t.provider == ProviderKind::Cloudfront);
         let shared = if has_cf {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new("us-east-1"));
-            if let Some(c) = options.aws_credentials {
-                loader = loader.credentials_provider(c);
-            }
-            Some(loader.load().await)
+            Some(cloudfront::sdk_config(options.aws_credentials).await)
         } else {
             None
         };
@@ -385,6 +435,15 @@ impl Purger {
                 target: t.clone(),
                 client,
             }));
+        }
+        for c in &config.clients {
+            for t in c.purge_targets.iter().filter(|t| !legs.contains_key(*t)) {
+                tracing::warn!(
+                    client = %c.name,
+                    purge_target = %t,
+                    "clients.purge_targets names a target no [[targets]] entry has: its purges will be NOT_FOUND"
+                );
+            }
         }
         let backoff = Backoff {
             base: Duration::from_millis(cfg.retry_base_ms),
@@ -470,9 +529,11 @@ impl Purger {
         let mut jobs = Vec::new();
         let mut rejected = Vec::new();
         let mut quota = Vec::new();
+        let mut rejected_by_provider: HashMap<ProviderKind, u64> = HashMap::new();
         for leg in legs {
             let t = &leg.target;
             let mut reject = |path: &str, reason: String| {
+                *rejected_by_provider.entry(t.provider).or_default() += 1;
                 rejected.push(RejectedRecord {
                     path: path.to_owned(),
                     reason: if multi {
@@ -522,9 +583,18 @@ impl Purger {
                         }
                         _ => (JobAction::RefreshFile, aliyun::MAX_URLS_PER_CALL),
                     };
-                    let (q, _) =
+                    let (q, attempts) =
                         retry(self.backoff, deadline, |_| client.quota(), retry_class).await;
+                    count_retries(ProviderKind::Aliyun, "DescribeRefreshQuota", attempts);
                     let q = q?;
+                    for (kind, v) in [
+                        ("url", q.url_remain),
+                        ("dir", q.dir_remain),
+                        ("preload", q.preload_remain),
+                    ] {
+                        metrics::gauge!(crate::metrics::ALIYUN_QUOTA_REMAINING, "kind" => kind)
+                            .set(v as f64);
+                    }
                     let (remain, what) = match action {
                         JobAction::Push => (q.preload_remain, "pre-warm URLs"),
                         JobAction::RefreshDirectory => (q.dir_remain, "directories"),
@@ -585,6 +655,10 @@ impl Purger {
             rejected = record.rejected.len(),
             "purge accepted"
         );
+        for (provider, n) in &rejected_by_provider {
+            metrics::counter!(crate::metrics::PURGE_PATHS, "provider" => provider.as_str(), "outcome" => "rejected")
+                .increment(*n);
+        }
         let _ = self.changes.send(record.id.clone());
         // Send what fits now, unless the worker holds the scheduler past our deadline; the
         // purge is stored either way and the worker sends it.
@@ -772,6 +846,11 @@ impl Purger {
             }
         }
         for (rec, old) in active.iter().zip(before.iter()) {
+            for (job, was) in rec.jobs.iter().zip(old.jobs.iter()) {
+                if job.state != was.state {
+                    count_transition(job, was.state);
+                }
+            }
             if rec != old {
                 if let Err(e) = self.store.update(rec) {
                     tracing::error!(purge_id = %rec.id, error = %e, "cannot store purge state");
@@ -848,13 +927,14 @@ impl Purger {
                     return None;
                 }
                 job.attempts += 1;
-                let (r, _) = retry(
+                let (r, attempts) = retry(
                     self.backoff,
                     deadline,
                     |_| cf.create(&dist, &job.caller_reference, &job.paths),
                     retry_class,
                 )
                 .await;
+                count_retries(ProviderKind::Cloudfront, "CreateInvalidation", attempts);
                 match r {
                     Ok(inv) => {
                         room.insert(dist, Some((files + need_files, wild + job.wildcards)));
@@ -880,7 +960,12 @@ impl Purger {
             LegClient::Aliyun(_) if backing_off => return None,
             LegClient::Aliyun(client) => {
                 job.attempts += 1;
-                let (r, _) = retry(
+                let operation = if job.action == JobAction::Push {
+                    "PushObjectCache"
+                } else {
+                    "RefreshObjectCaches"
+                };
+                let (r, attempts) = retry(
                     self.backoff,
                     deadline,
                     |_| async {
@@ -893,6 +978,7 @@ impl Purger {
                     retry_class,
                 )
                 .await;
+                count_retries(ProviderKind::Aliyun, operation, attempts);
                 r.map(|task| {
                     job.provider_job_id = task;
                     job.state = JobState::InProgress;
@@ -940,13 +1026,14 @@ impl Purger {
         ours: &HashMap<String, Counts>,
         deadline: Instant,
     ) -> Counts {
-        let (listed, _) = retry(
+        let (listed, attempts) = retry(
             self.backoff,
             deadline,
             |_| cf.in_progress(dist, 5),
             retry_class,
         )
         .await;
+        count_retries(ProviderKind::Cloudfront, "ListInvalidations", attempts);
         let listed = match listed {
             Ok(ids) => ids,
             Err(e) => {
@@ -993,13 +1080,14 @@ impl Purger {
         };
         match &leg.client {
             LegClient::CloudFront(cf) => {
-                let (r, _) = retry(
+                let (r, attempts) = retry(
                     self.backoff,
                     deadline,
                     |_| cf.get(&job.resource, &job.provider_job_id),
                     retry_class,
                 )
                 .await;
+                count_retries(ProviderKind::Cloudfront, "GetInvalidation", attempts);
                 match r {
                     Ok(inv) => {
                         if inv.is_completed() {
@@ -1020,13 +1108,14 @@ impl Purger {
                     .collect();
                 let mut tasks = Vec::new();
                 for chunk in ids.chunks(aliyun::MAX_TASK_IDS_PER_CALL) {
-                    let (r, _) = retry(
+                    let (r, attempts) = retry(
                         self.backoff,
                         deadline,
                         |_| client.tasks_by_id(chunk),
                         retry_class,
                     )
                     .await;
+                    count_retries(ProviderKind::Aliyun, "DescribeRefreshTaskById", attempts);
                     match r {
                         Ok(mut t) => {
                             if t.is_empty()

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use super::pool::OnPool;
+use crate::metrics::KeyCounters;
 
 /// Digest used for the signature. CloudFront's default is SHA-1; SHA-256 adds
 /// `Hash-Algorithm=SHA256` to URLs and a `CloudFront-Hash-Algorithm` cookie.
@@ -174,6 +175,7 @@ pub struct SigningKey {
     hash: HashAlg,
     backend: Backend,
     bits: u32,
+    counters: KeyCounters,
     inner: Inner,
 }
 
@@ -248,6 +250,7 @@ impl SigningKey {
                         hash,
                         backend,
                         bits,
+                        counters: KeyCounters::new(id, kind, hash),
                         inner: Inner::Openssl(pkey),
                     })
                 }
@@ -278,7 +281,7 @@ impl SigningKey {
                                 parse_err("not a PEM RSA private key (expected BEGIN RSA PRIVATE KEY or BEGIN PRIVATE KEY)".into())
                             }
                         })?;
-                    let bits = u32::try_from(key.n().bits()).unwrap_or(u32::MAX);
+                    let bits = key.n().bit_width();
                     check_bits(id, KeyKind::Rsa, bits)?;
                     let inner = match hash {
                         HashAlg::Sha1 => {
@@ -294,6 +297,7 @@ impl SigningKey {
                         hash,
                         backend,
                         bits,
+                        counters: KeyCounters::new(id, KeyKind::Rsa, hash),
                         inner,
                     })
                 }
@@ -332,6 +336,11 @@ impl SigningKey {
     /// Key size in bits.
     pub fn bits(&self) -> u32 {
         self.bits
+    }
+
+    /// Metric handles labelled with this key, made when it was loaded.
+    pub fn counters(&self) -> &KeyCounters {
+        &self.counters
     }
 
     /// Signs `msg`. Only callable on a signing-pool thread: the [`OnPool`] token cannot be
