@@ -1,7 +1,8 @@
 //! Secrets never reach a log, an error or a metric label: the real binary runs with
 //! `RUST_LOG=trace`, distinctive AWS and Aliyun secrets in its environment, and does
 //! successful and refused purges against the local fakes; neither secret may appear in
-//! its logs or in any gRPC answer.
+//! its logs, in any gRPC answer, or on its `/metrics` page (whose purge families are
+//! there, with static label values).
 
 mod purge_support;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use cdnsign::proto::{PurgeKind, PurgeRequest};
 use purge_support::aliyun_fake::AliyunFake;
 use purge_support::cloudfront_fake::CloudFrontFake;
-use purge_support::{Binary, binary_config, free_port, watch_to_end};
+use purge_support::{Binary, binary_config_with_metrics, free_port, watch_to_end};
 
 const ALI_ID: &str = "LTAI5tSecretsTestId";
 const ALI_SECRET: &str = "AliSecret-7Hq2pX9vLr4kZ0-MUST-NOT-LEAK";
@@ -24,10 +25,11 @@ async fn secrets_stay_out_of_logs_and_errors() {
     let bad = AliyunFake::start(ALI_ID, "a-different-secret").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
+    let metrics_port = free_port();
     let config = dir.path().join("cdnsign.toml");
     std::fs::write(
         &config,
-        binary_config(&dir.path().join("data"), port)
+        binary_config_with_metrics(&dir.path().join("data"), port, Some(metrics_port))
             + &format!(
                 r#"
 [[targets]]
@@ -98,6 +100,25 @@ endpoint = "{}"
     assert_eq!(good.calls("RefreshObjectCaches").len(), 2);
     assert_eq!(cf.ours().len(), 1);
 
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    for family in [
+        "cdnsign_purge_jobs_total{provider=\"cloudfront\",outcome=\"completed\"} 1",
+        "cdnsign_purge_jobs_total{provider=\"aliyun\",outcome=\"completed\"} 2",
+        "cdnsign_purge_paths_total{provider=\"aliyun\",outcome=\"completed\"} 4",
+        "cdnsign_upstream_request_duration_seconds_count{provider=\"aliyun\",operation=\"DescribeRefreshQuota\"}",
+        "cdnsign_upstream_request_duration_seconds_count{provider=\"cloudfront\",operation=\"CreateInvalidation\"} 1",
+        "cdnsign_aliyun_quota_remaining{kind=\"url\"}",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "{family} missing from:\n{metrics}"
+        );
+    }
     let logs = server.logs();
     assert!(logs.contains("TRACE"), "trace logging was on");
     assert!(logs.contains("purge job sent"));
@@ -108,5 +129,6 @@ endpoint = "{}"
     for secret in [ALI_SECRET, AWS_SECRET] {
         assert!(!logs.contains(secret), "secret in logs");
         assert!(!answers.contains(secret), "secret in gRPC answers");
+        assert!(!metrics.contains(secret), "secret in metrics");
     }
 }

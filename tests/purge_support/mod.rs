@@ -286,8 +286,14 @@ impl Drop for Binary {
     }
 }
 
-/// `[server]`, `[metrics]` and `[purge]` for the binary, listening on `port`.
+/// `[server]`, `[metrics]` and `[purge]` for the binary, listening on `port` (metrics off).
 pub fn binary_config(data_dir: &Path, port: u16) -> String {
+    binary_config_with_metrics(data_dir, port, None)
+}
+
+/// [`binary_config`] with `/metrics` on `metrics_port` when given.
+pub fn binary_config_with_metrics(data_dir: &Path, port: u16, metrics_port: Option<u16>) -> String {
+    let metrics = metrics_port.map_or_else(String::new, |p| format!("127.0.0.1:{p}"));
     format!(
         r#"
 [server]
@@ -295,7 +301,7 @@ listen = "127.0.0.1:{port}"
 allow_unauthenticated = true
 shutdown_grace_seconds = 1
 [metrics]
-listen = ""
+listen = "{metrics}"
 [purge]
 data_dir = "{}"
 poll_interval_ms = 100
