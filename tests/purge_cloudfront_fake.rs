@@ -422,3 +422,36 @@ async fn reflection_and_health_list_the_purger() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_purge_polls_the_provider_for_fresh_status() {
+    let fake = CloudFrontFake::start(DIST, Duration::from_millis(300)).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    // The worker polls only once a minute: freshness must come from GetPurge itself.
+    let toml = base_config(data.path())
+        .replace("poll_interval_ms = 100", "poll_interval_ms = 60000")
+        + &target(&fake.endpoint);
+    let server = TestServer::start(&toml, aws_credentials("AKIDFAKE", "fake-secret")).await;
+    let mut client = server.client().await;
+    let resp = purge(
+        &mut client,
+        "site",
+        vec!["/fresh".into()],
+        PurgeKind::File,
+        "fresh",
+    )
+    .await;
+    assert_eq!(resp.jobs[0].status(), JobStatus::InProgress);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let got = client
+        .get_purge(GetPurgeRequest {
+            purge_id: resp.purge_id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.jobs[0].status(), JobStatus::Completed, "{got:?}");
+    assert_eq!(got.jobs[0].status_text, "Completed");
+    assert_eq!(got.status(), PurgeStatus::PurgeCompleted);
+    server.stop().await;
+}

@@ -242,6 +242,8 @@ pub struct Purger {
     wake: Notify,
     /// Path counts of other clients' in-progress invalidations (pruned as they finish).
     foreign: std::sync::Mutex<HashMap<(String, String), Counts>>,
+    /// When `get_fresh` last polled each purge.
+    polled: std::sync::Mutex<HashMap<String, Instant>>,
     backoff: Backoff,
 }
 
@@ -458,6 +460,7 @@ impl Purger {
             changes,
             wake: Notify::new(),
             foreign: std::sync::Mutex::new(HashMap::new()),
+            polled: std::sync::Mutex::new(HashMap::new()),
             backoff,
         }))
     }
@@ -846,23 +849,75 @@ impl Purger {
             }
         }
         for (rec, old) in active.iter().zip(before.iter()) {
-            for (job, was) in rec.jobs.iter().zip(old.jobs.iter()) {
-                if job.state != was.state {
-                    count_transition(job, was.state);
-                }
-            }
-            if rec != old {
-                if let Err(e) = self.store.update(rec) {
-                    tracing::error!(purge_id = %rec.id, error = %e, "cannot store purge state");
-                    continue;
-                }
-                let _ = self.changes.send(rec.id.clone());
-                if rec.is_finished() {
-                    tracing::info!(purge_id = %rec.id, "purge finished");
-                }
-            }
+            self.save(rec, old);
         }
         failures
+    }
+
+    /// Stores a record a pass changed, counts job transitions and announces it.
+    fn save(&self, rec: &PurgeRecord, old: &PurgeRecord) {
+        if rec == old {
+            return;
+        }
+        for (job, was) in rec.jobs.iter().zip(old.jobs.iter()) {
+            if job.state != was.state {
+                count_transition(job, was.state);
+            }
+        }
+        if let Err(e) = self.store.update(rec) {
+            tracing::error!(purge_id = %rec.id, error = %e, "cannot store purge state");
+            return;
+        }
+        let _ = self.changes.send(rec.id.clone());
+        if rec.is_finished() {
+            tracing::info!(purge_id = %rec.id, "purge finished");
+        }
+    }
+
+    /// One purge with its in-progress jobs polled now (at most once a second per purge, and
+    /// only if the scheduler is free before `deadline`); otherwise as stored.
+    pub async fn get_fresh(&self, id: &str, deadline: Instant) -> Result<PurgeView, PurgeError> {
+        let view = self.get(id)?;
+        if view.record.is_finished() {
+            return Ok(view);
+        }
+        let now = Instant::now();
+        let due = self.polled.lock().is_ok_and(|mut m| {
+            m.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
+            match m.get(id) {
+                Some(t) if now.duration_since(*t) < Duration::from_secs(1) => false,
+                _ => {
+                    m.insert(id.to_owned(), now);
+                    true
+                }
+            }
+        });
+        if !due {
+            return Ok(view);
+        }
+        let Ok(_guard) = tokio::time::timeout_at(deadline, self.work.lock()).await else {
+            return Ok(view);
+        };
+        let mut rec = self.get(id)?.record;
+        let old = rec.clone();
+        let target = rec.target.clone();
+        // A slow provider cannot hold the answer past the deadline; a poll cut short
+        // changes nothing.
+        let _ = tokio::time::timeout_at(deadline, async {
+            for job in rec
+                .jobs
+                .iter_mut()
+                .filter(|j| j.state == JobState::InProgress)
+            {
+                self.poll_job(&target, job, deadline).await;
+            }
+        })
+        .await;
+        self.save(&rec, &old);
+        Ok(PurgeView {
+            record: rec,
+            deduplicated: false,
+        })
     }
 
     fn leg(&self, target: &str, job: &JobRecord) -> Option<Arc<Leg>> {
