@@ -1,6 +1,6 @@
 //! CloudFront through the official AWS SDK (`aws-sdk-cloudfront`, API 2020-05-31):
 //! CreateInvalidation, GetInvalidation, ListInvalidations. The SDK signs (SigV4) with the
-//! standard AWS credential chain; the SDK's own retries are off so [`super::retry`] alone
+//! standard AWS credential chain; the SDK's own retries are off so [`mod@super::retry`] alone
 //! decides (and stops at the caller's deadline).
 
 use std::time::Duration;

@@ -15,7 +15,7 @@
 //!    as room frees; on restart it resumes whatever the store says is unfinished.
 //!
 //! Upstream calls retry throttling, "too many in progress" and 5xx with backoff and jitter
-//! up to the caller's deadline ([`retry`]); other errors fail the job with a clear reason.
+//! up to the caller's deadline ([`mod@retry`]); other errors fail the job with a clear reason.
 
 pub mod aliyun;
 pub mod cloudfront;
