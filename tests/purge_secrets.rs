@@ -119,6 +119,7 @@ endpoint = "{}"
             "{family} missing from:\n{metrics}"
         );
     }
+    promtool_check(&metrics);
     let logs = server.logs();
     assert!(logs.contains("TRACE"), "trace logging was on");
     assert!(logs.contains("purge job sent"));
@@ -131,4 +132,38 @@ endpoint = "{}"
         assert!(!answers.contains(secret), "secret in gRPC answers");
         assert!(!metrics.contains(secret), "secret in metrics");
     }
+}
+
+/// `promtool check metrics` on a scrape with the purge families. promtool comes from
+/// scripts/setup.sh (Debian's prometheus package); in CI its absence is a failure.
+fn promtool_check(metrics: &str) {
+    use std::io::Write as _;
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("promtool not run ({e}); scripts/setup.sh installs it");
+            return;
+        }
+        Err(e) => panic!("promtool missing in CI: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write metrics");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
