@@ -51,7 +51,7 @@ pub struct ItemSpec<'a> {
 }
 
 /// Batch-wide defaults and server limits, resolved once per batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BatchContext {
     /// Key used when an item names none (request default, else config default).
     pub default_key: Option<Arc<SigningKey>>,
