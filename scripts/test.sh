@@ -6,7 +6,9 @@
 # 1. installs what the tests need (scripts/setup.sh: libssl-dev, Python peers, promtool...)
 # 2. cargo fmt --check, clippy -D warnings (all features), and a build without OpenSSL
 # 3. cargo test with both crypto backends compiled in (vectors run on each)
-# 4. a smoke test from a client we did not write: Python grpcio against the real server
+# 4. a smoke test from a client we did not write: Python grpcio against the real server,
+#    then promtool check metrics on its /metrics
+# 5. the deployment files: hadolint, promtool rule tests, manifests, dashboard
 set -euo pipefail
 REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd -- "$REPO_ROOT"
@@ -31,6 +33,9 @@ cargo test --workspace --all-features
 
 step "grpcio smoke test against the real server (dev config, ephemeral ports)"
 bash scripts/smoke.sh
+
+step "deployment lint: hadolint, promtool check/test rules, manifests, dashboard"
+bash scripts/lint-deploy.sh
 
 echo
 echo "all test steps passed"

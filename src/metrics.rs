@@ -47,6 +47,24 @@ pub const GRPC_REQUESTS: &str = "cdnsign_grpc_requests_total";
 pub const GRPC_DURATION: &str = "cdnsign_grpc_request_duration_seconds";
 /// Whether the server reports SERVING (1) or is draining (0).
 pub const SERVING: &str = "cdnsign_serving";
+/// Calls refused for lack of a valid identity, by `reason`.
+pub const AUTH_FAILURES: &str = "cdnsign_auth_failures_total";
+/// Calls refused by the concurrency limit (load shedding).
+pub const REQUESTS_SHED: &str = "cdnsign_requests_shed_total";
+/// Calls refused by a client's rate limit, by `client` (a configured name) and `kind`.
+pub const RATE_LIMITED: &str = "cdnsign_rate_limited_total";
+/// Items refused by authorization, by `client`.
+pub const ITEMS_DENIED: &str = "cdnsign_items_denied_total";
+/// Purge paths, by `provider` and `outcome`.
+pub const PURGE_PATHS: &str = "cdnsign_purge_paths_total";
+/// Purge jobs (one provider request each), by `provider` and `outcome`.
+pub const PURGE_JOBS: &str = "cdnsign_purge_jobs_total";
+/// Upstream (CDN API) request latency, by `provider` and `operation`.
+pub const UPSTREAM_DURATION: &str = "cdnsign_upstream_request_duration_seconds";
+/// Upstream retries, by `provider` and `operation`.
+pub const UPSTREAM_RETRIES: &str = "cdnsign_upstream_retries_total";
+/// Aliyun refresh quota remaining today, by `kind` (`url`, `dir`, `preload`).
+pub const ALIYUN_QUOTA_REMAINING: &str = "cdnsign_aliyun_quota_remaining";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server as TonicServer;
 
+use crate::auth::{AuthLayer, Authenticator, ShedLayer};
 use crate::config::Config;
 use crate::grpc::layers::ObserveLayer;
 use crate::grpc::sign::SignerService;
@@ -49,6 +50,9 @@ pub enum ServerError {
     /// The signing pool could not start.
     #[error("signing pool: {0}")]
     Pool(#[from] rayon::ThreadPoolBuildError),
+    /// TLS files could not be read or used.
+    #[error("tls: {0}")]
+    Tls(String),
     /// Reflection service setup.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -198,9 +202,18 @@ impl Server {
             key_metrics,
         ));
 
+        let auth = Authenticator::from_config(&config).map_err(ServerError::Tls)?;
+        let mut builder = TonicServer::builder();
+        if let Some(tls) = tls_config(&config)? {
+            builder = builder.tls_config(tls)?;
+        }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serving = TonicServer::builder()
+        // Outermost first: every call gets a span and metrics, then an identity, then a
+        // place under the concurrency limit.
+        let serving = builder
             .layer(ObserveLayer::new())
+            .layer(AuthLayer::new(Arc::new(auth)))
+            .layer(ShedLayer::new(config.server.max_concurrent_requests))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -240,6 +253,26 @@ impl Server {
         tracing::info!("cdnsign stopped");
         result
     }
+}
+
+/// Reads `[server.tls]`: the server identity, and the client CA for mTLS.
+fn tls_config(config: &Config) -> Result<Option<tonic::transport::ServerTlsConfig>, ServerError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let Some(tls) = &config.server.tls else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        let path = config.resolve(p);
+        std::fs::read(&path).map_err(|e| ServerError::Tls(format!("{}: {e}", path.display())))
+    };
+    let mut out =
+        ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+    if let Some(ca) = &tls.client_ca {
+        out = out
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            .client_auth_optional(tls.client_auth_optional);
+    }
+    Ok(Some(out))
 }
 
 /// Samples the pool's queue depth and busy count into gauges once a second.
@@ -284,6 +317,7 @@ pub fn reload_keys(config: &Config, keys: &KeyStore, key_metrics: &KeyMetrics) -
     match fresh {
         Ok(set) => {
             tracing::info!(keys = set.len(), "signing keys reloaded");
+            tracing::info!(target: crate::auth::AUDIT_TARGET, event = "key_reload", outcome = "success", keys = set.len(), "key set replaced");
             key_metrics.loaded(set.len());
             keys.replace(set);
             true
@@ -291,6 +325,7 @@ pub fn reload_keys(config: &Config, keys: &KeyStore, key_metrics: &KeyMetrics) -
         Err(error) => {
             key_metrics.failed();
             tracing::error!(%error, "key reload failed; still serving the previous keys");
+            tracing::warn!(target: crate::auth::AUDIT_TARGET, event = "key_reload", outcome = "failure", %error, "key reload failed");
             false
         }
     }

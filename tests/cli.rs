@@ -321,7 +321,7 @@ async fn sighup_reloads_keys_and_a_bad_file_keeps_the_old_set() {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n[log]\nformat = \"json\"\n[metrics]\n[signing]\nthreads = 1\n{keys}"
+                "[server]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n[log]\nformat = \"json\"\n[metrics]\nlisten = \"\"\n[signing]\nthreads = 1\n{keys}"
             ),
         )
         .expect("write config")
@@ -363,7 +363,7 @@ async fn json_log_of_a_call_holds_its_request_id_and_no_secret() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n[log]\nformat = \"json\"\n[metrics]\n[signing]\nthreads = 1\ndefault_key_id = \"{KEY_ID}\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"{}\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n[log]\nformat = \"json\"\n[metrics]\nlisten = \"\"\n[signing]\nthreads = 1\ndefault_key_id = \"{KEY_ID}\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"{}\"\n",
             key()
         ),
     )
@@ -406,4 +406,106 @@ async fn json_log_of_a_call_holds_its_request_id_and_no_secret() {
         assert!(!l.contains("Policy="), "{l}");
         assert!(!l.contains("PRIVATE KEY"), "{l}");
     }
+}
+
+#[tokio::test]
+async fn denied_items_and_refused_callers_write_json_audit_events() {
+    use cdnsign::proto::signer_client::SignerClient;
+    use cdnsign::proto::{SignItem, SignUrlsRequest};
+    use sha2::{Digest as _, Sha256};
+    let token = "audit-test-token-TEST-ONLY";
+    let hash: String = Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("cdnsign.toml");
+    // Text logs: audit events must still be JSON lines.
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"\"\n[signing]\nthreads = 1\ndefault_key_id = \"{KEY_ID}\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"{}\"\n[[clients]]\nname = \"auditee\"\ntoken_sha256 = \"{hash}\"\nkeys = [\"{KEY_ID}\"]\nurl_prefixes = [\"https://d.example/ok/\"]\n",
+            key()
+        ),
+    )
+    .expect("write config");
+    let (proc_, logs) = serve_text(&config);
+    let mut c = SignerClient::connect(format!("http://{}", proc_.addr))
+        .await
+        .expect("connect");
+    let mut req = tonic::Request::new(SignUrlsRequest {
+        items: vec![
+            SignItem {
+                url: "https://d.example/ok/a.ts".into(),
+                ..SignItem::default()
+            },
+            SignItem {
+                url: "https://d.example/secret/b.ts".into(),
+                ..SignItem::default()
+            },
+        ],
+        ttl_seconds: 60,
+        ..SignUrlsRequest::default()
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("meta"),
+    );
+    let resp = c.sign_urls(req).await.expect("sign").into_inner();
+    assert_eq!((resp.signed, resp.failed), (1, 1));
+    let line = wait_for_log(&logs, "\"event\":\"denied\"");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("audit line is JSON");
+    assert_eq!(v["target"], "cdnsign::audit");
+    assert_eq!(v["client"], "auditee");
+    assert_eq!(v["denied"], 1);
+    assert!(
+        !line.contains(token) && !line.contains("secret/b.ts"),
+        "{line}"
+    );
+
+    let err = c
+        .sign_urls(SignUrlsRequest::default())
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let line = wait_for_log(&logs, "\"event\":\"unauthenticated\"");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&line).is_ok(),
+        "{line}"
+    );
+}
+
+/// `serve` with the default (text) log format.
+fn serve_text(config: &std::path::Path) -> (ServeProcess, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut process = ServeProcess {
+        child,
+        addr: String::new(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = wait_for_log(&rx, "cdnsign gRPC listening");
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .map(|s| s.trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')))
+        .expect("addr in the text log line");
+    addr.clone_into(&mut process.addr);
+    (process, rx)
 }

@@ -83,6 +83,7 @@ fn matches_botocore_byte_for_byte() {
                     max_ttl_seconds: i64::MAX,
                     // Vectors carry fixed expiries, some long past: sign "just before".
                     now: expires - 1,
+                    grant: None,
                 };
                 let (results, stats) = pool.run_blocking(|on| sign_batch(&[item], &ctx, &keys, on));
                 let signed = results[0]

@@ -24,6 +24,7 @@ pub fn test_config(extra_signing: &str, extra: &str) -> Config {
 listen = "127.0.0.1:0"
 allow_unauthenticated = true
 [metrics]
+listen = ""
 [signing]
 default_key_id = "{KEY_ID}"
 threads = 2
