@@ -9,6 +9,7 @@ files under config/, and a few hand-written edge cases. The request seeds are pr
 length-delimited strings), so no protobuf package is needed. Standard library only.
 """
 
+import base64
 import hashlib
 import json
 import pathlib
@@ -57,6 +58,15 @@ def policy_seeds():
                       batch_expires="@86400", max_ttl="90000")
     yield policy_seed("https://[2001:db8::1]:443/a", ip="10.0.0.0/8", ttl="1")
     yield policy_seed(f"{d}/x", key="NOSUCHKEY", ttl="60")
+    # As the fuzz client with a grant ('g'): inside, escapes, another host/port/scheme.
+    yield policy_seed(f"{d}/hls/a/seg1.ts", f"{d}/hls/a/*", ttl="600", flags="g")
+    yield policy_seed(f"{d}/hls/%2e%2e/secret.ts", ttl="600", flags="g")
+    yield policy_seed(f"{d}/hls/x.ts", f"{d}/hls/../*", ttl="600", flags="g")
+    yield policy_seed(f"{d}:443/hls/x.ts", "HTTPS://D111111ABCDEF8.cloudfront.net/hls/*",
+                      ttl="600", flags="g")
+    yield policy_seed("http://cdn.example.com/a/b/c.ts", "http://cdn.example.com:80/a/b/*",
+                      ttl="60", flags="gc")
+    yield policy_seed(f"{d}/hls/x.ts", key=KEY_SHA256, ttl="60", flags="g")
 
 
 # ---------------------------------------------------------------- url (raw text)
@@ -72,6 +82,9 @@ def url_seeds():
     yield b"https://user@d111111abcdef8.cloudfront.net/"
     yield b"https://d111111abcdef8.cloudfront.net/%2e%2e/../x"
     yield b"http*://d111111abcdef8.cloudfront.net/hls/seg?.ts"
+    yield b"https://D111111ABCDEF8.cloudfront.net:443/hls/a/./b/%2E%2E/c.ts?x=%41"
+    yield b"https://d111111abcdef8.cloudfront.net/hls/..%2f..%2fsecret"
+    yield b"http://cdn.example.com:80/a/b/../b/c"
 
 
 # ---------------------------------------------------------------- config (TOML)
@@ -83,6 +96,8 @@ def config_seeds():
     yield b'[signing]\nmax_batch = 0\n'
     yield b'[[keys]]\nid = "A1"\npath = "/k.pem"\nalgorithm = "sha256"\n[[keys]]\nid = "A1"\npath = "k"\n'
     yield b'[server]\nlisten = "[::1]:1"\nmax_message_bytes = 18446744073709551615\n'
+    yield (b'[[clients]]\nname = "c"\ntoken_sha256 = "' + b"ab" * 32 + b'"\nkeys = ["K1"]\n'
+           b'url_prefixes = ["https://d/hls/"]\nmax_ttl_seconds = 60\nurls_per_second = 5\n')
 
 
 # ---------------------------------------------------------------- request (protobuf)
@@ -137,9 +152,27 @@ def request_seeds():
                             custom=True, ttl=60)
 
 
+# ---------------------------------------------------------------- auth
+
+
+def auth_seeds():
+    token = b"fuzz-token-TEST-ONLY"  # the fuzz client's token (TEST ONLY, in fuzz/src/lib.rs)
+    yield b"\x00Bearer " + token
+    yield b"\x00bearer  " + token + b"  "
+    yield b"\x00Basic Zm9vOmJhcg=="
+    yield b"\x00Bearer " + token[:-1]
+    for name in ("client.pem", "other-client.pem", "rogue-client.pem"):
+        pem = (ROOT / "tests/fixtures/tls" / name).read_text()
+        body = "".join(l for l in pem.splitlines() if l and not l.startswith("-----"))
+        yield b"\x01" + base64.b64decode(body)
+
+
 def main() -> None:
     for target, seeds in (("policy", policy_seeds), ("url", url_seeds),
-                          ("config", config_seeds), ("request", request_seeds)):
+                          ("config", config_seeds), ("request", request_seeds),
+                          ("auth", auth_seeds)):
+        for old in (CORPUS / target).glob("seed-*"):
+            old.unlink()  # seeds are regenerated whole; other files are kept
         n = 0
         for data in seeds():
             write(target, data)

@@ -10,7 +10,8 @@
 //! expires_at        (empty/0: unset; "@N": now + N; else an integer)
 //! ttl_seconds       (same syntax)
 //! not_before        (same syntax)
-//! flags             ('c' custom_policy, 'b' bare_resource, 'C' batch custom_policy)
+//! flags             ('c' custom_policy, 'b' bare_resource, 'C' batch custom_policy,
+//!                    'g' the caller is the fuzz client with a grant)
 //! batch key_id      (empty: the configured default, the SHA-1 TEST ONLY key)
 //! batch expires_at
 //! batch ttl_seconds
@@ -19,11 +20,13 @@
 //!
 //! Invariants (see `cdnsign_fuzz::check_prepared`): never panics; an accepted item's
 //! policy is JSON that parses back to exactly the resource, times and IP range asked for,
-//! and a canned policy equals `canned_json(url, expires)`.
+//! and a canned policy equals `canned_json(url, expires)`; with a grant, the key is a
+//! granted one and the URL and the policy's Resource are inside a granted prefix (checked
+//! independently of `auth::normalize_for_grant`).
 #![no_main]
 
 use cdnsign::signing::validate::ItemSpec;
-use cdnsign_fuzz::{DEFAULT_MAX_TTL, KEY_SHA1, NOW, batch_context, prepare_and_check};
+use cdnsign_fuzz::{DEFAULT_MAX_TTL, KEY_SHA1, NOW, batch_context, grant, prepare_and_check};
 use libfuzzer_sys::fuzz_target;
 
 /// `""` → 0, `"@N"` → NOW + N (saturating), else the integer (garbage → a fixed odd value
@@ -57,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
         batch_ttl,
         flags.contains('C'),
         max_ttl,
+        flags.contains('g').then(grant),
     );
     let spec = ItemSpec {
         url,

@@ -9,13 +9,15 @@
 //! cleaning it again returns it unchanged (borrowed); and `check_url_shape` only accepts
 //! `http(s)://` URLs with a host and no user info.
 //!
-//! The authorization normaliser (issue 6, `auth::normalize_for_grant` on main) is not in
-//! this branch yet: see docs/security-tooling.md, "After the merge".
+//! Then the authorization normaliser, `auth::normalize_for_grant`, on the cleaned text
+//! (see `cdnsign_fuzz::check_normalize`: idempotent and dot-segment free on URLs, and
+//! nothing outside a grant prefix's scheme, host, port or path normalises into it) and,
+//! for no-panic only, on the raw text.
 #![no_main]
 
 use cdnsign::signing::Field;
 use cdnsign::signing::validate;
-use cdnsign_fuzz::{check_clean_text, check_url_shape};
+use cdnsign_fuzz::{check_clean_text, check_normalize, check_url_shape};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,8 +25,10 @@ fuzz_target!(|data: &[u8]| {
     // The raw text too: check_url_shape documents that it wants cleaned text, but it must
     // not panic on anything.
     let _ = validate::check_url_shape(Field::Url, &input);
+    let _ = cdnsign::auth::normalize_for_grant(&input);
     if let Some(clean) = check_clean_text(Field::Url, &input) {
-        check_url_shape(&clean);
+        let shaped = check_url_shape(&clean);
+        check_normalize(&clean, shaped);
     }
     // Resources go through the same cleaner under another field name.
     let _ = check_clean_text(Field::PolicyResource, &input);

@@ -6,6 +6,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use cdnsign::auth::{Authenticator, Grant, normalize_for_grant};
+use cdnsign::config::Config;
 use cdnsign::signing::keys::{Backend, HashAlg, KeySet, SigningKey};
 use cdnsign::signing::policy::{IpRange, canned_json};
 use cdnsign::signing::validate::{self, BatchContext, ItemSpec, MAX_URL_BYTES, Prepared};
@@ -21,6 +23,47 @@ pub const KEY_SHA256: &str = "K2TESTONLYSHA256";
 pub const NOW: i64 = 1_767_222_000;
 /// `[signing] max_ttl_seconds` default (7 days).
 pub const DEFAULT_MAX_TTL: i64 = 7 * 24 * 3600;
+
+/// The bearer token of the fuzz client (its SHA-256 is in [`CLIENTS_TOML`]).
+pub const FUZZ_TOKEN: &str = "fuzz-token-TEST-ONLY";
+/// The fuzz client's URL prefixes, as configured (the first is normalised already).
+pub const GRANT_PREFIXES: [&str; 2] = [
+    "https://d111111abcdef8.cloudfront.net/hls/",
+    "HTTP://CDN.example.com:80/a/./b/",
+];
+/// A config with one client: the SHA-1 TEST ONLY key only, two URL prefixes, 1 h TTL.
+const CLIENTS_TOML: &str = r#"
+[[clients]]
+name = "fuzz-client"
+token_sha256 = "831fb49182d281677fc8a4240c9d2f1f87008825fcce2d83ac98e7316a6d9d2d"
+cert_subject = "CN=fuzz-client"
+cert_san = "fuzz-client.example"
+keys = ["K2JCJMDEHXQW5F"]
+url_prefixes = ["https://d111111abcdef8.cloudfront.net/hls/", "HTTP://CDN.example.com:80/a/./b/"]
+max_ttl_seconds = 3600
+purge_targets = ["site"]
+"#;
+
+/// The authenticator built from [`CLIENTS_TOML`], once per process.
+pub fn authenticator() -> &'static Authenticator {
+    static AUTH: OnceLock<Authenticator> = OnceLock::new();
+    AUTH.get_or_init(|| {
+        let config = Config::from_toml_str(CLIENTS_TOML, std::path::Path::new("/nonexistent"))
+            .expect("fuzz clients config parses");
+        Authenticator::from_config(&config).expect("fuzz clients config is valid")
+    })
+}
+
+/// The fuzz client's grant, resolved the way a call resolves it (by its bearer token).
+pub fn grant() -> Arc<Grant> {
+    let header = http::HeaderValue::from_str(&format!("Bearer {FUZZ_TOKEN}")).expect("ASCII");
+    authenticator()
+        .authenticate(Some(&header), None)
+        .expect("the fuzz token authenticates")
+        .grant()
+        .cloned()
+        .expect("a configured client has a grant")
+}
 
 /// The TEST ONLY key from the repository (never trusted by any CloudFront distribution).
 const TEST_ONLY_PEM: &str = include_str!("../../config/dev-keys/TEST-ONLY-cloudfront.pem");
@@ -49,7 +92,13 @@ pub fn batch_context(
     ttl_seconds: i64,
     custom_policy: bool,
     max_ttl_seconds: i64,
+    grant: Option<Arc<Grant>>,
 ) -> BatchContext {
+    // As grpc::sign does: a client's TTL cap lowers the server's.
+    let max_ttl_seconds = grant
+        .as_ref()
+        .and_then(|g| g.max_ttl_seconds)
+        .map_or(max_ttl_seconds, |t| t.min(max_ttl_seconds));
     let default_key_id = if request_key_id.is_empty() {
         configured_default
     } else {
@@ -63,7 +112,7 @@ pub fn batch_context(
         custom_policy,
         max_ttl_seconds,
         now: NOW,
-        ..BatchContext::default()
+        grant,
     }
 }
 
@@ -195,6 +244,124 @@ fn model_url_shape(url: &str) -> bool {
     };
     host_ok
         && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The grant prefixes as the server holds them (normalised).
+pub fn normalized_prefixes() -> Vec<String> {
+    GRANT_PREFIXES
+        .iter()
+        .map(|p| normalize_for_grant(p).expect("configured prefix normalises"))
+        .collect()
+}
+
+/// `(scheme, authority)` of a URL-like text the way a prefix compares them: lowercase,
+/// the scheme's default port dropped once.
+fn origin_of(text: &str) -> Option<(String, String)> {
+    let (scheme, rest) = text.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let mut authority = rest[..rest.find(['/', '?']).unwrap_or(rest.len())].to_ascii_lowercase();
+    let default = if scheme == "https" { ":443" } else { ":80" };
+    if authority.ends_with(default) {
+        authority.truncate(authority.len() - default.len());
+    }
+    Some((scheme, authority))
+}
+
+/// The path of a URL-like text (up to `?`) with `%2e` decoded and dot segments resolved,
+/// written independently of `auth::normalize_for_grant` (RFC 3986 5.2.4 on a stack).
+fn resolved_path(text: &str) -> String {
+    let rest = text.split_once("://").map_or(text, |(_, r)| r);
+    let path = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+        _ => "",
+    };
+    let path = path.split('?').next().unwrap_or_default();
+    let decoded = path.replace("%2e", ".").replace("%2E", ".");
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *seg {
+            "." if last => out.push(""),
+            "." => {}
+            ".." => {
+                out.pop();
+                if last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// Checks `auth::normalize_for_grant` on text that passed `clean_text` (and, when
+/// `url_shaped`, `check_url_shape`, as a URL has in `prepare`).
+///
+/// Invariants: never panics. For URL-shaped input the output is idempotent, has a
+/// lowercase http(s) scheme and host, no user info and no dot segments. For any input
+/// that lands under a grant prefix: its scheme and host:port (compared independently)
+/// are the prefix's, and its path with `%2e` decoded and dot segments resolved
+/// independently still starts with the prefix's path, so `..`, `%2e%2e`, `@`, another
+/// scheme, host or port cannot escape a prefix.
+pub fn check_normalize(text: &str, url_shaped: bool) -> Option<String> {
+    let n = normalize_for_grant(text).ok()?;
+    if url_shaped {
+        assert_eq!(
+            normalize_for_grant(&n).as_deref(),
+            Ok(n.as_str()),
+            "normalize_for_grant is not idempotent on {text:?}"
+        );
+        let (scheme, authority) = origin_of(&n).expect("normalised text has ://");
+        assert!(scheme == "http" || scheme == "https", "{n:?}");
+        assert!(n.starts_with(&format!("{scheme}://{authority}")), "{n:?}");
+        assert!(!authority.contains('@') && !authority.is_empty(), "{n:?}");
+        let path = &n[scheme.len() + 3 + authority.len()..];
+        let path = path.split('?').next().unwrap_or_default();
+        assert!(
+            !path.split('/').any(|seg| seg == "." || seg == ".."),
+            "dot segment left in {n:?}"
+        );
+    }
+    if let Some(prefix) = normalized_prefixes()
+        .iter()
+        .find(|p| n.starts_with(p.as_str()))
+    {
+        assert_inside(text, prefix);
+    }
+    Some(n)
+}
+
+/// `text` is allowed under `prefix` (normalised): check that independently.
+fn assert_inside(text: &str, prefix: &str) {
+    assert_eq!(
+        origin_of(text),
+        origin_of(prefix),
+        "{text:?} passed prefix {prefix:?} with another scheme, host or port"
+    );
+    let want = resolved_path(prefix);
+    let got = resolved_path(text);
+    assert!(
+        got.starts_with(&want),
+        "{text:?} passed prefix {prefix:?} but its path resolves to {got:?}"
+    );
+}
+
+/// What a granted item may have signed: its key is granted and the URL and the policy's
+/// Resource are inside one of the grant's prefixes.
+fn check_granted(p: &Prepared, resource: &str) {
+    assert_eq!(p.key.id(), KEY_SHA1, "signed with a key outside the grant");
+    let prefixes = normalized_prefixes();
+    for text in [p.url.as_str(), resource] {
+        let n = normalize_for_grant(text)
+            .unwrap_or_else(|e| panic!("granted text {text:?} does not normalise: {e}"));
+        let prefix = prefixes
+            .iter()
+            .find(|pre| n.starts_with(pre.as_str()))
+            .unwrap_or_else(|| panic!("{text:?} signed outside the grant ({n:?})"));
+        assert_inside(text, prefix);
+    }
 }
 
 // The policy shape, parsed strictly: unknown or duplicate keys fail the parse, so a
@@ -391,6 +558,9 @@ pub fn check_prepared(
             "not_before {nb} vs expiry {}",
             p.expires
         );
+    }
+    if ctx.grant.is_some() {
+        check_granted(p, &st.resource);
     }
 }
 
