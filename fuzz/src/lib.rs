@@ -54,15 +54,19 @@ pub fn authenticator() -> &'static Authenticator {
     })
 }
 
-/// The fuzz client's grant, resolved the way a call resolves it (by its bearer token).
+/// The fuzz client's grant, resolved once the way a call resolves it (by its bearer
+/// token).
 pub fn grant() -> Arc<Grant> {
-    let header = http::HeaderValue::from_str(&format!("Bearer {FUZZ_TOKEN}")).expect("ASCII");
-    authenticator()
-        .authenticate(Some(&header), None)
-        .expect("the fuzz token authenticates")
-        .grant()
-        .cloned()
-        .expect("a configured client has a grant")
+    static GRANT: OnceLock<Arc<Grant>> = OnceLock::new();
+    Arc::clone(GRANT.get_or_init(|| {
+        let header = http::HeaderValue::from_str(&format!("Bearer {FUZZ_TOKEN}")).expect("ASCII");
+        authenticator()
+            .authenticate(Some(&header), None)
+            .expect("the fuzz token authenticates")
+            .grant()
+            .cloned()
+            .expect("a configured client has a grant")
+    }))
 }
 
 /// The TEST ONLY key from the repository (never trusted by any CloudFront distribution).
@@ -246,12 +250,15 @@ fn model_url_shape(url: &str) -> bool {
         && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The grant prefixes as the server holds them (normalised).
-pub fn normalized_prefixes() -> Vec<String> {
-    GRANT_PREFIXES
-        .iter()
-        .map(|p| normalize_for_grant(p).expect("configured prefix normalises"))
-        .collect()
+/// The grant prefixes as the server holds them (normalised), computed once.
+pub fn normalized_prefixes() -> &'static [String] {
+    static PREFIXES: OnceLock<Vec<String>> = OnceLock::new();
+    PREFIXES.get_or_init(|| {
+        GRANT_PREFIXES
+            .iter()
+            .map(|p| normalize_for_grant(p).expect("configured prefix normalises"))
+            .collect()
+    })
 }
 
 /// `(scheme, authority)` of a URL-like text the way a prefix compares them: lowercase,
