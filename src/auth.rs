@@ -49,6 +49,10 @@ pub enum NormalizeError {
     /// A malformed percent escape.
     #[error("malformed percent escape")]
     BadEscape,
+    /// `%2F` or `%5C` in the path: an origin that decodes them could resolve `..` across
+    /// them, so they cannot be proven to stay inside a prefix.
+    #[error("encoded '/' or '\\' (%2F, %5C) in the path")]
+    EncodedSeparator,
 }
 
 /// Canonical form of a URL or resource pattern for prefix checks: lowercase scheme and
@@ -57,6 +61,17 @@ pub enum NormalizeError {
 /// (RFC 3986 §5.2.4). Wildcards are ordinary characters here: a pattern is allowed only
 /// if its literal text starts with the (wildcard-free) prefix.
 pub fn normalize_for_grant(text: &str) -> Result<String, NormalizeError> {
+    normalize(text, false)
+}
+
+/// [`normalize_for_grant`] for a policy Resource pattern, where `?` is CloudFront's
+/// one-character wildcard, not the start of a query: dot segments are resolved across the
+/// whole text after the host, so `/hls/?/../../x` cannot pass for something under `/hls/`.
+pub fn normalize_pattern_for_grant(text: &str) -> Result<String, NormalizeError> {
+    normalize(text, true)
+}
+
+fn normalize(text: &str, pattern: bool) -> Result<String, NormalizeError> {
     let (scheme, rest) = text.split_once("://").ok_or(NormalizeError::Scheme)?;
     let scheme = scheme.to_ascii_lowercase();
     let default_port = match scheme.as_str() {
@@ -77,9 +92,13 @@ pub fn normalize_for_grant(text: &str) -> Result<String, NormalizeError> {
         return Err(NormalizeError::NoHost);
     }
     let (path, query) = match tail.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (tail, None),
+        Some((p, q)) if !pattern => (p, Some(q)),
+        _ => (tail, None),
     };
+    let upper = path.to_ascii_uppercase();
+    if upper.contains("%2F") || upper.contains("%5C") {
+        return Err(NormalizeError::EncodedSeparator);
+    }
     let path = decode_unreserved(path)?;
     let mut out = format!("{scheme}://{host}{}", remove_dot_segments(&path));
     if let Some(q) = query {
@@ -266,9 +285,19 @@ impl Grant {
         self.keys.contains(key_id)
     }
 
-    /// Is `resource` (a URL or pattern, already cleaned) under one of the prefixes?
-    pub fn allows_resource(&self, resource: &str) -> Result<(), String> {
-        let normalized = normalize_for_grant(resource).map_err(|e| e.to_string())?;
+    /// Is `resource` (a URL, or with `pattern` a policy Resource with wildcards, already
+    /// cleaned) under one of the prefixes? A pattern must pass both readings of `?`
+    /// (query separator and wildcard).
+    pub fn allows_resource(&self, resource: &str, pattern: bool) -> Result<(), String> {
+        self.inside(normalize_for_grant(resource))?;
+        if pattern {
+            self.inside(normalize_pattern_for_grant(resource))?;
+        }
+        Ok(())
+    }
+
+    fn inside(&self, normalized: Result<String, NormalizeError>) -> Result<(), String> {
+        let normalized = normalized.map_err(|e| e.to_string())?;
         if self
             .prefixes
             .iter()
@@ -658,8 +687,17 @@ mod tests {
         assert_eq!(n("https://d/hls/*/../../x").as_deref(), Ok("https://d/x"));
         assert_eq!(n("https://d/../../x").as_deref(), Ok("https://d/x"));
         assert_eq!(
-            n("https://d/hls%2F..%2Fadmin").as_deref(),
-            Ok("https://d/hls%2F..%2Fadmin")
+            n("https://d/hls%2F..%2Fadmin"),
+            Err(NormalizeError::EncodedSeparator)
+        );
+        assert_eq!(
+            n("https://d/hls/a%5c..%5cb"),
+            Err(NormalizeError::EncodedSeparator)
+        );
+        assert_eq!(n("https://d/a?x=%2F").as_deref(), Ok("https://d/a?x=%2F"));
+        assert_eq!(
+            normalize_pattern_for_grant("https://d/hls/?/../../x").as_deref(),
+            Ok("https://d/x")
         );
         assert_eq!(n("https://d/%41b?x=%7e").as_deref(), Ok("https://d/Ab?x=~"));
         assert_eq!(n("https://u@d/hls/"), Err(NormalizeError::UserInfo));
@@ -692,7 +730,7 @@ mod tests {
             "HTTPS://D111111ABCDEF8.cloudfront.net:443/hls/x",
             "https://d111111abcdef8.cloudfront.net/hls/a/../b/*",
         ] {
-            assert!(g.allows_resource(ok).is_ok(), "{ok}");
+            assert!(g.allows_resource(ok, true).is_ok(), "{ok}");
         }
         for bad in [
             "https://d111111abcdef8.cloudfront.net/hls/../admin/*",
@@ -708,8 +746,11 @@ mod tests {
             "https://*.cloudfront.net/hls/x",
             "https://d111111abcdef8.cloudfront.net.evil.example/hls/x",
             "*",
+            "https://d111111abcdef8.cloudfront.net/hls/?/../../x",
+            "https://d111111abcdef8.cloudfront.net/other?/../hls/a",
+            "https://d111111abcdef8.cloudfront.net/hls/a%2F..%2F..%2Fx",
         ] {
-            assert!(g.allows_resource(bad).is_err(), "{bad}");
+            assert!(g.allows_resource(bad, true).is_err(), "{bad}");
         }
     }
 

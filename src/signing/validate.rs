@@ -427,11 +427,11 @@ fn check_grant(
         ));
     }
     grant
-        .allows_resource(url)
+        .allows_resource(url, false)
         .map_err(|r| denied(Field::Url, r))?;
     if let Some(r) = resource {
         grant
-            .allows_resource(r)
+            .allows_resource(r, true)
             .map_err(|r| denied(Field::PolicyResource, r))?;
     }
     Ok(())
