@@ -226,12 +226,12 @@ fn check_policy(policy: &str, url: &str, now: i64, client_ip: Option<IpAddr>, v:
         v.problems.push("policy has no Statement".into());
         return;
     };
-    if let Some(resource) = statement.get("Resource").and_then(|r| r.as_str()) {
-        if !wildcard_match(resource, url) {
-            v.problems.push(format!(
-                "policy resource {resource:?} does not match the URL"
-            ));
-        }
+    if let Some(resource) = statement.get("Resource").and_then(|r| r.as_str())
+        && !wildcard_match(resource, url)
+    {
+        v.problems.push(format!(
+            "policy resource {resource:?} does not match the URL"
+        ));
     }
     let cond = &statement["Condition"];
     match cond["DateLessThan"]["AWS:EpochTime"].as_i64() {
@@ -243,11 +243,11 @@ fn check_policy(policy: &str, url: &str, now: i64, client_ip: Option<IpAddr>, v:
         }
         None => v.problems.push("policy has no DateLessThan".into()),
     }
-    if let Some(start) = cond["DateGreaterThan"]["AWS:EpochTime"].as_i64() {
-        if now <= start {
-            v.problems
-                .push(format!("not valid before {start} (now {now})"));
-        }
+    if let Some(start) = cond["DateGreaterThan"]["AWS:EpochTime"].as_i64()
+        && now <= start
+    {
+        v.problems
+            .push(format!("not valid before {start} (now {now})"));
     }
     if let Some(range) = cond["IpAddress"]["AWS:SourceIp"].as_str() {
         match (range.parse::<IpRange>(), client_ip) {
