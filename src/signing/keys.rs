@@ -63,7 +63,7 @@ impl KeyKind {
 pub enum Backend {
     /// The `openssl` crate (default; ~4x faster than `rsa` for RSA-2048 here).
     Openssl,
-    /// The pure-Rust `rsa` 0.10 crate (RSA only), feature `pure-rust`.
+    /// Pure Rust, feature `pure-rust`: the `rsa` 0.10 crate for RSA, `p256` 0.14 for ECDSA.
     PureRust,
 }
 
@@ -165,6 +165,8 @@ enum Inner {
     RustSha1(Box<rsa::pkcs1v15::SigningKey<sha1::Sha1>>),
     #[cfg(feature = "pure-rust")]
     RustSha256(Box<rsa::pkcs1v15::SigningKey<rsa::sha2::Sha256>>),
+    #[cfg(feature = "pure-rust")]
+    RustEcdsa(Box<p256::ecdsa::SigningKey>),
 }
 
 /// A parsed private key, ready to sign on the pool.
@@ -266,19 +268,33 @@ impl SigningKey {
                     use rsa::pkcs1::DecodeRsaPrivateKey as _;
                     use rsa::pkcs8::DecodePrivateKey as _;
                     use rsa::traits::PublicKeyParts as _;
-                    let key = rsa::PrivateKey::from_pkcs1_pem(pem)
-                        .or_else(|_| rsa::PrivateKey::from_pkcs8_pem(pem))
-                        .map_err(|_| {
-                            if pem.contains("EC PRIVATE KEY") || pem.contains("BEGIN PRIVATE KEY") {
-                                KeyError::Unsupported {
-                                    id: id.to_owned(),
-                                    reason: "not an RSA key; the pure-rust backend signs RSA only (use backend = \"openssl\" for ECDSA)".into(),
+                    let rsa_key = rsa::PrivateKey::from_pkcs1_pem(pem)
+                        .or_else(|_| rsa::PrivateKey::from_pkcs8_pem(pem));
+                    let key = match rsa_key {
+                        Ok(key) => key,
+                        Err(_) => {
+                            // Not RSA: an EC P-256 key (PKCS#8 or SEC1), or nothing we sign with.
+                            let ec = p256_from_pem(pem).map_err(|_| {
+                                if pem.contains("EC PRIVATE KEY") || pem.contains("BEGIN PRIVATE KEY") {
+                                    KeyError::Unsupported {
+                                        id: id.to_owned(),
+                                        reason: "neither RSA nor EC P-256 (CloudFront accepts RSA 2048 and ECDSA P-256 only)".into(),
+                                    }
+                                } else {
+                                    parse_err("not a PEM private key (expected BEGIN RSA PRIVATE KEY, BEGIN PRIVATE KEY or BEGIN EC PRIVATE KEY)".into())
                                 }
-                            } else {
-                                parse_err("not a PEM RSA private key (expected BEGIN RSA PRIVATE KEY or BEGIN PRIVATE KEY)".into())
-                            }
-                        })?;
-                    let bits = u32::try_from(key.n().bits()).unwrap_or(u32::MAX);
+                            })?;
+                            return Ok(SigningKey {
+                                id: id.to_owned(),
+                                kind: KeyKind::EcdsaP256,
+                                hash,
+                                backend,
+                                bits: 256,
+                                inner: Inner::RustEcdsa(Box::new(ec)),
+                            });
+                        }
+                    };
+                    let bits = key.n().bit_width();
                     check_bits(id, KeyKind::Rsa, bits)?;
                     let inner = match hash {
                         HashAlg::Sha1 => {
@@ -357,8 +373,45 @@ impl SigningKey {
             Inner::RustSha1(key) => rust_sign(key.as_ref(), msg),
             #[cfg(feature = "pure-rust")]
             Inner::RustSha256(key) => rust_sign(key.as_ref(), msg),
+            #[cfg(feature = "pure-rust")]
+            Inner::RustEcdsa(key) => rust_sign_ecdsa(key, self.hash, msg),
         }
     }
+}
+
+/// Parses an EC P-256 private key from PKCS#8 (`BEGIN PRIVATE KEY`) or SEC1
+/// (`BEGIN EC PRIVATE KEY`) PEM; keys on any other curve fail.
+#[cfg(feature = "pure-rust")]
+fn p256_from_pem(pem: &str) -> Result<p256::ecdsa::SigningKey, ()> {
+    use p256::pkcs8::DecodePrivateKey as _;
+    if let Ok(key) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
+        return Ok(key);
+    }
+    p256::SecretKey::from_sec1_pem(pem)
+        .map(p256::ecdsa::SigningKey::from)
+        .map_err(|_| ())
+}
+
+/// ECDSA P-256 over SHA-1 or SHA-256 of `msg`, DER-encoded as CloudFront expects (the bytes
+/// `openssl dgst -sign` writes). Nonces are RFC 6979 (deterministic), which CloudFront
+/// cannot tell from random ones.
+#[cfg(feature = "pure-rust")]
+fn rust_sign_ecdsa(
+    key: &p256::ecdsa::SigningKey,
+    hash: HashAlg,
+    msg: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+    use sha1::Digest as _;
+    let digest: Vec<u8> = match hash {
+        HashAlg::Sha1 => sha1::Sha1::digest(msg).to_vec(),
+        HashAlg::Sha256 => rsa::sha2::Sha256::digest(msg).to_vec(),
+    };
+    let sig: p256::ecdsa::Signature = key.sign_prehash(&digest).map_err(|e| CryptoError {
+        backend: "pure-rust",
+        reason: e.to_string(),
+    })?;
+    Ok(sig.to_der().as_bytes().to_vec())
 }
 
 #[cfg(feature = "pure-rust")]
@@ -516,6 +569,44 @@ mod tests {
             "-----BEGIN X-----\n"
         );
         assert_eq!(pem_body("junk"), "junk");
+    }
+
+    /// TEST ONLY throwaway key on P-384, a curve CloudFront does not accept.
+    const P384_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDBX9NwmKgksZ0HX9QAs
+MvwjPEt8r+DbKMpUcWfDTGUKAWyJVAbWcDrl05zcfUQuIO2hZANiAASyU8fsArDw
+foCCWhY+TRipijcMHKpW6JzXltDPvrasEpcMkC1AX3YWlTsGlqEK0NR3ZpSfl4+3
+imyG4QygVeEU3+504PGxL1EpF7iE2Q4z6nJIrH9/pACx2jc/2eagB4Y=
+-----END PRIVATE KEY-----
+";
+
+    fn compiled_backends() -> Vec<Backend> {
+        let mut v = Vec::new();
+        if cfg!(feature = "openssl-backend") {
+            v.push(Backend::Openssl);
+        }
+        if cfg!(feature = "pure-rust") {
+            v.push(Backend::PureRust);
+        }
+        v
+    }
+
+    #[test]
+    fn ec_p256_keys_load_on_every_backend_and_other_curves_do_not() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/ec-p256.pem");
+        let pem = std::fs::read_to_string(path).expect("fixture key");
+        for backend in compiled_backends() {
+            let key = SigningKey::from_pem("KEC", &pem, HashAlg::Sha256, backend).expect("p256");
+            assert_eq!(key.kind(), KeyKind::EcdsaP256, "{backend:?}");
+            assert_eq!(key.bits(), 256, "{backend:?}");
+            let err = SigningKey::from_pem("K384", P384_PEM, HashAlg::Sha256, backend)
+                .expect_err("P-384 refused");
+            assert!(
+                matches!(err, KeyError::Unsupported { .. }),
+                "{backend:?}: {err}"
+            );
+            assert!(err.to_string().contains("K384"), "{err}");
+        }
     }
 
     #[test]
