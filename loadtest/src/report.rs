@@ -55,7 +55,7 @@ fn table(results: &[RunResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:<6} {:<9} {:>6} {:>4} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>6} {:>8} {:>8}",
+        "{:<18} {:<6} {:<9} {:>6} {:>4} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>6} {:>8} {:>8} {:>9}",
         "label",
         "mode",
         "alg",
@@ -70,13 +70,14 @@ fn table(results: &[RunResult]) -> String {
         "openssl/s",
         "ratio",
         "RSS MiB",
-        "growth"
+        "growth",
+        "CPU s/c"
     );
     for r in results {
         let rss = r.rss_kib.as_ref();
         let _ = writeln!(
             out,
-            "{:<18} {:<6} {:<9} {:>6} {:>4} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10} {:>6} {:>8} {:>8}",
+            "{:<18} {:<6} {:<9} {:>6} {:>4} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10} {:>6} {:>8} {:>8} {:>9}",
             truncate(&r.label, 18),
             mode(r),
             r.algorithm,
@@ -97,6 +98,10 @@ fn table(results: &[RunResult]) -> String {
                 "{:+.1}",
                 (m.end as f64 - m.window_start as f64) / 1024.0
             )),
+            r.cpu.as_ref().map_or("-".to_owned(), |c| format!(
+                "{:.2}/{:.2}",
+                c.server_cores, c.client_cores
+            )),
         );
         if r.failed_items > 0 || r.rpc_errors > 0 {
             let _ = writeln!(
@@ -108,7 +113,7 @@ fn table(results: &[RunResult]) -> String {
     }
     let _ = writeln!(
         out,
-        "(batch suffix P: playlist under one wildcard policy; ratio = URLs/s / openssl speed -multi N sign/s, same run; growth = RSS end - RSS at window start)"
+        "(batch suffix P: playlist under one wildcard policy; ratio = URLs/s / openssl speed -multi N sign/s, same run; growth = RSS end - RSS at window start; CPU s/c = cores used by server / load generator)"
     );
     out
 }

@@ -47,6 +47,16 @@ pub(crate) struct Rss {
     pub(crate) series: Vec<(f64, u64)>,
 }
 
+/// CPU used during the measured window, in cores (CPU seconds per wall second), from
+/// `/proc/<pid>/stat` utime + stime.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct CpuSplit {
+    /// The server process.
+    pub(crate) server_cores: f64,
+    /// This load generator.
+    pub(crate) client_cores: f64,
+}
+
 /// One run's result, one JSON line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RunResult {
@@ -71,6 +81,8 @@ pub(crate) struct RunResult {
     pub(crate) openssl_multi: usize,
     pub(crate) ratio_to_openssl: Option<f64>,
     pub(crate) rss_kib: Option<Rss>,
+    #[serde(default)]
+    pub(crate) cpu: Option<CpuSplit>,
     pub(crate) loadavg_before: String,
     pub(crate) loadavg_after: String,
 }
@@ -256,6 +268,16 @@ async fn worker(
     out
 }
 
+/// utime + stime of a process, seconds (clock ticks are 100 Hz on Linux).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -398,6 +420,28 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
         (stop_tx, tokio::spawn(sample_rss(pid, start, stop_rx)))
     });
 
+    // CPU of server and client over the measured window only.
+    let cpu_task = {
+        let server = args.server_pid.map(|p| p.to_string());
+        let (from, until) = (plan.measure_from, plan.deadline);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(from.into()).await;
+            let s0 = server.as_deref().and_then(cpu_seconds);
+            let c0 = cpu_seconds("self");
+            tokio::time::sleep_until(until.into()).await;
+            let wall = from.elapsed().as_secs_f64();
+            let s1 = server.as_deref().and_then(cpu_seconds);
+            let c1 = cpu_seconds("self");
+            match (s0, s1, c0, c1) {
+                (Some(s0), Some(s1), Some(c0), Some(c1)) if wall > 0.0 => Some(CpuSplit {
+                    server_cores: (s1 - s0) / wall,
+                    client_cores: (c1 - c0) / wall,
+                }),
+                _ => None,
+            }
+        })
+    };
+
     let args = Arc::new(args);
     let mut handles = Vec::with_capacity(args.concurrency);
     for id in 0..args.concurrency {
@@ -456,6 +500,13 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
             })
         }
         None => None,
+    };
+    // The CPU task ends at the deadline; if --max-requests ended the run early, skip it.
+    let cpu = if Instant::now() + Duration::from_millis(50) >= plan.deadline {
+        cpu_task.await.ok().flatten()
+    } else {
+        cpu_task.abort();
+        None
     };
     let loadavg_after = loadavg();
 
@@ -517,6 +568,7 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
             .filter(|s| *s > 0.0 && !args.playlist)
             .map(|s| urls_per_s / s),
         rss_kib: rss.clone(),
+        cpu: cpu.clone(),
         loadavg_before,
         loadavg_after,
     };
@@ -580,6 +632,12 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
             r.max as f64 / 1024.0,
             r.end as f64 / 1024.0,
             (r.end as f64 - r.window_start as f64) / 1024.0
+        );
+    }
+    if let Some(c) = &cpu {
+        println!(
+            "  CPU during the window: server {:.2} cores, load generator {:.2} cores (of {multi})",
+            c.server_cores, c.client_cores
         );
     }
     println!(
