@@ -115,6 +115,7 @@ fn bench_policy(c: &mut Criterion) {
         custom_policy: false,
         max_ttl_seconds: 86_400,
         now: NOW,
+        grant: None,
     };
     let item = ItemSpec {
         url: &url,
@@ -189,6 +190,7 @@ fn bench_batch(c: &mut Criterion) {
                 custom_policy: false,
                 max_ttl_seconds: 86_400,
                 now: NOW,
+                grant: None,
             };
             let run = |items: &[ItemSpec<'_>], expect_sigs: usize| {
                 pool.run_blocking(|on| {

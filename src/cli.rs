@@ -180,6 +180,7 @@ fn sign(args: &SignArgs, cookies: bool) -> Result<ExitCode, String> {
         // An operator's offline tool: no service TTL limit, only "in the future".
         max_ttl_seconds: i64::MAX,
         now: unix_now(),
+        grant: None,
     };
     let pool = SigningPool::new(1).map_err(|e| e.to_string())?;
     let (mut results, _) = pool.run_blocking(|on_pool| sign_batch(&[item], &ctx, &keys, on_pool));

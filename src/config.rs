@@ -39,6 +39,9 @@ pub struct Config {
     /// `[log]`
     #[serde(default)]
     pub log: LogConfig,
+    /// `[[clients]]`: who may call, and what each may sign and purge.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
     /// Where this config came from; relative key paths resolve against its directory.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -66,8 +69,59 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: u64,
+    /// Seconds between SIGTERM and closing the listener, during which health reports
+    /// NOT_SERVING but calls are still served, so load balancers stop sending first.
+    pub drain_seconds: u64,
     /// Serve without authenticating callers (dev only; logs a warning).
     pub allow_unauthenticated: bool,
+    /// Most signing/purge calls in flight at once; more are refused with
+    /// RESOURCE_EXHAUSTED before any work (health and reflection are exempt).
+    pub max_concurrent_requests: usize,
+    /// TLS (and mTLS when `client_ca` is set); absent for plaintext.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsConfig {
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Server private key, PEM.
+    pub key: PathBuf,
+    /// CA bundle that client certificates must chain to; enables mTLS.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: also accept connections without a client certificate (they
+    /// must then present a bearer token).
+    #[serde(default)]
+    pub client_auth_optional: bool,
+}
+
+/// One `[[clients]]` entry: an identity and its grants.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientConfig {
+    /// Name used in logs, audit events and metric labels.
+    pub name: String,
+    /// Hex SHA-256 of the client's bearer token (`authorization: Bearer <token>`).
+    pub token_sha256: String,
+    /// Client certificate subject (RFC 4514 form, e.g. `CN=playlist-generator`), mTLS.
+    pub cert_subject: String,
+    /// Or a DNS/URI/email subject alternative name of the client certificate.
+    pub cert_san: String,
+    /// Key ids this client may sign with.
+    pub keys: Vec<String>,
+    /// URL prefixes the signed resource must fall under (after normalisation).
+    pub url_prefixes: Vec<String>,
+    /// Longest TTL this client may ask for (capped by `signing.max_ttl_seconds`).
+    pub max_ttl_seconds: Option<i64>,
+    /// Purge targets this client may purge.
+    pub purge_targets: Vec<String>,
+    /// Sustained URL signing rate (URLs/s); absent for unlimited.
+    pub urls_per_second: Option<u32>,
+    /// Largest burst of URLs (default: one second's worth, at least one max_batch).
+    pub urls_burst: Option<u32>,
+    /// Sustained purge rate, paths per minute; absent for unlimited.
+    pub purge_paths_per_minute: Option<u32>,
 }
 
 impl Default for ServerConfig {
@@ -76,7 +130,10 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             max_message_bytes: 16 * 1024 * 1024,
             shutdown_grace_seconds: 20,
+            drain_seconds: 0,
             allow_unauthenticated: false,
+            max_concurrent_requests: 512,
+            tls: None,
         }
     }
 }
@@ -85,8 +142,18 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MetricsConfig {
-    /// Address serving `/metrics`; absent to disable.
+    /// Address serving `/metrics`; `""` disables metrics serving.
+    #[serde(deserialize_with = "addr_or_empty")]
     pub listen: Option<SocketAddr>,
+}
+
+/// `""` means "off"; anything else must be a socket address.
+fn addr_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 impl Default for MetricsConfig {
@@ -243,6 +310,19 @@ impl Config {
                 )));
             }
         }
+        if self.clients.is_empty() && !self.server.allow_unauthenticated {
+            return Err(ConfigError::Invalid(
+                "no [[clients]] configured and server.allow_unauthenticated is not true: \
+                 refusing to start a signing service anyone could call"
+                    .into(),
+            ));
+        }
+        if self.server.max_concurrent_requests == 0 {
+            return Err(ConfigError::Invalid(
+                "server.max_concurrent_requests must be at least 1".into(),
+            ));
+        }
+        crate::auth::Authenticator::from_config(self).map_err(ConfigError::Invalid)?;
         if !s.default_key_id.is_empty() && !seen.contains(&s.default_key_id) {
             return Err(ConfigError::Invalid(format!(
                 "signing.default_key_id {:?} is not one of the [[keys]] ids",
@@ -319,6 +399,7 @@ mod tests {
         let toml = r#"
 [server]
 listen = "127.0.0.1:50051"
+allow_unauthenticated = true
 [metrics]
 listen = "127.0.0.1:9464"
 [signing]
@@ -341,15 +422,58 @@ path = "config/dev-keys/TEST-ONLY-cloudfront.pem"
     }
 
     #[test]
+    fn example_config_documents_a_valid_config() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let text = std::fs::read_to_string(dir.join("example.toml")).expect("example");
+        let c = Config::from_toml_str(&text, &dir).expect("example.toml parses");
+        assert_eq!(c.keys.len(), 1);
+        assert!(!c.server.allow_unauthenticated);
+    }
+
+    #[test]
+    fn metrics_can_be_switched_off() {
+        let c = Config::from_toml_str(
+            "[server]\nallow_unauthenticated = true\n[metrics]\nlisten = \"\"\n",
+            Path::new("."),
+        )
+        .expect("parse");
+        assert_eq!(c.metrics.listen, None);
+        let c = Config::from_toml_str("[server]\nallow_unauthenticated = true\n", Path::new("."))
+            .expect("parse");
+        assert_eq!(
+            c.metrics.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+    }
+
+    #[test]
     fn inconsistent_configs_are_refused_with_the_key_named() {
-        let err = Config::from_toml_str("[signing]\ndefault_key_id = \"NOPE\"\n", Path::new("."))
-            .expect_err("unknown default key");
+        let err = Config::from_toml_str(
+            "[server]\nallow_unauthenticated = true\n[signing]\ndefault_key_id = \"NOPE\"\n",
+            Path::new("."),
+        )
+        .expect_err("unknown default key");
         assert!(err.to_string().contains("default_key_id"), "{err}");
-        let err = Config::from_toml_str("[signing]\nmax_batch = 0\n", Path::new("."))
-            .expect_err("zero batch");
+        let err = Config::from_toml_str(
+            "[server]\nallow_unauthenticated = true\n[signing]\nmax_batch = 0\n",
+            Path::new("."),
+        )
+        .expect_err("zero batch");
         assert!(err.to_string().contains("max_batch"), "{err}");
-        let err = Config::from_toml_str("[signing]\nmax_batch = \"x\"\n", Path::new("."))
-            .expect_err("type");
+        let err = Config::from_toml_str(
+            "[server]\nallow_unauthenticated = true\n[signing]\nmax_batch = \"x\"\n",
+            Path::new("."),
+        )
+        .expect_err("type");
         assert!(err.to_string().contains("max_batch"), "{err}");
+        let err = Config::from_toml_str("[server]\nlisten = \"127.0.0.1:1\"\n", Path::new("."))
+            .expect_err("nobody may call");
+        assert!(err.to_string().contains("allow_unauthenticated"), "{err}");
+        let err = Config::from_toml_str(
+            "[[clients]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n",
+            Path::new("."),
+        )
+        .expect_err("bad hash");
+        assert!(err.to_string().contains("64 hex digits"), "{err}");
     }
 }

@@ -10,14 +10,21 @@
 //!    cookies in request order.
 //! 3. [`grpc::status`] is the one place domain errors become gRPC codes.
 //!
+//! Before a call reaches a service, [`auth`] resolves the caller (bearer token or mTLS
+//! certificate) and sheds load; the caller's grant then limits keys, URL prefixes, TTL
+//! and purge targets item by item.
+//!
 //! Around it: [`config`] (TOML + `CDNSIGN_*` env), [`server`] (assembly, health,
-//! reflection, SIGHUP key reload, graceful shutdown), [`telemetry`] (logs),
+//! reflection, SIGHUP key reload, graceful shutdown), [`grpc::layers`] (per-call span,
+//! request id, request metrics), [`metrics`] (Prometheus), [`telemetry`] (logs),
 //! [`shutdown`] (signals), [`cli`] (offline `sign`/`cookies`/`verify`), and
 //! [`signing::verify`] (checks a signed URL the way CloudFront would).
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod signing;

@@ -13,8 +13,11 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server as TonicServer;
 
+use crate::auth::{AuthLayer, Authenticator, ShedLayer};
 use crate::config::Config;
+use crate::grpc::layers::ObserveLayer;
 use crate::grpc::sign::SignerService;
+use crate::metrics::KeyMetrics;
 use crate::proto::signer_server::SignerServer;
 use crate::signing::keys::{KeyError, KeySet, KeyStore};
 use crate::signing::pool::SigningPool;
@@ -25,6 +28,14 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cdns
 /// The server could not start or failed while serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// Binding the metrics address failed.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsBind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// Binding the listen address failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -39,6 +50,9 @@ pub enum ServerError {
     /// The signing pool could not start.
     #[error("signing pool: {0}")]
     Pool(#[from] rayon::ThreadPoolBuildError),
+    /// TLS files could not be read or used.
+    #[error("tls: {0}")]
+    Tls(String),
     /// Reflection service setup.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -51,7 +65,9 @@ pub enum ServerError {
 pub struct Server {
     config: Config,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     keys: Arc<KeyStore>,
+    key_metrics: KeyMetrics,
     pool: Arc<SigningPool>,
 }
 
@@ -75,7 +91,11 @@ pub async fn run(
 impl Server {
     /// Loads keys, starts the signing pool and binds the gRPC listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        // The recorder must exist before any handle is made (keys carry theirs).
+        let prometheus = crate::metrics::install();
+        let key_metrics = KeyMetrics::new();
         let keys = KeySet::load(&config.key_specs(), config.signing.backend)?;
+        key_metrics.loaded(keys.len());
         tracing::info!(
             keys = keys.len(),
             backend = config.signing.backend.as_str(),
@@ -89,10 +109,20 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
+        let metrics_listener = match (config.metrics.listen, prometheus) {
+            (Some(addr), Some(_)) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::MetricsBind { addr, source })?,
+            ),
+            _ => None,
+        };
         Ok(Server {
             config,
             listener,
+            metrics_listener,
             keys: Arc::new(KeyStore::new(keys)),
+            key_metrics,
             pool: Arc::new(pool),
         })
     }
@@ -104,14 +134,32 @@ impl Server {
             .unwrap_or(self.config.server.listen)
     }
 
+    /// The bound metrics address, if metrics are served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let Server {
             config,
             listener,
+            metrics_listener,
             keys,
+            key_metrics,
             pool,
         } = self;
+        let mut background = tokio::task::JoinSet::new();
+        if let (Some(l), Some(handle)) = (metrics_listener, crate::metrics::install()) {
+            if let Ok(a) = l.local_addr() {
+                tracing::info!(addr = %a, "metrics listening on /metrics");
+            }
+            background.spawn(crate::metrics::serve(l, handle));
+        }
+        background.spawn(sample_pool(Arc::clone(&pool)));
+        let serving_gauge = metrics::gauge!(crate::metrics::SERVING);
         let addr = listener.local_addr().unwrap_or(config.server.listen);
         if config.server.allow_unauthenticated {
             tracing::warn!(
@@ -147,10 +195,25 @@ impl Server {
             .set_serving::<SignerServer<Arc<SignerService>>>()
             .await;
 
-        let reload = tokio::spawn(reload_on_sighup(config.clone(), Arc::clone(&keys)));
+        serving_gauge.set(1.0);
+        background.spawn(reload_on_sighup(
+            config.clone(),
+            Arc::clone(&keys),
+            key_metrics,
+        ));
 
+        let auth = Authenticator::from_config(&config).map_err(ServerError::Tls)?;
+        let mut builder = TonicServer::builder();
+        if let Some(tls) = tls_config(&config)? {
+            builder = builder.tls_config(tls)?;
+        }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serving = TonicServer::builder()
+        // Outermost first: every call gets a span and metrics, then an identity, then a
+        // place under the concurrency limit.
+        let serving = builder
+            .layer(ObserveLayer::new())
+            .layer(AuthLayer::new(Arc::new(auth)))
+            .layer(ShedLayer::new(config.server.max_concurrent_requests))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -165,10 +228,16 @@ impl Server {
             r = &mut serving => r.map_err(ServerError::from),
             () = shutdown => {
                 tracing::info!("shutdown requested: health NOT_SERVING, draining in-flight requests");
+                serving_gauge.set(0.0);
                 health_reporter
                     .set_not_serving::<SignerServer<Arc<SignerService>>>()
                     .await;
                 health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                // Keep serving while load balancers notice NOT_SERVING.
+                let drain = Duration::from_secs(config.server.drain_seconds);
+                if !drain.is_zero() {
+                    let _ = tokio::time::timeout(drain, &mut serving).await;
+                }
                 let _ = stop_tx.send(());
                 let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
                 match tokio::time::timeout(grace, &mut serving).await {
@@ -180,7 +249,7 @@ impl Server {
                 }
             }
         };
-        reload.abort();
+        background.shutdown().await;
         tracing::info!("cdnsign stopped");
         result
     }
@@ -202,8 +271,41 @@ fn incoming_nodelay(
     })
 }
 
+/// Reads `[server.tls]`: the server identity, and the client CA for mTLS.
+fn tls_config(config: &Config) -> Result<Option<tonic::transport::ServerTlsConfig>, ServerError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let Some(tls) = &config.server.tls else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        let path = config.resolve(p);
+        std::fs::read(&path).map_err(|e| ServerError::Tls(format!("{}: {e}", path.display())))
+    };
+    let mut out =
+        ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+    if let Some(ca) = &tls.client_ca {
+        out = out
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            .client_auth_optional(tls.client_auth_optional);
+    }
+    Ok(Some(out))
+}
+
+/// Samples the pool's queue depth and busy count into gauges once a second.
+async fn sample_pool(pool: Arc<SigningPool>) {
+    let queued = metrics::gauge!(crate::metrics::POOL_QUEUE_DEPTH);
+    let busy = metrics::gauge!(crate::metrics::POOL_BUSY);
+    metrics::gauge!(crate::metrics::POOL_THREADS).set(pool.threads() as f64);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        queued.set(pool.queued() as f64);
+        busy.set(pool.busy() as f64);
+    }
+}
+
 /// Reloads keys on SIGHUP. A bad key file or config keeps the old key set serving.
-async fn reload_on_sighup(config: Config, keys: Arc<KeyStore>) {
+async fn reload_on_sighup(config: Config, keys: Arc<KeyStore>, key_metrics: KeyMetrics) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -212,18 +314,18 @@ async fn reload_on_sighup(config: Config, keys: Arc<KeyStore>) {
             return;
         };
         while hup.recv().await.is_some() {
-            reload_keys(&config, &keys);
+            reload_keys(&config, &keys, &key_metrics);
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (config, keys);
+        let _ = (config, keys, key_metrics);
         std::future::pending::<()>().await;
     }
 }
 
 /// Re-reads the config and every key; swaps the set only if all of it loads.
-pub fn reload_keys(config: &Config, keys: &KeyStore) -> bool {
+pub fn reload_keys(config: &Config, keys: &KeyStore, key_metrics: &KeyMetrics) -> bool {
     let fresh = config
         .reload()
         .map_err(|e| e.to_string())
@@ -231,11 +333,15 @@ pub fn reload_keys(config: &Config, keys: &KeyStore) -> bool {
     match fresh {
         Ok(set) => {
             tracing::info!(keys = set.len(), "signing keys reloaded");
+            tracing::info!(target: crate::auth::AUDIT_TARGET, event = "key_reload", outcome = "success", keys = set.len(), "key set replaced");
+            key_metrics.loaded(set.len());
             keys.replace(set);
             true
         }
         Err(error) => {
+            key_metrics.failed();
             tracing::error!(%error, "key reload failed; still serving the previous keys");
+            tracing::warn!(target: crate::auth::AUDIT_TARGET, event = "key_reload", outcome = "failure", %error, "key reload failed");
             false
         }
     }

@@ -273,6 +273,7 @@ fn sign_case(c: &Case<'_>, backend: Backend, pool: &SigningPool) -> SignedItem {
         custom_policy: false,
         max_ttl_seconds: i64::MAX,
         now: c.now(),
+        grant: None,
     };
     let item = ItemSpec {
         url: c.url,

@@ -1,7 +1,9 @@
 //! gRPC services: thin adapters from protobuf to the domain modules.
 //!
+//! - [`layers`]: per-call span, request id, request metrics (tower layers).
 //! - [`sign`]: `cdnsign.v1.Signer` (URLs, cookies, streaming).
 //! - [`status`]: the single mapping from domain errors to gRPC codes.
 
+pub mod layers;
 pub mod sign;
 pub mod status;

@@ -12,12 +12,14 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status::{ApiError, item_error};
+use super::status::{ApiError, item_error, item_error_label};
+use crate::auth::{AUDIT_TARGET, Caller};
 use crate::config::SigningConfig;
+use crate::metrics::{ITEMS_DENIED, RATE_LIMITED, SignMetrics};
 use crate::proto;
 use crate::proto::signer_server::Signer;
-use crate::signing::keys::KeyStore;
-use crate::signing::pool::SigningPool;
+use crate::signing::keys::{KeySet, KeyStore};
+use crate::signing::pool::{JobTiming, SigningPool};
 use crate::signing::validate::{BatchContext, ItemSpec};
 use crate::signing::{AsItemSpec, BatchStats, SignError, SignedItem, sign_batch};
 
@@ -44,10 +46,12 @@ pub struct SignerService {
     pool: Arc<SigningPool>,
     limits: SigningConfig,
     max_message_bytes: usize,
+    metrics: SignMetrics,
 }
 
 /// Batch-wide request fields, common to URL and cookie requests.
 struct BatchFields<'a> {
+    caller: &'a Caller,
     key_id: &'a str,
     expires_at: i64,
     ttl_seconds: i64,
@@ -73,6 +77,7 @@ impl SignerService {
             pool,
             limits,
             max_message_bytes,
+            metrics: SignMetrics::new(),
         }
     }
 
@@ -92,51 +97,174 @@ impl SignerService {
         Ok(())
     }
 
-    fn context(
-        &self,
-        fields: &BatchFields<'_>,
-    ) -> (BatchContext, Arc<crate::signing::keys::KeySet>) {
+    fn context(&self, fields: &BatchFields<'_>, items: usize) -> (BatchContext, Arc<KeySet>) {
         let keys = self.keys.snapshot();
         let default_key_id = if fields.key_id.is_empty() {
             self.limits.default_key_id.as_str()
         } else {
             fields.key_id
         };
+        let span = tracing::Span::current();
+        span.record("batch_size", items);
+        // Only a configured key id goes in the span: a caller's unknown string does not.
+        if keys.get(default_key_id).is_some() {
+            span.record("key_id", default_key_id);
+        }
+        let grant = fields.caller.grant().cloned();
+        let max_ttl_seconds = grant
+            .as_ref()
+            .and_then(|g| g.max_ttl_seconds)
+            .map_or(self.limits.max_ttl_seconds, |t| {
+                t.min(self.limits.max_ttl_seconds)
+            });
         let ctx = BatchContext {
             default_key: keys.get(default_key_id),
             default_key_id: default_key_id.to_owned(),
             expires_at: fields.expires_at,
             ttl_seconds: fields.ttl_seconds,
             custom_policy: fields.custom_policy,
-            max_ttl_seconds: self.limits.max_ttl_seconds,
+            max_ttl_seconds,
             now: unix_now(),
+            grant,
         };
         (ctx, keys)
+    }
+
+    /// Charges the caller's URL rate limit for a whole batch before any work.
+    fn charge_rate(&self, caller: &Caller, items: usize) -> Result<(), ApiError> {
+        let Some(grant) = caller.grant() else {
+            return Ok(());
+        };
+        grant.take_urls(items as u64).map_err(|source| {
+            metrics::counter!(RATE_LIMITED, "client" => grant.name.clone(), "kind" => "urls")
+                .increment(1);
+            tracing::warn!(
+                target: AUDIT_TARGET,
+                event = "rate_limited",
+                client = %grant.name,
+                items,
+                "signing request refused by the client's rate limit"
+            );
+            ApiError::RateLimited {
+                client: grant.name.clone(),
+                source,
+            }
+        })
+    }
+
+    /// Writes the audit event for items the caller's grant refused.
+    fn audit_denied(caller: &Caller, items: usize, denied: u64) {
+        if denied > 0 {
+            metrics::counter!(ITEMS_DENIED, "client" => caller.name().to_owned()).increment(denied);
+            tracing::warn!(
+                target: AUDIT_TARGET,
+                event = "denied",
+                client = caller.name(),
+                items,
+                denied,
+                "items outside the client's keys or URL prefixes were refused"
+            );
+        }
     }
 
     /// Signs one URL batch on the pool; shared by the unary and streaming methods.
     async fn sign_url_batch(
         &self,
+        caller: &Caller,
         req: proto::SignUrlsRequest,
         batch_index: u64,
     ) -> Result<proto::SignUrlsResponse, Status> {
         self.check_limits(req.items.len(), req.encoded_len())?;
-        let (ctx, keys) = self.context(&BatchFields {
-            key_id: &req.key_id,
-            expires_at: req.expires_at,
-            ttl_seconds: req.ttl_seconds,
-            custom_policy: req.custom_policy,
-        });
-        let (response, _timing) = self
+        self.charge_rate(caller, req.items.len())?;
+        self.metrics.batch_urls.record(req.items.len() as f64);
+        let items = req.items.len();
+        let (ctx, keys) = self.context(
+            &BatchFields {
+                caller,
+                key_id: &req.key_id,
+                expires_at: req.expires_at,
+                ttl_seconds: req.ttl_seconds,
+                custom_policy: req.custom_policy,
+            },
+            req.items.len(),
+        );
+        let metrics = self.metrics.clone();
+        let ((response, denied), timing) = self
             .pool
             .run(move |on_pool| {
                 let (results, stats) = sign_batch(&req.items, &ctx, &keys, on_pool);
-                url_response(results, stats, batch_index)
+                let denied = count_outcomes(&results, &metrics, Output::Url);
+                (url_response(results, stats, batch_index), denied)
             })
             .await
             .map_err(ApiError::from)?;
+        self.record_timing(timing);
+        Self::audit_denied(caller, items, denied);
         Ok(response)
     }
+}
+
+impl SignerService {
+    fn record_timing(&self, timing: JobTiming) {
+        self.metrics
+            .queue_wait
+            .record(timing.queue_wait.as_secs_f64());
+        self.metrics.sign_time.record(timing.run.as_secs_f64());
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Url,
+    Cookie,
+}
+
+/// Counts signed items per key (consecutive runs of one key add in one step) and errors
+/// per code. Runs on the pool, with handles made at key load and server start.
+fn count_outcomes(
+    results: &[Result<SignedItem, SignError>],
+    metrics: &SignMetrics,
+    output: Output,
+) -> u64 {
+    let mut denied = 0;
+    let mut run: Option<(&SignedItem, u64)> = None;
+    let flush = |run: Option<(&SignedItem, u64)>| {
+        if let Some((item, n)) = run {
+            let c = item.key.counters();
+            match output {
+                Output::Url => c.urls.increment(n),
+                Output::Cookie => c.cookies.increment(n),
+            }
+        }
+    };
+    for r in results {
+        match r {
+            Ok(item) => match &mut run {
+                Some((last, n)) if Arc::ptr_eq(&last.key, &item.key) => *n += 1,
+                _ => {
+                    flush(run.take());
+                    run = Some((item, 1));
+                }
+            },
+            Err(e) => {
+                if matches!(e, SignError::Denied { .. }) {
+                    denied += 1;
+                }
+                metrics.item_error(item_error_label(e)).increment(1);
+            }
+        }
+    }
+    flush(run);
+    denied
+}
+
+/// The caller the auth layer resolved. Fails closed if the layer is missing.
+fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no caller identity"))
 }
 
 fn url_response(
@@ -267,7 +395,8 @@ impl Signer for Arc<SignerService> {
         &self,
         request: Request<proto::SignUrlsRequest>,
     ) -> Result<Response<proto::SignUrlsResponse>, Status> {
-        self.sign_url_batch(request.into_inner(), 0)
+        let caller = caller_of(&request)?;
+        self.sign_url_batch(&caller, request.into_inner(), 0)
             .await
             .map(Response::new)
     }
@@ -276,8 +405,11 @@ impl Signer for Arc<SignerService> {
         &self,
         request: Request<proto::SignCookiesRequest>,
     ) -> Result<Response<proto::SignCookiesResponse>, Status> {
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
         self.check_limits(req.items.len(), req.encoded_len())?;
+        self.charge_rate(&caller, req.items.len())?;
+        let items = req.items.len();
         let attrs = req.attributes.clone().unwrap_or_default();
         check_attribute("attributes.domain", &attrs.domain)?;
         check_attribute("attributes.path", &attrs.path)?;
@@ -288,20 +420,29 @@ impl Signer for Arc<SignerService> {
             }
             .into());
         }
-        let (ctx, keys) = self.context(&BatchFields {
-            key_id: &req.key_id,
-            expires_at: req.expires_at,
-            ttl_seconds: req.ttl_seconds,
-            custom_policy: req.custom_policy,
-        });
-        let (response, _timing) = self
+        self.metrics.batch_cookies.record(req.items.len() as f64);
+        let (ctx, keys) = self.context(
+            &BatchFields {
+                caller: &caller,
+                key_id: &req.key_id,
+                expires_at: req.expires_at,
+                ttl_seconds: req.ttl_seconds,
+                custom_policy: req.custom_policy,
+            },
+            req.items.len(),
+        );
+        let metrics = self.metrics.clone();
+        let ((response, denied), timing) = self
             .pool
             .run(move |on_pool| {
                 let (results, stats) = sign_batch(&req.items, &ctx, &keys, on_pool);
-                cookie_response(results, stats, &attrs)
+                let denied = count_outcomes(&results, &metrics, Output::Cookie);
+                (cookie_response(results, stats, &attrs), denied)
             })
             .await
             .map_err(ApiError::from)?;
+        self.record_timing(timing);
+        SignerService::audit_denied(&caller, items, denied);
         Ok(Response::new(response))
     }
 
@@ -311,6 +452,7 @@ impl Signer for Arc<SignerService> {
         &self,
         request: Request<Streaming<proto::SignUrlsRequest>>,
     ) -> Result<Response<Self::SignUrlsStreamStream>, Status> {
+        let caller = caller_of(&request)?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let service = Arc::clone(self);
@@ -330,7 +472,7 @@ impl Signer for Arc<SignerService> {
                     let _ = tx.send(Err(ApiError::StreamTooLong { max }.into())).await;
                     break;
                 }
-                let response = service.sign_url_batch(msg, batch_index).await;
+                let response = service.sign_url_batch(&caller, msg, batch_index).await;
                 let failed = response.is_err();
                 // Waiting here is the backpressure: the next batch is not read until the
                 // transport has room for this response.

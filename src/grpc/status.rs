@@ -42,6 +42,14 @@ pub enum ApiError {
         /// What is wrong.
         reason: String,
     },
+    /// The caller's rate limit refused the request (no work was done).
+    #[error("client {client:?}: {source}")]
+    RateLimited {
+        /// Configured client name.
+        client: String,
+        /// Which limit and when to retry.
+        source: crate::auth::RateError,
+    },
     /// The signing pool lost the job (a bug; logged where it happened).
     #[error("signing pool failed to complete the batch")]
     Pool(#[from] PoolError),
@@ -54,6 +62,7 @@ impl From<ApiError> for Status {
             | ApiError::MessageTooLarge { .. }
             | ApiError::StreamTooLong { .. }
             | ApiError::InvalidField { .. } => Code::InvalidArgument,
+            ApiError::RateLimited { .. } => Code::ResourceExhausted,
             ApiError::Pool(PoolError::Lost) => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use super::pool::OnPool;
+use crate::metrics::KeyCounters;
 
 /// Digest used for the signature. CloudFront's default is SHA-1; SHA-256 adds
 /// `Hash-Algorithm=SHA256` to URLs and a `CloudFront-Hash-Algorithm` cookie.
@@ -184,6 +185,7 @@ pub struct SigningKey {
     hash: HashAlg,
     backend: Backend,
     bits: u32,
+    counters: KeyCounters,
     inner: Inner,
 }
 
@@ -265,6 +267,7 @@ impl SigningKey {
                         hash,
                         backend,
                         bits,
+                        counters: KeyCounters::new(id, kind, hash),
                         inner,
                     })
                 }
@@ -305,6 +308,7 @@ impl SigningKey {
                                 hash,
                                 backend,
                                 bits: 256,
+                                counters: KeyCounters::new(id, KeyKind::EcdsaP256, hash),
                                 inner: Inner::RustEcdsa(Box::new(ec)),
                             });
                         }
@@ -325,6 +329,7 @@ impl SigningKey {
                         hash,
                         backend,
                         bits,
+                        counters: KeyCounters::new(id, KeyKind::Rsa, hash),
                         inner,
                     })
                 }
@@ -363,6 +368,11 @@ impl SigningKey {
     /// Key size in bits.
     pub fn bits(&self) -> u32 {
         self.bits
+    }
+
+    /// Metric handles labelled with this key, made when it was loaded.
+    pub fn counters(&self) -> &KeyCounters {
+        &self.counters
     }
 
     /// Signs `msg`. Only callable on a signing-pool thread: the [`OnPool`] token cannot be

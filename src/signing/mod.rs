@@ -229,6 +229,7 @@ pub fn sign_batch<T: AsItemSpec + Sync>(
         .par_iter()
         .map(|p| {
             let sig = p.key.sign(p.policy.as_bytes(), on_pool)?;
+            p.key.counters().signatures.increment(1);
             let policy_b64 = p.custom.then(|| Arc::from(cf_base64(p.policy.as_bytes())));
             Ok((Arc::from(cf_base64(&sig)), policy_b64))
         })

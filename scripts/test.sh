@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole cdnsign test suite, as CI runs it (README: "Run the tests").
+#
+#   bash scripts/test.sh
+#
+# 1. installs what the tests need (scripts/setup.sh: libssl-dev, Python peers, promtool...)
+# 2. cargo fmt --check, clippy -D warnings (all features), and a build without OpenSSL
+# 3. cargo test with both crypto backends compiled in (vectors run on each), and the
+#    criterion benches in quick mode (CDNSIGN_BENCH_QUICK=1)
+# 4. a smoke test from a client we did not write: Python grpcio against the real server,
+#    then promtool check metrics on its /metrics
+# 5. the deployment files: hadolint, promtool rule tests, manifests, dashboard
+set -euo pipefail
+REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd -- "$REPO_ROOT"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "setup"
+bash scripts/setup.sh
+export CDNSIGN_TEST_PYTHON="$REPO_ROOT/.venv/bin/python"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all features, all targets, -D warnings)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "build without OpenSSL (pure-rust backend only)"
+cargo check --no-default-features --features pure-rust --lib --bins
+
+step "cargo test (openssl + pure-rust backends)"
+cargo test --workspace --all-features
+
+step "benches in quick mode (they must keep compiling and running; no timing assertions)"
+CDNSIGN_BENCH_QUICK=1 cargo bench --bench signing --all-features
+
+step "grpcio smoke test against the real server (dev config, ephemeral ports)"
+bash scripts/smoke.sh
+
+step "deployment lint: hadolint, promtool check/test rules, manifests, dashboard"
+bash scripts/lint-deploy.sh
+
+echo
+echo "all test steps passed"

@@ -1,0 +1,332 @@
+//! Prometheus metrics: names as constants, label values from enums or from config (key
+//! ids, target names), never from a caller's string; handles made once.
+//!
+//! The recorder is process-global (the `metrics` facade); [`install`] sets it up once and
+//! later calls reuse it, so several servers in one test process share it. Each server
+//! serves `/metrics` on its own `[metrics] listen` address ([`serve`]).
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::signing::keys::{HashAlg, KeyKind};
+
+/// URLs signed, by `key_id` and `algorithm`.
+pub const URLS_SIGNED: &str = "cdnsign_urls_signed_total";
+/// Cookie sets signed, by `key_id` and `algorithm`.
+pub const COOKIES_SIGNED: &str = "cdnsign_cookies_signed_total";
+/// Private-key operations, by `key_id` and `algorithm` (less than items when policies
+/// are shared).
+pub const SIGNATURES: &str = "cdnsign_signatures_total";
+/// Items refused, by `code`.
+pub const ITEM_ERRORS: &str = "cdnsign_item_errors_total";
+/// Items per signing request, by `kind` (`url`, `cookie`).
+pub const BATCH_ITEMS: &str = "cdnsign_batch_items";
+/// Time a batch waited for a pool thread.
+pub const SIGN_QUEUE_WAIT: &str = "cdnsign_sign_queue_wait_seconds";
+/// Time a batch ran on the pool (validation, policies, signatures, rendering).
+pub const SIGN_DURATION: &str = "cdnsign_sign_duration_seconds";
+/// Batches waiting for a pool thread.
+pub const POOL_QUEUE_DEPTH: &str = "cdnsign_pool_queue_depth";
+/// Batches running on the pool now.
+pub const POOL_BUSY: &str = "cdnsign_pool_busy_threads";
+/// Signing pool size.
+pub const POOL_THREADS: &str = "cdnsign_pool_threads";
+/// Keys in the live key set.
+pub const KEYS_LOADED: &str = "cdnsign_keys_loaded";
+/// Key (re)loads, by `outcome` (`success`, `failure`).
+pub const KEY_RELOADS: &str = "cdnsign_key_reloads_total";
+/// Unix time of the last key load, by `outcome`.
+pub const KEY_RELOAD_TIMESTAMP: &str = "cdnsign_key_reload_timestamp_seconds";
+/// gRPC calls, by `method` and `code`.
+pub const GRPC_REQUESTS: &str = "cdnsign_grpc_requests_total";
+/// gRPC call latency (to response headers), by `method`.
+pub const GRPC_DURATION: &str = "cdnsign_grpc_request_duration_seconds";
+/// Whether the server reports SERVING (1) or is draining (0).
+pub const SERVING: &str = "cdnsign_serving";
+/// Calls refused for lack of a valid identity, by `reason`.
+pub const AUTH_FAILURES: &str = "cdnsign_auth_failures_total";
+/// Calls refused by the concurrency limit (load shedding).
+pub const REQUESTS_SHED: &str = "cdnsign_requests_shed_total";
+/// Calls refused by a client's rate limit, by `client` (a configured name) and `kind`.
+pub const RATE_LIMITED: &str = "cdnsign_rate_limited_total";
+/// Items refused by authorization, by `client`.
+pub const ITEMS_DENIED: &str = "cdnsign_items_denied_total";
+/// Purge paths, by `provider` and `outcome`.
+pub const PURGE_PATHS: &str = "cdnsign_purge_paths_total";
+/// Purge jobs (one provider request each), by `provider` and `outcome`.
+pub const PURGE_JOBS: &str = "cdnsign_purge_jobs_total";
+/// Upstream (CDN API) request latency, by `provider` and `operation`.
+pub const UPSTREAM_DURATION: &str = "cdnsign_upstream_request_duration_seconds";
+/// Upstream retries, by `provider` and `operation`.
+pub const UPSTREAM_RETRIES: &str = "cdnsign_upstream_retries_total";
+/// Aliyun refresh quota remaining today, by `kind` (`url`, `dir`, `preload`).
+pub const ALIYUN_QUOTA_REMAINING: &str = "cdnsign_aliyun_quota_remaining";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 50000.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the global Prometheus recorder (first call only) and returns its handle;
+/// `None` if another recorder was installed first.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(BATCH_ITEMS.into()), BATCH_BUCKETS)
+                });
+            match builder.and_then(|b| b.install_recorder()) {
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(URLS_SIGNED, "URLs signed, by key and algorithm");
+    describe_counter!(COOKIES_SIGNED, "Cookie sets signed, by key and algorithm");
+    describe_counter!(
+        SIGNATURES,
+        "Private-key signing operations, by key and algorithm"
+    );
+    describe_counter!(ITEM_ERRORS, "Batch items refused, by gRPC code");
+    describe_histogram!(BATCH_ITEMS, Unit::Count, "Items per signing request");
+    describe_histogram!(
+        SIGN_QUEUE_WAIT,
+        Unit::Seconds,
+        "Time a batch waited for a signing thread"
+    );
+    describe_histogram!(
+        SIGN_DURATION,
+        Unit::Seconds,
+        "Time a batch ran on the signing pool"
+    );
+    describe_gauge!(POOL_QUEUE_DEPTH, "Batches waiting for a signing thread");
+    describe_gauge!(POOL_BUSY, "Batches running on the signing pool");
+    describe_gauge!(POOL_THREADS, "Signing pool threads");
+    describe_gauge!(KEYS_LOADED, "Keys in the live key set");
+    describe_counter!(KEY_RELOADS, "Key set loads, by outcome");
+    describe_gauge!(
+        KEY_RELOAD_TIMESTAMP,
+        Unit::Seconds,
+        "Unix time of the last key load, by outcome"
+    );
+    describe_counter!(GRPC_REQUESTS, "gRPC calls, by method and status code");
+    describe_histogram!(
+        GRPC_DURATION,
+        Unit::Seconds,
+        "gRPC call latency to response headers"
+    );
+    describe_gauge!(
+        SERVING,
+        "1 while the server reports SERVING, 0 while draining"
+    );
+}
+
+/// Counters for one key, made when the key is loaded and kept on it.
+#[derive(Clone)]
+pub struct KeyCounters {
+    /// URLs signed.
+    pub urls: Counter,
+    /// Cookie sets signed.
+    pub cookies: Counter,
+    /// Private-key operations.
+    pub signatures: Counter,
+}
+
+impl KeyCounters {
+    /// Handles labelled with the key id (from config) and its algorithm.
+    pub fn new(key_id: &str, kind: KeyKind, hash: HashAlg) -> KeyCounters {
+        let algorithm = algorithm_label(kind, hash);
+        let labels = [
+            ("key_id", key_id.to_owned()),
+            ("algorithm", algorithm.to_owned()),
+        ];
+        KeyCounters {
+            urls: counter!(URLS_SIGNED, &labels),
+            cookies: counter!(COOKIES_SIGNED, &labels),
+            signatures: counter!(SIGNATURES, &labels),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeyCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyCounters")
+    }
+}
+
+/// Bounded `algorithm` label.
+pub fn algorithm_label(kind: KeyKind, hash: HashAlg) -> &'static str {
+    match (kind, hash) {
+        (KeyKind::Rsa, HashAlg::Sha1) => "rsa_sha1",
+        (KeyKind::Rsa, HashAlg::Sha256) => "rsa_sha256",
+        (KeyKind::EcdsaP256, HashAlg::Sha1) => "ecdsa_sha1",
+        (KeyKind::EcdsaP256, HashAlg::Sha256) => "ecdsa_sha256",
+    }
+}
+
+/// The item error codes, as label values.
+pub const ITEM_ERROR_CODES: [&str; 4] = [
+    "invalid_argument",
+    "not_found",
+    "permission_denied",
+    "internal",
+];
+
+/// Signing-path handles, made once per server.
+#[derive(Clone)]
+pub struct SignMetrics {
+    item_errors: [Counter; 4],
+    /// Items per URL request.
+    pub batch_urls: Histogram,
+    /// Items per cookie request.
+    pub batch_cookies: Histogram,
+    /// Queue wait.
+    pub queue_wait: Histogram,
+    /// Pool run time.
+    pub sign_time: Histogram,
+}
+
+impl std::fmt::Debug for SignMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignMetrics")
+    }
+}
+
+impl Default for SignMetrics {
+    fn default() -> Self {
+        SignMetrics::new()
+    }
+}
+
+impl SignMetrics {
+    /// Makes every handle.
+    pub fn new() -> SignMetrics {
+        SignMetrics {
+            item_errors: ITEM_ERROR_CODES.map(|code| counter!(ITEM_ERRORS, "code" => code)),
+            batch_urls: histogram!(BATCH_ITEMS, "kind" => "url"),
+            batch_cookies: histogram!(BATCH_ITEMS, "kind" => "cookie"),
+            queue_wait: histogram!(SIGN_QUEUE_WAIT),
+            sign_time: histogram!(SIGN_DURATION),
+        }
+    }
+
+    /// The error counter for a label from [`ITEM_ERROR_CODES`].
+    pub fn item_error(&self, code: &'static str) -> &Counter {
+        let i = ITEM_ERROR_CODES
+            .iter()
+            .position(|c| *c == code)
+            .unwrap_or(ITEM_ERROR_CODES.len() - 1);
+        &self.item_errors[i]
+    }
+}
+
+/// Key-cache gauges and counters.
+#[derive(Clone)]
+pub struct KeyMetrics {
+    loaded: Gauge,
+    success: Counter,
+    failure: Counter,
+    success_ts: Gauge,
+    failure_ts: Gauge,
+}
+
+impl std::fmt::Debug for KeyMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyMetrics")
+    }
+}
+
+impl Default for KeyMetrics {
+    fn default() -> Self {
+        KeyMetrics::new()
+    }
+}
+
+impl KeyMetrics {
+    /// Makes every handle.
+    pub fn new() -> KeyMetrics {
+        KeyMetrics {
+            loaded: gauge!(KEYS_LOADED),
+            success: counter!(KEY_RELOADS, "outcome" => "success"),
+            failure: counter!(KEY_RELOADS, "outcome" => "failure"),
+            success_ts: gauge!(KEY_RELOAD_TIMESTAMP, "outcome" => "success"),
+            failure_ts: gauge!(KEY_RELOAD_TIMESTAMP, "outcome" => "failure"),
+        }
+    }
+
+    /// Records a load that put `keys` keys in service.
+    pub fn loaded(&self, keys: usize) {
+        self.loaded.set(keys as f64);
+        self.success.increment(1);
+        self.success_ts.set(unix_now_f64());
+    }
+
+    /// Records a failed reload (the old set keeps serving).
+    pub fn failed(&self) {
+        self.failure.increment(1);
+        self.failure_ts.set(unix_now_f64());
+    }
+}
+
+fn unix_now_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Serves `GET /metrics` from `handle` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Response, StatusCode};
+    use hyper_util::rt::TokioIo;
+
+    let handle = Arc::new(handle);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let handle = Arc::clone(&handle);
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let handle = Arc::clone(&handle);
+                    async move {
+                        let resp = if req.uri().path() == "/metrics" {
+                            Response::builder()
+                                .header("content-type", "text/plain; version=0.0.4")
+                                .body(Full::new(Bytes::from(handle.render())))
+                        } else {
+                            Response::builder()
+                                .status(StatusCode::NOT_FOUND)
+                                .body(Full::new(Bytes::from_static(b"see /metrics\n")))
+                        };
+                        Ok::<_, Infallible>(resp.unwrap_or_default())
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,74 @@
+//! Shared helpers for integration tests: start the real server on 127.0.0.1:0 with a
+//! config written from TOML, and stop it with our own shutdown future.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cdnsign::config::Config;
+use cdnsign::server::{Server, ServerError};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const KEY_ID: &str = "K2JCJMDEHXQW5F";
+
+pub fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A config on an ephemeral loopback port with the TEST ONLY key; `extra` is appended.
+pub fn test_config(extra_signing: &str, extra: &str) -> Config {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+allow_unauthenticated = true
+[metrics]
+listen = ""
+[signing]
+default_key_id = "{KEY_ID}"
+threads = 2
+{extra_signing}
+[[keys]]
+id = "{KEY_ID}"
+path = "{key}"
+{extra}
+"#,
+        key = repo("config/dev-keys/TEST-ONLY-cloudfront.pem").display()
+    );
+    Config::from_toml_str(&text, &repo(".")).expect("test config")
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    pub handle: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Triggers shutdown and waits for the server to exit.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.handle.await.expect("server task")
+    }
+}
+
+pub async fn start(config: Config) -> Running {
+    let server = Server::bind(config).await.expect("bind");
+    let addr = server.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(server.serve(async {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        stop: Some(tx),
+        handle,
+    }
+}

@@ -1,0 +1,190 @@
+//! Operability: metrics families after real calls, request ids, graceful shutdown with an
+//! in-flight batch, health turning NOT_SERVING before the listener closes.
+
+mod common;
+
+use std::time::Duration;
+
+use cdnsign::proto::signer_client::SignerClient;
+use cdnsign::proto::{SignCookiesRequest, SignItem, SignUrlsRequest};
+use common::{start, test_config};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tonic::transport::Channel;
+
+fn item(url: impl Into<String>) -> SignItem {
+    SignItem {
+        url: url.into(),
+        ..SignItem::default()
+    }
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_every_signing_family_and_no_url_or_signature() {
+    let mut config = test_config("", "");
+    config.metrics.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let server = cdnsign::server::Server::bind(config).await.expect("bind");
+    let metrics_addr = server.metrics_addr().expect("metrics listener");
+    let addr = server.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(server.serve(async {
+        let _ = rx.await;
+    }));
+
+    let mut c = SignerClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let mut req = tonic::Request::new(SignUrlsRequest {
+        items: vec![item("https://d.example/secret-path/a.ts"), item("nope")],
+        ttl_seconds: 60,
+        ..SignUrlsRequest::default()
+    });
+    req.metadata_mut()
+        .insert("x-request-id", "test-req-42".parse().expect("meta"));
+    let resp = c.sign_urls(req).await.expect("sign");
+    assert_eq!(
+        resp.metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("test-req-42"),
+        "request id is echoed"
+    );
+    let fresh = c
+        .sign_urls(SignUrlsRequest {
+            items: vec![item("https://d.example/b.ts")],
+            ttl_seconds: 60,
+            ..SignUrlsRequest::default()
+        })
+        .await
+        .expect("sign");
+    let generated = fresh
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a generated request id");
+    assert_eq!(generated.len(), 36, "{generated}");
+    c.sign_cookies(SignCookiesRequest {
+        items: vec![item("https://d.example/c.ts")],
+        ttl_seconds: 60,
+        ..SignCookiesRequest::default()
+    })
+    .await
+    .expect("cookies");
+    let over = c
+        .sign_urls(SignUrlsRequest {
+            items: (0..10_001)
+                .map(|i| item(format!("https://d/{i}")))
+                .collect(),
+            ttl_seconds: 60,
+            ..SignUrlsRequest::default()
+        })
+        .await;
+    assert!(over.is_err());
+    // The pool gauges are sampled once a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let text = scrape(metrics_addr).await;
+    for needle in [
+        r#"cdnsign_urls_signed_total{key_id="K2JCJMDEHXQW5F",algorithm="rsa_sha1"}"#,
+        r#"cdnsign_cookies_signed_total{key_id="K2JCJMDEHXQW5F",algorithm="rsa_sha1"}"#,
+        r#"cdnsign_signatures_total{key_id="K2JCJMDEHXQW5F",algorithm="rsa_sha1"}"#,
+        r#"cdnsign_item_errors_total{code="invalid_argument"} "#,
+        r#"cdnsign_batch_items_bucket{kind="url","#,
+        r#"cdnsign_batch_items_bucket{kind="cookie","#,
+        "cdnsign_sign_queue_wait_seconds_bucket",
+        "cdnsign_sign_duration_seconds_bucket",
+        "cdnsign_pool_queue_depth ",
+        "cdnsign_pool_busy_threads ",
+        "cdnsign_pool_threads 2",
+        "cdnsign_keys_loaded 1",
+        r#"cdnsign_key_reloads_total{outcome="success"}"#,
+        r#"cdnsign_grpc_requests_total{method="cdnsign.v1.Signer/SignUrls",code="OK"} 2"#,
+        r#"cdnsign_grpc_requests_total{method="cdnsign.v1.Signer/SignUrls",code="INVALID_ARGUMENT"} 1"#,
+        r#"cdnsign_grpc_request_duration_seconds_bucket{method="cdnsign.v1.Signer/SignCookies","#,
+        "cdnsign_serving 1",
+    ] {
+        assert!(text.contains(needle), "missing {needle}\n{text}");
+    }
+    for secret in [
+        "secret-path",
+        "Signature",
+        "Policy=",
+        "d.example",
+        "test-req-42",
+    ] {
+        assert!(!text.contains(secret), "metrics leak {secret:?}");
+    }
+    let _ = tx.send(());
+    handle.await.expect("task").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_then_finishes_the_batch_in_flight() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let mut config = test_config("", "");
+    config.server.drain_seconds = 1;
+    let server = start(config).await;
+    let channel = Channel::from_shared(server.url())
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut signer = SignerClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+    let mut health = HealthClient::new(channel);
+
+    // A batch big enough to still be running when shutdown starts.
+    let batch = SignUrlsRequest {
+        items: (0..8000)
+            .map(|i| item(format!("https://d.example/v/seg{i}.ts")))
+            .collect(),
+        ttl_seconds: 600,
+        ..SignUrlsRequest::default()
+    };
+    let in_flight = tokio::spawn(async move { signer.sign_urls(batch).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let stopping = tokio::spawn(server.stop());
+
+    // During the drain window health answers NOT_SERVING (2) on the open connection.
+    let mut saw_not_serving = false;
+    for _ in 0..40 {
+        match health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+        {
+            Ok(r) if r.get_ref().status == 2 => {
+                saw_not_serving = true;
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        saw_not_serving,
+        "health never reported NOT_SERVING during the drain"
+    );
+
+    let resp = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight batch completes")
+        .into_inner();
+    assert_eq!((resp.signed, resp.failed), (8000, 0));
+    stopping.await.expect("task").expect("server exits cleanly");
+}

@@ -1,0 +1,444 @@
+#!/usr/bin/env python3
+"""End-to-end smoke test of a running cdnsign server over gRPC.
+
+Start the server with the TEST ONLY key loaded under key id K2JCJMDEHXQW5F,
+then (from the repo root, after ``bash scripts/setup.sh``)::
+
+    .venv/bin/python tests/python/smoke_grpc.py --addr 127.0.0.1:50051
+
+Python stubs are generated at run time from proto/cdnsign/v1/signer.proto
+with grpc_tools.protoc, into a temporary directory (or --gen-dir, e.g.
+tests/python/gen/, which is gitignored).
+
+Checks, one line each:
+  (a) Signer/SignUrls with 1000 items (item 500 is "not a url"): results in
+      order, exactly one INVALID_ARGUMENT error naming the url field, 999
+      signed URLs with Expires/Signature/Key-Pair-Id, 3 signatures verified
+      against config/dev-keys/TEST-ONLY-cloudfront.pub.pem;
+  (b) grpc.health.v1.Health/Check for service "" is SERVING;
+  (c) reflection (v1alpha) lists cdnsign.v1.Signer;
+  (d) Signer/SignCookies with a custom policy returns CloudFront-Policy,
+      CloudFront-Signature and CloudFront-Key-Pair-Id, signature verified.
+
+Every call has a 10 s deadline (--timeout). The last line is
+"N passed, M failed"; the exit status is 0 only when M is 0.
+Only loopback addresses are accepted unless --allow-non-loopback is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import ipaddress
+import json
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROTO_ROOT = REPO_ROOT / "proto"
+PROTO_FILE = "cdnsign/v1/signer.proto"
+DEFAULT_PUBKEY = REPO_ROOT / "config/dev-keys/TEST-ONLY-cloudfront.pub.pem"
+KEY_ID = "K2JCJMDEHXQW5F"
+HOST = "https://d111111abcdef8.cloudfront.net"
+BATCH = 1000
+BAD_INDEX = 500
+TTL = 3600
+
+
+# ------------------------------------------------------------------ reporting
+
+class Report:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def ok(self, name: str, detail: str = "") -> None:
+        self.passed += 1
+        print(f"PASS {name}" + (f": {detail}" if detail else ""), flush=True)
+
+    def bad(self, name: str, detail: str) -> None:
+        self.failed += 1
+        print(f"FAIL {name}: {detail}", flush=True)
+
+    def finish(self) -> int:
+        print(f"{self.passed} passed, {self.failed} failed", flush=True)
+        return 0 if self.failed == 0 else 1
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def expect(cond: bool, msg: str) -> None:
+    if not cond:
+        raise CheckFailed(msg)
+
+
+def run_check(report: Report, name: str, fn) -> object:
+    """Run one check; an exception of any kind is a FAIL line, never a crash."""
+    import grpc
+
+    try:
+        detail = fn()
+    except CheckFailed as e:
+        report.bad(name, str(e))
+    except grpc.RpcError as e:
+        code = e.code() if hasattr(e, "code") else None
+        details = e.details() if hasattr(e, "details") else str(e)
+        report.bad(name, f"RPC failed: {code.name if code else '?'}: {details}")
+    except Exception as e:  # noqa: BLE001 - a smoke test reports, it does not crash
+        report.bad(name, f"{type(e).__name__}: {e}")
+        traceback.print_exc(file=sys.stderr)
+    else:
+        report.ok(name, detail or "")
+
+
+# ------------------------------------------------------------------ helpers
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SystemExit(f"--addr must be HOST:PORT, got {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tcp_probe(host: str, port: int, timeout: float) -> str | None:
+    """None when something accepts TCP connections on host:port, else the reason."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def generate_stubs(gen_dir: Path):
+    """Run grpc_tools.protoc on the proto and import the generated modules."""
+    import grpc_tools
+    from grpc_tools import protoc
+
+    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    gen_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{well_known}",
+        f"--python_out={gen_dir}",
+        f"--grpc_python_out={gen_dir}",
+        PROTO_FILE,
+    ]
+    rc = protoc.main(args)
+    if rc != 0:
+        raise SystemExit(f"grpc_tools.protoc failed with exit code {rc} on {PROTO_ROOT / PROTO_FILE}")
+    sys.path.insert(0, str(gen_dir))
+    from cdnsign.v1 import signer_pb2, signer_pb2_grpc  # noqa: E402 - generated just now
+
+    return signer_pb2, signer_pb2_grpc
+
+
+def cf_b64_decode(text: str) -> bytes:
+    """CloudFront's URL-safe base64 ('-' for '+', '_' for '=', '~' for '/')."""
+    return base64.b64decode(text.replace("-", "+").replace("_", "=").replace("~", "/"), validate=True)
+
+
+def canned_policy(url: str, expires: int) -> bytes:
+    return (
+        '{"Statement":[{"Resource":"' + url + '","Condition":{"DateLessThan":{"AWS:EpochTime":'
+        + str(expires) + "}}}]}"
+    ).encode("utf-8")
+
+
+def verify_sig(pubkey, signature: bytes, message: bytes) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    try:
+        pubkey.verify(signature, message, padding.PKCS1v15(), hashes.SHA1())
+    except InvalidSignature:
+        raise CheckFailed(f"RSA-SHA1 signature does not verify over {message[:120]!r}") from None
+
+
+def signed_params(signed_url: str, url: str) -> dict[str, str]:
+    expect(signed_url.startswith(url + "?"), f"signed URL does not extend {url!r} with '?': {signed_url[:200]!r}")
+    pairs = parse_qsl(urlsplit(signed_url).query, keep_blank_values=True)
+    return dict(pairs)
+
+
+class DeadlineInterceptor:
+    """Gives every call on the channel a deadline, including the reflection
+    client's stream call, which takes no timeout argument of its own."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+
+    def _details(self, details):
+        import grpc
+
+        if details.timeout is not None:
+            return details
+
+        class _D(grpc.ClientCallDetails):
+            pass
+
+        d = _D()
+        d.method = details.method
+        d.timeout = self.timeout
+        d.metadata = details.metadata
+        d.credentials = details.credentials
+        d.wait_for_ready = getattr(details, "wait_for_ready", None)
+        d.compression = getattr(details, "compression", None)
+        return d
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+
+def make_interceptor(timeout: float):
+    import grpc
+
+    class _I(
+        DeadlineInterceptor,
+        grpc.UnaryUnaryClientInterceptor,
+        grpc.UnaryStreamClientInterceptor,
+        grpc.StreamUnaryClientInterceptor,
+        grpc.StreamStreamClientInterceptor,
+    ):
+        pass
+
+    return _I(timeout)
+
+
+# ------------------------------------------------------------------ checks
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="cdnsign gRPC smoke test")
+    ap.add_argument("--addr", default="127.0.0.1:50051", help="server HOST:PORT (default 127.0.0.1:50051)")
+    ap.add_argument("--timeout", type=float, default=10.0, help="deadline per call, seconds (default 10)")
+    ap.add_argument("--pubkey", type=Path, default=DEFAULT_PUBKEY, help="PEM public key the server signs for")
+    ap.add_argument("--key-id", default=KEY_ID)
+    ap.add_argument("--gen-dir", type=Path, default=None,
+                    help="where to write generated stubs (default: a temp dir removed at exit)")
+    ap.add_argument("--allow-non-loopback", action="store_true",
+                    help="allow a server address outside 127.0.0.0/8 / ::1")
+    args = ap.parse_args()
+
+    host, port = parse_addr(args.addr)
+    if not args.allow_non_loopback and not is_loopback(host):
+        print(f"refusing non-loopback address {args.addr!r} (use --allow-non-loopback)", file=sys.stderr)
+        return 2
+
+    report = Report()
+
+    # Imports and stubs first: these fail loudly on a broken venv.
+    import grpc
+    from cryptography.hazmat.primitives import serialization
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    tmp = None
+    gen_dir = args.gen_dir
+    if gen_dir is None:
+        tmp = tempfile.mkdtemp(prefix="cdnsign-stubs-")
+        gen_dir = Path(tmp)
+    try:
+        pb, pb_grpc = generate_stubs(gen_dir)
+        print(f"stubs: generated from {PROTO_ROOT / PROTO_FILE} into {gen_dir}", flush=True)
+        pubkey = serialization.load_pem_public_key(args.pubkey.read_bytes())
+
+        reason = tcp_probe(host, port, args.timeout)
+        if reason is not None:
+            report.bad("connect", f"nothing accepts connections on {args.addr} ({reason}); "
+                                  "is the cdnsign server running there?")
+            return report.finish()
+
+        raw_channel = grpc.insecure_channel(args.addr)
+        try:
+            grpc.channel_ready_future(raw_channel).result(timeout=args.timeout)
+        except grpc.FutureTimeoutError:
+            report.bad("connect", f"TCP connects to {args.addr} but no HTTP/2 gRPC channel within {args.timeout}s")
+            raw_channel.close()
+            return report.finish()
+        report.ok("connect", args.addr)
+        channel = grpc.intercept_channel(raw_channel, make_interceptor(args.timeout))
+        try:
+            run_all(report, channel, pb, pb_grpc, health_pb2, health_pb2_grpc,
+                    ProtoReflectionDescriptorDatabase, pubkey, args)
+        finally:
+            raw_channel.close()
+        return report.finish()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_all(report, channel, pb, pb_grpc, health_pb2, health_pb2_grpc, ReflectionDB, pubkey, args) -> None:
+    stub = pb_grpc.SignerStub(channel)
+    key_id = args.key_id
+
+    # (a) SignUrls, 1000 items, one bad.
+    urls = [f"{HOST}/hls/seg{i}.ts" for i in range(BATCH)]
+    urls[BAD_INDEX] = "not a url"
+    req = pb.SignUrlsRequest(
+        items=[pb.SignItem(url=u) for u in urls],
+        key_id=key_id,
+        ttl_seconds=TTL,
+    )
+    state: dict[str, object] = {}
+
+    def call_sign_urls():
+        t0 = int(time.time())
+        resp = stub.SignUrls(req, timeout=args.timeout)
+        t1 = int(time.time())
+        state.update(resp=resp, t0=t0, t1=t1)
+        return f"{len(resp.results)} results, signed={resp.signed} failed={resp.failed}"
+
+    run_check(report, "a0 SignUrls call", call_sign_urls)
+    resp = state.get("resp")
+
+    def results_in_order():
+        expect(resp is not None, "no SignUrls response")
+        expect(len(resp.results) == BATCH, f"expected {BATCH} results, got {len(resp.results)}")
+        wrong = [(i, r.index) for i, r in enumerate(resp.results) if r.index != i]
+        expect(not wrong, f"results out of order; first (position, index) mismatches: {wrong[:5]}")
+        expect((resp.signed, resp.failed) == (BATCH - 1, 1),
+               f"response counts signed={resp.signed} failed={resp.failed}, expected {BATCH - 1}/1")
+        return f"{BATCH} results, index == position, signed={resp.signed} failed={resp.failed}"
+
+    def one_error():
+        expect(resp is not None, "no SignUrls response")
+        errs = [i for i, r in enumerate(resp.results) if r.WhichOneof("outcome") == "error"]
+        expect(errs == [BAD_INDEX], f"expected exactly one error at index {BAD_INDEX}, got errors at {errs[:10]}")
+        err = resp.results[BAD_INDEX].error
+        code = pb.ItemError.Code.Name(err.code)
+        expect(code == "INVALID_ARGUMENT", f"item {BAD_INDEX} error code {code}, expected INVALID_ARGUMENT")
+        expect("url" in err.field, f"item {BAD_INDEX} error field {err.field!r} does not name the url")
+        r = resp.results[BAD_INDEX]
+        expect(r.expires_at == 0 and r.key_id == "",
+               f"error result should have expires_at=0 and empty key_id, got {r.expires_at}, {r.key_id!r}")
+        return f"item {BAD_INDEX}: {code} field={err.field!r} message={err.message!r}"
+
+    def signed_urls_shape():
+        expect(resp is not None, "no SignUrls response")
+        t0, t1 = state["t0"], state["t1"]
+        problems = []
+        for i, r in enumerate(resp.results):
+            if i == BAD_INDEX:
+                continue
+            if r.WhichOneof("outcome") != "signed_url":
+                problems.append(f"{i}: outcome {r.WhichOneof('outcome')}")
+                continue
+            s = r.signed_url
+            for part in ("Expires=", "Signature=", f"Key-Pair-Id={key_id}"):
+                if part not in s:
+                    problems.append(f"{i}: no {part!r}")
+            if not (t0 + TTL - 2 <= r.expires_at <= t1 + TTL + 2):
+                problems.append(f"{i}: expires_at {r.expires_at} not now+{TTL}")
+            if f"Expires={r.expires_at}&" not in s:
+                problems.append(f"{i}: Expires in URL differs from expires_at {r.expires_at}")
+            if r.key_id != key_id:
+                problems.append(f"{i}: key_id {r.key_id!r}")
+            if len(problems) > 5:
+                break
+        expect(not problems, "; ".join(problems[:5]))
+        return f"{BATCH - 1} signed URLs with Expires=, Signature=, Key-Pair-Id={key_id}, expires_at = now+{TTL}"
+
+    def verify_three():
+        expect(resp is not None, "no SignUrls response")
+        picked = [0, BAD_INDEX + 1, BATCH - 1]
+        for i in picked:
+            r = resp.results[i]
+            expect(r.WhichOneof("outcome") == "signed_url", f"item {i} is not a signed URL")
+            params = signed_params(r.signed_url, urls[i])
+            expect(list(params) == ["Expires", "Signature", "Key-Pair-Id"],
+                   f"item {i}: query parameters {list(params)}, expected Expires, Signature, Key-Pair-Id")
+            exp = int(params["Expires"])
+            verify_sig(pubkey, cf_b64_decode(params["Signature"]), canned_policy(urls[i], exp))
+        return f"items {picked} verify (PKCS1v15/SHA-1, canned policy) against {args.pubkey.name}"
+
+    run_check(report, "a1 SignUrls results in order", results_in_order)
+    run_check(report, "a2 SignUrls one per-item error", one_error)
+    run_check(report, "a3 SignUrls 999 signed URLs", signed_urls_shape)
+    run_check(report, "a4 SignUrls signatures verify", verify_three)
+
+    # (b) health.
+    def health():
+        h = health_pb2_grpc.HealthStub(channel)
+        r = h.Check(health_pb2.HealthCheckRequest(service=""), timeout=args.timeout)
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+        expect(r.status == health_pb2.HealthCheckResponse.SERVING, f"status {name}, expected SERVING")
+        return f'service "" is {name}'
+
+    run_check(report, "b  grpc.health.v1.Health/Check", health)
+
+    # (c) reflection, v1alpha.
+    def reflection():
+        db = ReflectionDB(channel)
+        services = sorted(db.get_services())
+        expect("cdnsign.v1.Signer" in services, f"cdnsign.v1.Signer not listed; services: {services}")
+        return "services: " + ", ".join(services)
+
+    run_check(report, "c  reflection (v1alpha) lists cdnsign.v1.Signer", reflection)
+
+    # (d) SignCookies with a custom policy.
+    def cookies():
+        resource = f"{HOST}/hls/*"
+        url = f"{HOST}/hls/seg1.ts"
+        creq = pb.SignCookiesRequest(
+            items=[pb.SignItem(url=url, policy_resource=resource)],
+            key_id=key_id,
+            ttl_seconds=TTL,
+        )
+        t0 = int(time.time())
+        cresp = stub.SignCookies(creq, timeout=args.timeout)
+        t1 = int(time.time())
+        expect(len(cresp.results) == 1, f"expected 1 result, got {len(cresp.results)}")
+        r = cresp.results[0]
+        outcome = r.WhichOneof("outcome")
+        if outcome == "error":
+            raise CheckFailed(f"item error {pb.ItemError.Code.Name(r.error.code)} "
+                              f"field={r.error.field!r} message={r.error.message!r}")
+        expect(outcome == "cookies", f"outcome {outcome!r}")
+        jar = {c.name: c.value for c in r.cookies.cookies}
+        want = {"CloudFront-Policy", "CloudFront-Signature", "CloudFront-Key-Pair-Id"}
+        expect(set(jar) == want, f"cookie names {sorted(jar)}, expected {sorted(want)}")
+        expect(jar["CloudFront-Key-Pair-Id"] == key_id, f"CloudFront-Key-Pair-Id {jar['CloudFront-Key-Pair-Id']!r}")
+        expect(len(r.cookies.set_cookie_headers) == 3,
+               f"{len(r.cookies.set_cookie_headers)} Set-Cookie headers, expected 3")
+        policy = cf_b64_decode(jar["CloudFront-Policy"])
+        stmt = json.loads(policy)["Statement"][0]
+        expect(stmt["Resource"] == resource, f"policy Resource {stmt['Resource']!r}, expected {resource!r}")
+        exp = stmt["Condition"]["DateLessThan"]["AWS:EpochTime"]
+        expect(exp == r.expires_at and t0 + TTL - 2 <= exp <= t1 + TTL + 2,
+               f"policy DateLessThan {exp}, result expires_at {r.expires_at}, expected about now+{TTL}")
+        verify_sig(pubkey, cf_b64_decode(jar["CloudFront-Signature"]), policy)
+        return "CloudFront-Policy, CloudFront-Signature, CloudFront-Key-Pair-Id; policy " + policy.decode()
+
+    run_check(report, "d  SignCookies custom policy", cookies)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
