@@ -55,7 +55,7 @@ fn table(results: &[RunResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:<6} {:<9} {:>6} {:>4} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>6} {:>8} {:>8} {:>9}",
+        "{:<18} {:<6} {:<9} {:>6} {:>4} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>6} {:>8} {:>8} {:>9} {:>6}",
         "label",
         "mode",
         "alg",
@@ -71,13 +71,14 @@ fn table(results: &[RunResult]) -> String {
         "ratio",
         "RSS MiB",
         "growth",
-        "CPU s/c"
+        "CPU s/c",
+        "eff"
     );
     for r in results {
         let rss = r.rss_kib.as_ref();
         let _ = writeln!(
             out,
-            "{:<18} {:<6} {:<9} {:>6} {:>4} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10} {:>6} {:>8} {:>8} {:>9}",
+            "{:<18} {:<6} {:<9} {:>6} {:>4} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10} {:>6} {:>8} {:>8} {:>9} {:>6}",
             truncate(&r.label, 18),
             mode(r),
             r.algorithm,
@@ -102,6 +103,8 @@ fn table(results: &[RunResult]) -> String {
                 "{:.2}/{:.2}",
                 c.server_cores, c.client_cores
             )),
+            r.cpu_efficiency
+                .map_or("-".to_owned(), |v| format!("{v:.2}")),
         );
         if r.failed_items > 0 || r.rpc_errors > 0 {
             let _ = writeln!(
@@ -113,7 +116,7 @@ fn table(results: &[RunResult]) -> String {
     }
     let _ = writeln!(
         out,
-        "(batch suffix P: playlist under one wildcard policy; ratio = URLs/s / openssl speed -multi N sign/s, same run; growth = RSS end - RSS at window start; CPU s/c = cores used by server / load generator)"
+        "(batch suffix P: playlist under one wildcard policy; ratio = URLs/s / openssl speed -multi N sign/s, same run; growth = RSS end - RSS at window start; CPU s/c = cores used by server / load generator; eff = URLs per server CPU-second / openssl speed 1 process)"
     );
     out
 }

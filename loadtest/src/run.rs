@@ -80,6 +80,13 @@ pub(crate) struct RunResult {
     pub(crate) openssl_speed_sign_per_s: Option<f64>,
     pub(crate) openssl_multi: usize,
     pub(crate) ratio_to_openssl: Option<f64>,
+    /// `openssl speed ALG` on one process (sign/s of CPU time: not hurt by other load).
+    #[serde(default)]
+    pub(crate) openssl_speed_1core_sign_per_s: Option<f64>,
+    /// URLs per server CPU-second / one-process openssl speed: how close the server's own
+    /// CPU time comes to raw signing, whatever else runs on the machine.
+    #[serde(default)]
+    pub(crate) cpu_efficiency: Option<f64>,
     pub(crate) rss_kib: Option<Rss>,
     #[serde(default)]
     pub(crate) cpu: Option<CpuSplit>,
@@ -171,7 +178,10 @@ fn record(
     resp: Result<SignUrlsResponse, tonic::Status>,
 ) {
     let done = Instant::now();
-    let counted = scheduled >= plan.measure_from && done <= plan.deadline;
+    // Counted by completion time: responses completing inside the window, whenever they
+    // started. (Counting only requests started inside the window dropped the long ones
+    // straddling its edges and under-counted big batches.)
+    let counted = done >= plan.measure_from && done <= plan.deadline;
     match resp {
         Ok(resp) => {
             if out.signature_len.is_none() {
@@ -519,15 +529,19 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
         OpensslAlg::None => None,
         OpensslAlg::Auto => sig_len.map(|n| if n >= 200 { "rsa2048" } else { "ecdsap256" }),
     };
-    let speed = match alg {
+    let (speed, speed1) = match alg {
         Some(alg) => {
             let seconds = args.openssl_seconds;
-            tokio::task::spawn_blocking(move || openssl_speed(alg, seconds, multi))
-                .await
-                .ok()
-                .flatten()
+            tokio::task::spawn_blocking(move || {
+                (
+                    openssl_speed(alg, seconds, multi),
+                    openssl_speed(alg, seconds, 1),
+                )
+            })
+            .await
+            .unwrap_or((None, None))
         }
-        None => None,
+        None => (None, None),
     };
 
     let urls_per_s = if seconds > 0.0 {
@@ -567,6 +581,13 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
         ratio_to_openssl: speed
             .filter(|s| *s > 0.0 && !args.playlist)
             .map(|s| urls_per_s / s),
+        openssl_speed_1core_sign_per_s: speed1,
+        cpu_efficiency: match (speed1, &cpu) {
+            (Some(s1), Some(c)) if s1 > 0.0 && c.server_cores > 0.0 && !args.playlist => {
+                Some(urls_per_s / c.server_cores / s1)
+            }
+            _ => None,
+        },
         rss_kib: rss.clone(),
         cpu: cpu.clone(),
         loadavg_before,
@@ -638,6 +659,12 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
         println!(
             "  CPU during the window: server {:.2} cores, load generator {:.2} cores (of {multi})",
             c.server_cores, c.client_cores
+        );
+    }
+    if let (Some(s1), Some(e)) = (speed1, result.cpu_efficiency) {
+        println!(
+            "  openssl speed {} (1 process): {s1:.0} sign/s; URLs per server CPU-second / that = {e:.3}",
+            result.algorithm
         );
     }
     println!(
