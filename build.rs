@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/cdnsign/v1/signer.proto"];
+    let protos = [
+        "proto/cdnsign/v1/signer.proto",
+        "proto/cdnsign/v1/purger.proto",
+    ];
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);

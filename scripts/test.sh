@@ -10,6 +10,8 @@
 # 4. a smoke test from a client we did not write: Python grpcio against the real server,
 #    then promtool check metrics on its /metrics
 # 5. the deployment files: hadolint, promtool rule tests, manifests, dashboard
+# 6. cargo deny (licenses, bans, sources, and advisories when the RustSec DB is reachable)
+#    and every cargo-fuzz target for a bounded time
 set -euo pipefail
 REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd -- "$REPO_ROOT"
@@ -26,6 +28,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all features, all targets, -D warnings)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "cargo deny (licenses, bans, sources; advisories when a database is reachable)"
+bash scripts/deny.sh
+
 step "build without OpenSSL (pure-rust backend only)"
 cargo check --no-default-features --features pure-rust --lib --bins
 
@@ -40,6 +45,15 @@ bash scripts/smoke.sh
 
 step "deployment lint: hadolint, promtool check/test rules, manifests, dashboard"
 bash scripts/lint-deploy.sh
+
+# CI budget: no sanitizer (3-7x the executions per second, a third of the build) and a
+# fuzz target dir outside the clone so a machine that ran it before rebuilds little.
+# Longer AddressSanitizer runs: FUZZ_SANITIZER=address bash scripts/fuzz.sh 600
+step "fuzz: every target for ${CDNSIGN_FUZZ_SECONDS:-15} s"
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}" \
+FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/cdnsign/fuzz-target}" \
+    bash scripts/fuzz.sh "${CDNSIGN_FUZZ_SECONDS:-15}"
 
 echo
 echo "all test steps passed"

@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::purge::config::{PurgeConfig, TargetConfig};
 use crate::signing::keys::{Backend, HashAlg, KeySpec, PemSource};
 
 /// The dev config compiled into the binary (`cdnsign serve` with no `--config`).
@@ -42,6 +43,12 @@ pub struct Config {
     /// `[[clients]]`: who may call, and what each may sign and purge.
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// `[[targets]]`: CDNs a purge can reach (see `docs/purge.md`).
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// `[purge]`
+    #[serde(default)]
+    pub purge: PurgeConfig,
     /// Where this config came from; relative key paths resolve against its directory.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -329,6 +336,7 @@ impl Config {
                 s.default_key_id
             )));
         }
+        crate::purge::config::validate(&self.targets, &self.purge).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -475,5 +483,62 @@ path = "config/dev-keys/TEST-ONLY-cloudfront.pem"
         )
         .expect_err("bad hash");
         assert!(err.to_string().contains("64 hex digits"), "{err}");
+    }
+
+    #[test]
+    fn purge_targets_parse_with_the_issue_keys_and_bad_ones_are_named() {
+        let toml = r#"
+[server]
+allow_unauthenticated = true
+[purge]
+data_dir = "/var/lib/cdnsign"
+[[targets]]
+name = "site"
+provider = "cloudfront"
+distribution_id = "E2QWRUHAPOMQZL"
+endpoint = "http://127.0.0.1:5000"
+[[targets]]
+name = "site"
+provider = "aliyun"
+domain = "cdn.example.com"
+signature = "v1"
+"#;
+        let c = Config::from_toml_str(toml, Path::new(".")).expect("parse");
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.targets[0].resource(), "E2QWRUHAPOMQZL");
+        assert_eq!(
+            c.targets[1].signature,
+            crate::purge::config::SignatureVersion::V1
+        );
+        assert_eq!(c.purge.data_dir, PathBuf::from("/var/lib/cdnsign"));
+        assert_eq!(c.purge.cloudfront_max_files_in_progress, 3000);
+        assert_eq!(
+            c.purge.cloudfront_collapse_threshold, 0,
+            "collapse is off by default"
+        );
+        let defaults =
+            Config::from_toml_str("[server]\nallow_unauthenticated = true\n", Path::new("."))
+                .expect("empty");
+        assert_eq!(defaults.purge.data_dir, PathBuf::from("./data"));
+        assert!(defaults.targets.is_empty());
+
+        let err = Config::from_toml_str(
+            "[server]\nallow_unauthenticated = true\n[[targets]]\nname = \"x\"\nprovider = \"cloudfront\"\n",
+            Path::new("."),
+        )
+        .expect_err("no distribution");
+        assert!(err.to_string().contains("distribution_id"), "{err}");
+        let err = Config::from_toml_str(
+            "[server]\nallow_unauthenticated = true\n[[targets]]\nname = \"x\"\nprovider = \"aliyun\"\n",
+            Path::new("."),
+        )
+        .expect_err("no domain");
+        assert!(err.to_string().contains("domain"), "{err}");
+        let err = Config::from_toml_str(
+            "[server]\nallow_unauthenticated = true\n[[targets]]\nname = \"x\"\nprovider = \"akamai\"\n",
+            Path::new("."),
+        )
+        .expect_err("unknown provider");
+        assert!(err.to_string().contains("provider"), "{err}");
     }
 }

@@ -19,12 +19,16 @@
 //! request id, request metrics), [`metrics`] (Prometheus), [`telemetry`] (logs),
 //! [`shutdown`] (signals), [`cli`] (offline `sign`/`cookies`/`verify`), and
 //! [`signing::verify`] (checks a signed URL the way CloudFront would).
+//!
+//! Cache purging (CloudFront invalidations, Aliyun CDN refreshes) lives in [`purge`], served
+//! as `cdnsign.v1.Purger` by [`grpc::purge`].
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod metrics;
+pub mod purge;
 pub mod server;
 pub mod shutdown;
 pub mod signing;

@@ -16,9 +16,12 @@ use tonic::transport::Server as TonicServer;
 use crate::auth::{AuthLayer, Authenticator, ShedLayer};
 use crate::config::Config;
 use crate::grpc::layers::ObserveLayer;
+use crate::grpc::purge::PurgerService;
 use crate::grpc::sign::SignerService;
 use crate::metrics::KeyMetrics;
+use crate::proto::purger_server::PurgerServer;
 use crate::proto::signer_server::SignerServer;
+use crate::purge::{PurgeError, PurgeOptions, Purger};
 use crate::signing::keys::{KeyError, KeySet, KeyStore};
 use crate::signing::pool::SigningPool;
 
@@ -56,6 +59,9 @@ pub enum ServerError {
     /// Reflection service setup.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The purge service could not start (store, target clients).
+    #[error("purge: {0}")]
+    Purge(#[from] PurgeError),
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -69,6 +75,7 @@ pub struct Server {
     keys: Arc<KeyStore>,
     key_metrics: KeyMetrics,
     pool: Arc<SigningPool>,
+    purger: Arc<Purger>,
 }
 
 impl std::fmt::Debug for Server {
@@ -91,9 +98,16 @@ pub async fn run(
 impl Server {
     /// Loads keys, starts the signing pool and binds the gRPC listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        Self::bind_with(config, PurgeOptions::default()).await
+    }
+
+    /// [`Server::bind`] with purge credentials or store supplied by the caller (tests,
+    /// embedding) instead of the standard sources.
+    pub async fn bind_with(config: Config, purge: PurgeOptions) -> Result<Server, ServerError> {
         // The recorder must exist before any handle is made (keys carry theirs).
         let prometheus = crate::metrics::install();
         let key_metrics = KeyMetrics::new();
+        let purger = Purger::new(&config, purge).await?;
         let keys = KeySet::load(&config.key_specs(), config.signing.backend)?;
         key_metrics.loaded(keys.len());
         tracing::info!(
@@ -124,6 +138,7 @@ impl Server {
             keys: Arc::new(KeyStore::new(keys)),
             key_metrics,
             pool: Arc::new(pool),
+            purger,
         })
     }
 
@@ -150,6 +165,7 @@ impl Server {
             keys,
             key_metrics,
             pool,
+            purger,
         } = self;
         let mut background = tokio::task::JoinSet::new();
         if let (Some(l), Some(handle)) = (metrics_listener, crate::metrics::install()) {
@@ -190,9 +206,20 @@ impl Server {
             .max_decoding_message_size(max_msg.saturating_mul(4))
             .max_encoding_message_size(usize::MAX);
 
+        let purger_server = PurgerServer::new(PurgerService::new(Arc::clone(&purger)))
+            .max_decoding_message_size(max_msg.saturating_mul(4));
+        // Resumes unfinished purges from the store, then polls and sends as room frees.
+        let (purge_stop_tx, purge_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let purge_worker = tokio::spawn(Arc::clone(&purger).run(async {
+            let _ = purge_stop_rx.await;
+        }));
+
         // Ready: keys are loaded.
         health_reporter
             .set_serving::<SignerServer<Arc<SignerService>>>()
+            .await;
+        health_reporter
+            .set_serving::<PurgerServer<PurgerService>>()
             .await;
 
         serving_gauge.set(1.0);
@@ -218,6 +245,7 @@ impl Server {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(signer_server)
+            .add_service(purger_server)
             .serve_with_incoming_shutdown(incoming_nodelay(listener), async {
                 let _ = stop_rx.await;
             });
@@ -250,6 +278,8 @@ impl Server {
             }
         };
         background.shutdown().await;
+        let _ = purge_stop_tx.send(());
+        let _ = purge_worker.await;
         tracing::info!("cdnsign stopped");
         result
     }

@@ -2,8 +2,10 @@
 //!
 //! - [`layers`]: per-call span, request id, request metrics (tower layers).
 //! - [`sign`]: `cdnsign.v1.Signer` (URLs, cookies, streaming).
+//! - [`purge`]: `cdnsign.v1.Purger` (CDN cache purges).
 //! - [`status`]: the single mapping from domain errors to gRPC codes.
 
 pub mod layers;
+pub mod purge;
 pub mod sign;
 pub mod status;

@@ -6,6 +6,7 @@ use tonic::{Code, Status};
 
 use crate::proto;
 use crate::proto::item_error::Code as ItemCode;
+use crate::purge::{ErrorClass, PurgeError};
 use crate::signing::SignError;
 use crate::signing::pool::PoolError;
 
@@ -94,5 +95,31 @@ pub fn item_error_label(e: &SignError) -> &'static str {
         SignError::UnknownKey(_) | SignError::NoKey => "not_found",
         SignError::Denied { .. } => "permission_denied",
         SignError::Crypto(_) => "internal",
+    }
+}
+
+impl From<PurgeError> for Status {
+    fn from(e: PurgeError) -> Status {
+        let code = match &e {
+            PurgeError::UnknownTarget(_) | PurgeError::NotFound(_) => Code::NotFound,
+            PurgeError::Invalid { .. } => Code::InvalidArgument,
+            PurgeError::KeyReused(_) => Code::AlreadyExists,
+            PurgeError::QuotaExhausted { .. } => Code::ResourceExhausted,
+            PurgeError::Store(_) => Code::Internal,
+            PurgeError::Provider(p) => match p.class {
+                ErrorClass::Throttled | ErrorClass::Busy | ErrorClass::Unavailable => {
+                    Code::Unavailable
+                }
+                ErrorClass::Denied => Code::PermissionDenied,
+                ErrorClass::NotFound | ErrorClass::Clock | ErrorClass::Credentials => {
+                    Code::FailedPrecondition
+                }
+                ErrorClass::Invalid => Code::InvalidArgument,
+                ErrorClass::Conflict => Code::AlreadyExists,
+                ErrorClass::QuotaExhausted => Code::ResourceExhausted,
+                ErrorClass::Other => Code::Unknown,
+            },
+        };
+        Status::new(code, e.to_string())
     }
 }

@@ -192,22 +192,52 @@ pub fn check_url_shape(field: Field, url: &str) -> Result<(), SignError> {
             "must not contain user info ('@') in the host part",
         ));
     }
-    let host = match authority.rsplit_once(':') {
-        Some((h, port)) if !h.ends_with(']') && h.contains(':') => {
-            // Unbracketed IPv6 literal: not a valid URL authority.
-            let _ = port;
-            return Err(invalid(field, "IPv6 hosts must be in brackets"));
+    // `host[:port]`, where host is a name with no `:`, `[` or `]`, or a bracketed IPv6
+    // literal. Splitting on the last `:` alone would accept `:x]:443` as host `:x]`.
+    let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+        let Some((literal, after)) = inner.split_once(']') else {
+            return Err(invalid(field, "IPv6 host has no closing ']'"));
+        };
+        if literal.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(invalid(
+                field,
+                format!("[{literal}] is not an IPv6 address"),
+            ));
         }
-        Some((h, port)) => {
-            if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid(field, format!("port {port:?} is not a number")));
+        match after {
+            "" => (authority, None),
+            a => match a.strip_prefix(':') {
+                Some(port) => (&authority[..authority.len() - a.len()], Some(port)),
+                None => {
+                    return Err(invalid(
+                        field,
+                        format!("unexpected {a:?} after the IPv6 host"),
+                    ));
+                }
+            },
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((_, rest)) if rest.contains(':') => {
+                return Err(invalid(field, "IPv6 hosts must be in brackets"));
             }
-            h
+            Some((h, port)) => (h, Some(port)),
+            None => (authority, None),
         }
-        None => authority,
     };
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(invalid(field, format!("port {port:?} is not a number")));
+    }
     if host.is_empty() {
         return Err(invalid(field, "has no host"));
+    }
+    if host.contains(['[', ']']) && !host.starts_with('[') {
+        return Err(invalid(
+            field,
+            format!("host {host:?} has '[' or ']' outside an IPv6 literal"),
+        ));
     }
     Ok(())
 }
@@ -468,6 +498,9 @@ mod tests {
         assert!(check_url_shape(Field::Url, "http://d:8080/a?b=1").is_ok());
         assert!(check_url_shape(Field::Url, "HTTPS://d").is_ok());
         assert!(check_url_shape(Field::Url, "https://[2001:db8::1]:443/a").is_ok());
+        // A bracketed IPv6 host without a port used to be refused as unbracketed.
+        assert!(check_url_shape(Field::Url, "https://[2001:db8::1]/a").is_ok());
+        assert!(check_url_shape(Field::Url, "http://[::1]?x=1").is_ok());
         for bad in [
             "ftp://d/a",
             "https:///a",
@@ -477,6 +510,15 @@ mod tests {
             "https://d:/a",
             "https://2001:db8::1/a",
             "not a url",
+            // Found by the `policy` fuzz target: the last-':' split took ":d]" for a host.
+            "http://:d]:4243/a",
+            "HTTPS://:]:8443/a1", // and by the `url` target
+            "https://d111111abcdef8.cloudfront.net:x]:443/a",
+            "https://d]/a",
+            "https://[::1/a",
+            "https://[not-v6]/a",
+            "https://[::1]x/a",
+            "https://[::1]:/a",
         ] {
             assert!(check_url_shape(Field::Url, bad).is_err(), "{bad}");
         }

@@ -1,0 +1,370 @@
+//! `cdnsign.v1.Purger`: a thin adapter from protobuf to [`crate::purge::Purger`].
+//!
+//! The caller's grant (`[[clients]] purge_targets`, `purge_paths_per_minute`) is enforced
+//! here: a client may purge, see and watch only its targets' purges. Every accepted or
+//! refused purge is an audit event.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{AUDIT_TARGET, Caller};
+use crate::grpc::status::ApiError;
+use crate::metrics::RATE_LIMITED;
+use crate::proto;
+use crate::proto::purger_server::Purger as PurgerApi;
+use crate::purge::store::{JobState, PurgeRecord, StoredKind};
+use crate::purge::{PurgeError, PurgeInput, Purger, paths_billed};
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct PurgerService {
+    purger: Arc<Purger>,
+}
+
+impl PurgerService {
+    /// Wraps the domain service.
+    pub fn new(purger: Arc<Purger>) -> PurgerService {
+        PurgerService { purger }
+    }
+}
+
+/// The caller the auth layer resolved. Fails closed if the layer is missing.
+fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no caller identity"))
+}
+
+/// Refuses a target outside the caller's `purge_targets`.
+fn check_target(caller: &Caller, target: &str) -> Result<(), Status> {
+    match caller.grant() {
+        Some(g) if !g.allows_purge_target(target) => {
+            tracing::warn!(
+                target: AUDIT_TARGET,
+                event = "purge_denied",
+                client = %g.name,
+                purge_target = %target,
+                "purge target outside the client's purge_targets"
+            );
+            Err(Status::permission_denied(format!(
+                "client {:?} may not purge target {target:?} (not in its purge_targets)",
+                g.name
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The caller's deadline from `grpc-timeout`, if it sent one.
+fn caller_deadline(meta: &tonic::metadata::MetadataMap) -> Option<Instant> {
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    let d = match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Some(Instant::now() + d)
+}
+
+fn kind_to_proto(k: StoredKind) -> proto::PurgeKind {
+    match k {
+        StoredKind::File => proto::PurgeKind::File,
+        StoredKind::Directory => proto::PurgeKind::Directory,
+        StoredKind::CacheTag => proto::PurgeKind::CacheTag,
+        StoredKind::Prewarm => proto::PurgeKind::Prewarm,
+    }
+}
+
+fn job_to_proto(j: &crate::purge::store::JobRecord) -> proto::PurgeJob {
+    proto::PurgeJob {
+        provider: j.provider.as_str().to_owned(),
+        provider_job_id: j.provider_job_id.clone(),
+        status: match j.state {
+            JobState::Waiting => proto::JobStatus::Waiting,
+            JobState::InProgress => proto::JobStatus::InProgress,
+            JobState::Completed => proto::JobStatus::Completed,
+            JobState::Failed => proto::JobStatus::Failed,
+        }
+        .into(),
+        paths: j.paths.len() as u32,
+        status_text: j.status_text.clone(),
+        detail: j.detail.clone(),
+        resource: j.resource.clone(),
+        caller_reference: j.caller_reference.clone(),
+        paths_billed: paths_billed(j),
+        wildcard_paths: j.wildcards,
+    }
+}
+
+fn overall(r: &PurgeRecord) -> proto::PurgeStatus {
+    if !r.is_finished() {
+        proto::PurgeStatus::PurgeInProgress
+    } else if r.jobs.iter().any(|j| j.state == JobState::Failed) {
+        proto::PurgeStatus::PurgeFailed
+    } else {
+        proto::PurgeStatus::PurgeCompleted
+    }
+}
+
+/// Fills the fields the purge-shaped responses share.
+macro_rules! purge_shape {
+    ($ty:ident, $r:expr, { $($extra:tt)* }) => {{
+        let r: &PurgeRecord = $r;
+        proto::$ty {
+            purge_id: r.id.clone(),
+            target: r.target.clone(),
+            kind: kind_to_proto(r.kind).into(),
+            jobs: r.jobs.iter().map(job_to_proto).collect(),
+            rejected: r
+                .rejected
+                .iter()
+                .map(|x| proto::RejectedPath {
+                    path: x.path.clone(),
+                    reason: x.reason.clone(),
+                })
+                .collect(),
+            status: overall(r).into(),
+            paths_billed: r.jobs.iter().map(|j| u64::from(paths_billed(j))).sum(),
+            created_at_ms: r.created_at_ms,
+            idempotency_key: r.idempotency_key.clone(),
+            quota: r
+                .quota
+                .iter()
+                .map(|q| proto::ProviderQuota {
+                    provider: q.provider.as_str().to_owned(),
+                    resource: q.resource.clone(),
+                    url_remain: q.url_remain,
+                    dir_remain: q.dir_remain,
+                    preload_remain: q.preload_remain,
+                })
+                .collect(),
+            $($extra)*
+        }
+    }};
+}
+
+fn get_response(r: &PurgeRecord) -> proto::GetPurgeResponse {
+    purge_shape!(GetPurgeResponse, r, {})
+}
+
+fn watch_response(r: &PurgeRecord) -> proto::WatchPurgeResponse {
+    purge_shape!(WatchPurgeResponse, r, {})
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchPurgeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PurgerApi for PurgerService {
+    async fn purge(
+        &self,
+        request: Request<proto::PurgeRequest>,
+    ) -> Result<Response<proto::PurgeResponse>, Status> {
+        // Leave a little of the caller's deadline for storing and answering.
+        let deadline = caller_deadline(request.metadata())
+            .map(|d| d.checked_sub(Duration::from_millis(250)).unwrap_or(d))
+            .unwrap_or_else(|| {
+                Instant::now()
+                    + Duration::from_secs(self.purger.config().background_deadline_seconds)
+            });
+        let caller = caller_of(&request)?;
+        let req = request.into_inner();
+        check_target(&caller, &req.target)?;
+        if let Some(g) = caller.grant() {
+            g.take_purge_paths(req.paths.len() as u64)
+                .map_err(|source| {
+                    metrics::counter!(RATE_LIMITED, "client" => g.name.clone(), "kind" => "purge_paths")
+                        .increment(1);
+                    tracing::warn!(
+                        target: AUDIT_TARGET,
+                        event = "rate_limited",
+                        client = %g.name,
+                        paths = req.paths.len(),
+                        "purge refused by the client's rate limit"
+                    );
+                    ApiError::RateLimited {
+                        client: g.name.clone(),
+                        source,
+                    }
+                })?;
+        }
+        let (target, paths) = (req.target.clone(), req.paths.len());
+        let kind = match proto::PurgeKind::try_from(req.kind) {
+            Ok(proto::PurgeKind::Unspecified | proto::PurgeKind::File) => StoredKind::File,
+            Ok(proto::PurgeKind::Directory) => StoredKind::Directory,
+            Ok(proto::PurgeKind::CacheTag) => StoredKind::CacheTag,
+            Ok(proto::PurgeKind::Prewarm) => StoredKind::Prewarm,
+            Err(_) => {
+                return Err(PurgeError::Invalid {
+                    field: "kind",
+                    reason: format!("unknown kind {}", req.kind),
+                }
+                .into());
+            }
+        };
+        let view = self
+            .purger
+            .purge(
+                PurgeInput {
+                    target: req.target,
+                    paths: req.paths,
+                    kind,
+                    idempotency_key: req.idempotency_key,
+                },
+                deadline,
+            )
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(
+                    target: AUDIT_TARGET,
+                    event = "purge",
+                    outcome = "refused",
+                    client = caller.name(),
+                    purge_target = %target,
+                    paths,
+                    reason = e.label(),
+                    error = %e,
+                    "purge refused"
+                );
+            })?;
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "purge",
+            outcome = if view.deduplicated { "deduplicated" } else { "accepted" },
+            client = caller.name(),
+            purge_target = %target,
+            paths,
+            purge_id = %view.record.id,
+            jobs = view.record.jobs.len(),
+            rejected = view.record.rejected.len(),
+            "purge accepted"
+        );
+        Ok(Response::new(purge_shape!(PurgeResponse, &view.record, {
+            deduplicated: view.deduplicated,
+        })))
+    }
+
+    async fn get_purge(
+        &self,
+        request: Request<proto::GetPurgeRequest>,
+    ) -> Result<Response<proto::GetPurgeResponse>, Status> {
+        let caller = caller_of(&request)?;
+        // Poll the provider now if the scheduler is free within a second (or the deadline).
+        let deadline = caller_deadline(request.metadata())
+            .map(|d| d.checked_sub(Duration::from_millis(100)).unwrap_or(d))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+            .min(Instant::now() + Duration::from_secs(1));
+        let id = request.into_inner().purge_id;
+        check_target(&caller, &self.purger.get(&id)?.record.target)?;
+        let view = self.purger.get_fresh(&id, deadline).await?;
+        Ok(Response::new(get_response(&view.record)))
+    }
+
+    async fn list_purges(
+        &self,
+        request: Request<proto::ListPurgesRequest>,
+    ) -> Result<Response<proto::ListPurgesResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let req = request.into_inner();
+        if !req.target.is_empty() {
+            check_target(&caller, &req.target)?;
+        }
+        let size = if req.page_size == 0 {
+            50
+        } else {
+            req.page_size as usize
+        };
+        let target = (!req.target.is_empty()).then_some(req.target.as_str());
+        let (recs, next) = self.purger.list(target, size, &req.page_token)?;
+        // A client sees only its targets' purges (pages may come back shorter).
+        let visible = |r: &&PurgeRecord| {
+            caller
+                .grant()
+                .is_none_or(|g| g.allows_purge_target(&r.target))
+        };
+        Ok(Response::new(proto::ListPurgesResponse {
+            purges: recs.iter().filter(visible).map(get_response).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    type WatchPurgeStream = WatchStream;
+
+    async fn watch_purge(
+        &self,
+        request: Request<proto::WatchPurgeRequest>,
+    ) -> Result<Response<Self::WatchPurgeStream>, Status> {
+        let deadline = caller_deadline(request.metadata());
+        let caller = caller_of(&request)?;
+        let id = request.into_inner().purge_id;
+        let purger = Arc::clone(&self.purger);
+        let first = purger.get(&id)?.record;
+        check_target(&caller, &first.target)?;
+        let mut changes = purger.subscribe();
+        let interval = Duration::from_millis(purger.config().watch_interval_ms);
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut last = first;
+            if tx.send(Ok(watch_response(&last))).await.is_err() || last.is_finished() {
+                return;
+            }
+            loop {
+                let wait = async {
+                    loop {
+                        match changes.recv().await {
+                            Ok(changed) if changed == id => return,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    }
+                };
+                let stop = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = wait => {}
+                    () = tokio::time::sleep(interval) => {}
+                    () = stop => return,
+                    () = tx.closed() => return,
+                }
+                let now = match purger.get(&id) {
+                    Ok(v) => v.record,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                if now != last {
+                    if tx.send(Ok(watch_response(&now))).await.is_err() {
+                        return;
+                    }
+                    last = now;
+                }
+                if last.is_finished() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

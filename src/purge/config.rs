@@ -1,0 +1,194 @@
+//! `[[targets]]` and `[purge]`: what a purge can reach and how hard it may push.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Which CDN a `[[targets]]` entry talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Amazon CloudFront (API 2020-05-31).
+    Cloudfront,
+    /// Alibaba Cloud CDN (RPC API 2018-05-10).
+    Aliyun,
+}
+
+impl ProviderKind {
+    /// Lower-case name, as in the config and the gRPC `provider` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Cloudfront => "cloudfront",
+            ProviderKind::Aliyun => "aliyun",
+        }
+    }
+}
+
+/// Alibaba Cloud request signature version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureVersion {
+    /// `ACS3-HMAC-SHA256` header signature (default).
+    #[default]
+    V3,
+    /// RPC `HMAC-SHA1` query signature, `SignatureVersion=1.0`.
+    V1,
+}
+
+/// One `[[targets]]` entry. Several entries may share a `name`: a purge of that name then
+/// fans out to each of them (one site served by CloudFront and Aliyun).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetConfig {
+    /// Name callers use in `PurgeRequest.target`.
+    pub name: String,
+    /// `cloudfront` or `aliyun`.
+    pub provider: ProviderKind,
+    /// CloudFront distribution id (cloudfront only).
+    #[serde(default)]
+    pub distribution_id: Option<String>,
+    /// Accelerated domain (aliyun, required); for CloudFront, the domain whose full URLs
+    /// callers may pass instead of paths (e.g. `d111111abcdef8.cloudfront.net`).
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// More domains whose full URLs are accepted (CNAMEs of the distribution).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// API endpoint override, e.g. `http://127.0.0.1:5000` (tests, other partitions).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Aliyun signature: `v3` (ACS3-HMAC-SHA256, default) or `v1` (RPC HMAC-SHA1).
+    #[serde(default)]
+    pub signature: SignatureVersion,
+    /// Aliyun: scheme put in front of the domain in `ObjectPath` (`http` or `https`).
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+}
+
+fn default_scheme() -> String {
+    "https".into()
+}
+
+impl TargetConfig {
+    /// The provider-side resource: distribution id or domain.
+    pub fn resource(&self) -> &str {
+        match self.provider {
+            ProviderKind::Cloudfront => self.distribution_id.as_deref().unwrap_or_default(),
+            ProviderKind::Aliyun => self.domain.as_deref().unwrap_or_default(),
+        }
+    }
+}
+
+/// `[purge]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PurgeConfig {
+    /// Directory of the embedded purge store (redb). Relative to the working directory.
+    pub data_dir: PathBuf,
+    /// Most paths in one `Purge` call.
+    pub max_paths: usize,
+    /// How often in-progress jobs are polled and waiting jobs retried, milliseconds.
+    pub poll_interval_ms: u64,
+    /// Deadline for one background submission or poll, retries included, seconds.
+    pub background_deadline_seconds: u64,
+    /// First retry delay, milliseconds (doubles per attempt, full jitter).
+    pub retry_base_ms: u64,
+    /// Largest retry delay, milliseconds.
+    pub retry_max_ms: u64,
+    /// CloudFront: file paths in progress per distribution (documented limit 3,000).
+    pub cloudfront_max_files_in_progress: u32,
+    /// CloudFront: wildcard paths in progress per distribution (documented limit 15).
+    pub cloudfront_max_wildcards_in_progress: u32,
+    /// CloudFront: most paths in one CreateInvalidation (documented maximum 3,000).
+    pub cloudfront_max_paths_per_request: u32,
+    /// CloudFront cost option: when more than this many file paths of one purge sit directly
+    /// in one directory, send `dir/*` instead (one billed path). 0 = off (default).
+    pub cloudfront_collapse_threshold: usize,
+    /// Seconds WatchPurge waits between checks when nothing is announced.
+    pub watch_interval_ms: u64,
+}
+
+impl Default for PurgeConfig {
+    fn default() -> Self {
+        PurgeConfig {
+            data_dir: PathBuf::from("./data"),
+            max_paths: 10_000,
+            poll_interval_ms: 5_000,
+            background_deadline_seconds: 30,
+            retry_base_ms: 200,
+            retry_max_ms: 20_000,
+            cloudfront_max_files_in_progress: 3_000,
+            cloudfront_max_wildcards_in_progress: 15,
+            cloudfront_max_paths_per_request: 3_000,
+            cloudfront_collapse_threshold: 0,
+            watch_interval_ms: 1_000,
+        }
+    }
+}
+
+/// Checks `[[targets]]` and `[purge]`; the message names the key at fault.
+pub fn validate(targets: &[TargetConfig], purge: &PurgeConfig) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, t) in targets.iter().enumerate() {
+        if t.name.is_empty() {
+            return Err(format!("targets[{i}].name must not be empty"));
+        }
+        match t.provider {
+            ProviderKind::Cloudfront => {
+                let id = t.distribution_id.as_deref().unwrap_or_default();
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(format!(
+                        "targets[{i}] ({}): provider \"cloudfront\" needs distribution_id (ASCII letters and digits)",
+                        t.name
+                    ));
+                }
+            }
+            ProviderKind::Aliyun => {
+                let d = t.domain.as_deref().unwrap_or_default();
+                if d.is_empty() || d.contains('/') || d.contains(char::is_whitespace) {
+                    return Err(format!(
+                        "targets[{i}] ({}): provider \"aliyun\" needs domain (a host name, no scheme or path)",
+                        t.name
+                    ));
+                }
+                if t.scheme != "http" && t.scheme != "https" {
+                    return Err(format!(
+                        "targets[{i}] ({}): scheme must be \"http\" or \"https\"",
+                        t.name
+                    ));
+                }
+            }
+        }
+        if let Some(e) = &t.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(format!(
+                "targets[{i}] ({}): endpoint {e:?} must start with http:// or https://",
+                t.name
+            ));
+        }
+        if !seen.insert((t.name.clone(), t.provider, t.resource().to_owned())) {
+            return Err(format!(
+                "targets[{i}] ({}): the same {} {} appears twice",
+                t.name,
+                t.provider.as_str(),
+                t.resource()
+            ));
+        }
+    }
+    if purge.max_paths == 0 {
+        return Err("purge.max_paths must be at least 1".into());
+    }
+    if purge.poll_interval_ms == 0 || purge.watch_interval_ms == 0 {
+        return Err("purge.poll_interval_ms and purge.watch_interval_ms must be positive".into());
+    }
+    if purge.cloudfront_max_paths_per_request == 0
+        || purge.cloudfront_max_files_in_progress == 0
+        || purge.cloudfront_max_wildcards_in_progress == 0
+    {
+        return Err("purge.cloudfront_max_* limits must be at least 1".into());
+    }
+    if purge.retry_base_ms == 0 || purge.retry_max_ms < purge.retry_base_ms {
+        return Err("purge.retry_base_ms must be positive and at most purge.retry_max_ms".into());
+    }
+    Ok(())
+}

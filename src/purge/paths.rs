@@ -1,0 +1,322 @@
+//! Path normalisation: turns what callers send (paths or full URLs) into what each CDN
+//! matches, or a reason it cannot be purged as given.
+//!
+//! CloudFront compares invalidation paths with the request path byte for byte, so a path
+//! must be written the way CloudFront sees requests: a leading `/`, characters outside
+//! RFC 3986's unreserved/sub-delims/`:@/` set percent-encoded (UTF-8), existing `%XX`
+//! escapes kept as they are, and `*` only as the last character.
+
+use crate::purge::config::TargetConfig;
+
+/// Longest path accepted (CloudFront's documented maximum is 4,000 characters).
+pub const MAX_PATH_LEN: usize = 4_000;
+
+/// Bytes CloudFront paths may carry as they are; everything else is percent-encoded.
+fn keep_as_is(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+                | b'?'
+        )
+}
+
+/// Percent-encodes what must be encoded and nothing else; keeps valid `%XX` escapes.
+pub fn encode_path(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%'
+            && i + 2 < bytes.len()
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit()
+        {
+            out.push('%');
+            out.push(bytes[i + 1].to_ascii_uppercase() as char);
+            out.push(bytes[i + 2].to_ascii_uppercase() as char);
+            i += 3;
+            continue;
+        }
+        if keep_as_is(b) || b == b'*' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Splits `http(s)://host[:port]/path` into (lower-case host, path); `None` if not a URL.
+fn split_url(s: &str) -> Option<(String, &str)> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, h)| h)
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    Some((host, path))
+}
+
+fn target_domains(t: &TargetConfig) -> impl Iterator<Item = String> + '_ {
+    t.domain
+        .iter()
+        .chain(t.aliases.iter())
+        .map(|d| d.to_ascii_lowercase())
+}
+
+/// Turns a full URL on one of the target's domains into its path; passes paths through.
+fn url_to_path<'a>(t: &TargetConfig, item: &'a str) -> Result<&'a str, String> {
+    match split_url(item) {
+        None => Ok(item),
+        Some((host, path)) => {
+            if target_domains(t).any(|d| d == host) {
+                Ok(path)
+            } else {
+                Err(format!(
+                    "URL host {host:?} is not a domain of target {:?} (domain/aliases)",
+                    t.name
+                ))
+            }
+        }
+    }
+}
+
+/// What one item becomes for CloudFront.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloudFrontPath {
+    /// A file path (counts against the 3,000 file paths in progress).
+    File(String),
+    /// A path ending in `*` (counts against the 15 wildcard paths in progress).
+    Wildcard(String),
+    /// A cache tag, sent as `#tag`.
+    Tag(String),
+}
+
+impl CloudFrontPath {
+    /// The string sent in the invalidation batch.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CloudFrontPath::File(s) | CloudFrontPath::Wildcard(s) | CloudFrontPath::Tag(s) => s,
+        }
+    }
+}
+
+/// How the caller meant the items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    /// Files (CloudFront also takes `/prefix*` and `#tag` here).
+    File,
+    /// Directories.
+    Directory,
+    /// Cache tags.
+    CacheTag,
+    /// Pre-warm (Aliyun only).
+    Prewarm,
+}
+
+/// Normalises one item for a CloudFront target.
+pub fn cloudfront(t: &TargetConfig, kind: ItemKind, item: &str) -> Result<CloudFrontPath, String> {
+    let item = item.trim();
+    if item.is_empty() {
+        return Err("empty path".into());
+    }
+    if item.len() > MAX_PATH_LEN {
+        return Err(format!("longer than {MAX_PATH_LEN} characters"));
+    }
+    if item.bytes().any(|b| b.is_ascii_control()) {
+        return Err("control characters are not allowed".into());
+    }
+    match kind {
+        ItemKind::Prewarm => {
+            return Err("CloudFront has no pre-warm; use kind FILE or DIRECTORY".into());
+        }
+        ItemKind::CacheTag => {
+            let tag = item.strip_prefix('#').unwrap_or(item);
+            if tag.is_empty() || tag.contains(char::is_whitespace) || tag.contains('*') {
+                return Err("a cache tag must be non-empty, without spaces or '*'".into());
+            }
+            return Ok(CloudFrontPath::Tag(format!("#{tag}")));
+        }
+        ItemKind::File | ItemKind::Directory => {}
+    }
+    if kind == ItemKind::File
+        && let Some(tag) = item.strip_prefix('#')
+    {
+        return cloudfront(t, ItemKind::CacheTag, tag);
+    }
+    let path = url_to_path(t, item)?;
+    let mut path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    // A fragment never reaches CloudFront.
+    if let Some(i) = path.find('#') {
+        path.truncate(i);
+    }
+    if kind == ItemKind::Directory {
+        let trimmed = path.trim_end_matches('*');
+        path = if trimmed.ends_with('/') {
+            format!("{trimmed}*")
+        } else {
+            format!("{trimmed}/*")
+        };
+    }
+    let stars = path.matches('*').count();
+    if stars > 1 || (stars == 1 && !path.ends_with('*')) {
+        return Err("'*' is allowed only once, as the last character".into());
+    }
+    let encoded = encode_path(&path);
+    if stars == 1 {
+        Ok(CloudFrontPath::Wildcard(encoded))
+    } else {
+        Ok(CloudFrontPath::File(encoded))
+    }
+}
+
+/// Normalises one item for an Aliyun target: a full URL on the target's domain
+/// (`https://cdn.example.com/a/b.png`; directories end with `/`).
+pub fn aliyun(t: &TargetConfig, kind: ItemKind, item: &str) -> Result<String, String> {
+    let item = item.trim();
+    if item.is_empty() {
+        return Err("empty path".into());
+    }
+    if item.len() > MAX_PATH_LEN {
+        return Err(format!("longer than {MAX_PATH_LEN} characters"));
+    }
+    if item.bytes().any(|b| b.is_ascii_control()) {
+        return Err("control characters are not allowed".into());
+    }
+    if kind == ItemKind::CacheTag || item.starts_with('#') {
+        return Err("Alibaba Cloud CDN has no cache-tag purge".into());
+    }
+    let path = url_to_path(t, item)?;
+    let mut path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    if path.contains('*') {
+        return Err("Alibaba Cloud CDN takes no '*' here; use kind DIRECTORY".into());
+    }
+    if kind == ItemKind::Directory && !path.ends_with('/') {
+        path.push('/');
+    }
+    let domain = t.domain.as_deref().unwrap_or_default();
+    Ok(format!("{}://{}{}", t.scheme, domain, encode_path(&path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::purge::config::{ProviderKind, SignatureVersion};
+
+    fn cf() -> TargetConfig {
+        TargetConfig {
+            name: "site".into(),
+            provider: ProviderKind::Cloudfront,
+            distribution_id: Some("E2QWRUHAPOMQZL".into()),
+            domain: Some("cdn.example.com".into()),
+            aliases: vec!["www.example.com".into()],
+            endpoint: None,
+            signature: SignatureVersion::V3,
+            scheme: "https".into(),
+        }
+    }
+
+    #[test]
+    fn cloudfront_paths_are_written_the_way_cloudfront_matches_them() {
+        let t = cf();
+        let f = |s| cloudfront(&t, ItemKind::File, s);
+        assert_eq!(
+            f("img/a.png"),
+            Ok(CloudFrontPath::File("/img/a.png".into()))
+        );
+        assert_eq!(
+            f("https://cdn.example.com/img/a b.png?v=1"),
+            Ok(CloudFrontPath::File("/img/a%20b.png?v=1".into()))
+        );
+        assert_eq!(
+            f("http://WWW.example.com:8080/x"),
+            Ok(CloudFrontPath::File("/x".into()))
+        );
+        assert_eq!(
+            f("/caf\u{e9}.html"),
+            Ok(CloudFrontPath::File("/caf%C3%A9.html".into()))
+        );
+        assert_eq!(
+            f("/already%2fencoded"),
+            Ok(CloudFrontPath::File("/already%2Fencoded".into()))
+        );
+        assert_eq!(f("/50%"), Ok(CloudFrontPath::File("/50%25".into())));
+        assert_eq!(
+            f("/a~b-c_d.e"),
+            Ok(CloudFrontPath::File("/a~b-c_d.e".into()))
+        );
+        assert_eq!(f("/img/*"), Ok(CloudFrontPath::Wildcard("/img/*".into())));
+        assert_eq!(
+            f("#product-42"),
+            Ok(CloudFrontPath::Tag("#product-42".into()))
+        );
+        assert!(f("/a*/b").is_err());
+        assert!(f("/a**").is_err());
+        assert!(f("").is_err());
+        assert!(
+            f("https://evil.example.org/x")
+                .expect_err("foreign host")
+                .contains("not a domain")
+        );
+        assert_eq!(
+            cloudfront(&t, ItemKind::Directory, "/img"),
+            Ok(CloudFrontPath::Wildcard("/img/*".into()))
+        );
+        assert_eq!(
+            cloudfront(&t, ItemKind::Directory, "/img/"),
+            Ok(CloudFrontPath::Wildcard("/img/*".into()))
+        );
+        assert!(cloudfront(&t, ItemKind::Prewarm, "/a").is_err());
+    }
+
+    #[test]
+    fn aliyun_items_become_full_urls_on_the_domain() {
+        let mut t = cf();
+        t.provider = ProviderKind::Aliyun;
+        assert_eq!(
+            aliyun(&t, ItemKind::File, "/a b.png").as_deref(),
+            Ok("https://cdn.example.com/a%20b.png")
+        );
+        assert_eq!(
+            aliyun(&t, ItemKind::Directory, "https://cdn.example.com/img").as_deref(),
+            Ok("https://cdn.example.com/img/")
+        );
+        assert!(aliyun(&t, ItemKind::File, "/img/*").is_err());
+        assert!(aliyun(&t, ItemKind::CacheTag, "x").is_err());
+        assert!(aliyun(&t, ItemKind::File, "http://other.example/x").is_err());
+    }
+}

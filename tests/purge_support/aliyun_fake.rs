@@ -1,0 +1,625 @@
+//! A local Alibaba Cloud CDN (RPC API 2018-05-10) that checks each request the way the API
+//! documents it and answers with the documented JSON.
+//!
+//! Written in Rust inside the test crate (axum on 127.0.0.1:0) so it starts in
+//! microseconds, needs no Python, and its state (calls, tasks, quota) can be asserted on
+//! directly. It verifies signatures with the crate's `sign_v1` / `sign_v3`, which
+//! `purge_aliyun.rs` pins to vectors the official SDKs produced; what it checks here is the
+//! request as it arrived on the wire (headers, query, body bytes).
+//!
+//! Checked: AccessKey known; signature (RPC HMAC-SHA1 or ACS3-HMAC-SHA256, whichever the
+//! request uses; ACS3 must sign host and every x-acs-* header, and the body must hash to
+//! x-acs-content-sha256); SignatureNonce never reused; timestamp within 15 minutes;
+//! Action/Version and each action's required parameters; per-call limits (1,000 URLs or 100
+//! directories per RefreshObjectCaches, 10 domains, 100 per PushObjectCache, 10 task ids);
+//! the day's quota. Tasks report `Refreshing` until `complete_after` has passed, then
+//! `Complete`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use cdnsign::purge::aliyun::{V3Request, sha256_hex, sign_v1, sign_v3};
+use serde_json::{Value, json};
+
+/// One accepted call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Action.
+    pub action: String,
+    /// `v1` or `v3`.
+    pub signature: &'static str,
+    /// Business parameters.
+    pub params: BTreeMap<String, String>,
+}
+
+/// Fake state, shared with the test.
+#[derive(Debug)]
+pub struct AliyunState {
+    /// AccessKey id → secret.
+    pub keys: HashMap<String, String>,
+    /// Nonces seen.
+    pub nonces: HashSet<String>,
+    /// Accepted calls, in order.
+    pub calls: Vec<Call>,
+    /// Refused calls: (action, error code).
+    pub refused: Vec<(String, String)>,
+    /// Task id → (created, object path, object type).
+    pub tasks: BTreeMap<u64, (Instant, String, String)>,
+    /// Next task id.
+    pub next_task: u64,
+    /// Quota left today.
+    pub url_remain: i64,
+    /// Directories left today.
+    pub dir_remain: i64,
+    /// Pre-warms left today.
+    pub preload_remain: i64,
+    /// How long a task stays `Refreshing`.
+    pub complete_after: Duration,
+    /// Answer the next N business calls with `Throttling.User`.
+    pub throttle_next: u32,
+}
+
+/// A running fake.
+pub struct AliyunFake {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    /// Shared state.
+    pub state: Arc<Mutex<AliyunState>>,
+}
+
+impl AliyunFake {
+    /// Starts on 127.0.0.1:0 knowing one AccessKey pair.
+    pub async fn start(access_key_id: &str, secret: &str) -> AliyunFake {
+        let state = Arc::new(Mutex::new(AliyunState {
+            keys: HashMap::from([(access_key_id.to_owned(), secret.to_owned())]),
+            nonces: HashSet::new(),
+            calls: Vec::new(),
+            refused: Vec::new(),
+            tasks: BTreeMap::new(),
+            next_task: 17_000_000_000,
+            url_remain: 10_000,
+            dir_remain: 100,
+            preload_remain: 1_000,
+            complete_after: Duration::from_millis(300),
+            throttle_next: 0,
+        }));
+        let app = Router::new()
+            .route("/", axum::routing::any(handle))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        AliyunFake {
+            endpoint: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    /// Accepted calls of one action.
+    pub fn calls(&self, action: &str) -> Vec<Call> {
+        self.state
+            .lock()
+            .expect("state")
+            .calls
+            .iter()
+            .filter(|c| c.action == action)
+            .cloned()
+            .collect()
+    }
+
+    /// Error codes the fake answered.
+    pub fn refused(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .expect("state")
+            .refused
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+}
+
+fn form_decode(s: &str) -> Vec<(String, String)> {
+    fn dec(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => {
+                    let h = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
+                    match u8::from_str_radix(h, 16) {
+                        Ok(v) => {
+                            out.push(v);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (dec(k), dec(v)),
+            None => (dec(p), String::new()),
+        })
+        .collect()
+}
+
+/// Unix seconds of `YYYY-MM-DDTHH:MM:SSZ`.
+fn parse_iso(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[10] != b'T' || b[19] != b'Z' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> (StatusCode, Value) {
+    (
+        status,
+        json!({
+            "RequestId": "FAKE-0000-ERROR",
+            "HostId": "cdn.aliyuncs.com",
+            "Code": code,
+            "Message": message,
+            "Recommend": "https://api.aliyun.com/troubleshoot",
+        }),
+    )
+}
+
+async fn handle(
+    State(state): State<Arc<Mutex<AliyunState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut st = state.lock().expect("state");
+    let (status, json, action) = check(&mut st, &method, &uri, &headers, &body);
+    if status != StatusCode::OK {
+        let code = json["Code"].as_str().unwrap_or_default().to_owned();
+        st.refused.push((action, code));
+    }
+    (status, axum::Json(json)).into_response()
+}
+
+fn check(
+    st: &mut AliyunState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> (StatusCode, Value, String) {
+    let query = form_decode(uri.query().unwrap_or_default());
+    let body_str = String::from_utf8_lossy(body).into_owned();
+    let form = if headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+    {
+        form_decode(&body_str)
+    } else {
+        Vec::new()
+    };
+    let header = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let bad = StatusCode::BAD_REQUEST;
+
+    // --- authentication
+    let auth = header("authorization");
+    let (version_used, action, version, nonce, timestamp, mut params) = if !auth.is_empty() {
+        let Some(rest) = auth.strip_prefix("ACS3-HMAC-SHA256 ") else {
+            let (s, j) = error(
+                bad,
+                "IncompleteSignature",
+                "The request signature does not conform to Aliyun standards.",
+            );
+            return (s, j, String::new());
+        };
+        let mut fields = HashMap::new();
+        for part in rest.split(',') {
+            if let Some((k, v)) = part.trim().split_once('=') {
+                fields.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        let action = header("x-acs-action").to_owned();
+        let (Some(ak), Some(signed), Some(sig)) = (
+            fields.get("Credential"),
+            fields.get("SignedHeaders"),
+            fields.get("Signature"),
+        ) else {
+            let (s, j) = error(
+                bad,
+                "IncompleteSignature",
+                "Authorization lacks Credential, SignedHeaders or Signature.",
+            );
+            return (s, j, action);
+        };
+        let signed: Vec<&str> = signed.split(';').collect();
+        for required in [
+            "host",
+            "x-acs-action",
+            "x-acs-version",
+            "x-acs-date",
+            "x-acs-signature-nonce",
+            "x-acs-content-sha256",
+        ] {
+            if !signed.contains(&required) {
+                let (s, j) = error(
+                    bad,
+                    "IncompleteSignature",
+                    &format!("SignedHeaders must include {required}."),
+                );
+                return (s, j, action);
+            }
+        }
+        for (name, _) in headers.iter() {
+            let n = name.as_str();
+            if n.starts_with("x-acs-") && !signed.contains(&n) {
+                let (s, j) = error(
+                    bad,
+                    "IncompleteSignature",
+                    &format!("Header {n} is not signed."),
+                );
+                return (s, j, action);
+            }
+        }
+        let Some(secret) = st.keys.get(ak.as_str()).cloned() else {
+            let (s, j) = error(
+                StatusCode::NOT_FOUND,
+                "InvalidAccessKeyId.NotFound",
+                "Specified access key is not found.",
+            );
+            return (s, j, action);
+        };
+        let payload = sha256_hex(body);
+        if payload != header("x-acs-content-sha256") {
+            let (s, j) = error(
+                bad,
+                "SignatureDoesNotMatch",
+                "The request body does not match x-acs-content-sha256.",
+            );
+            return (s, j, action);
+        }
+        let signed_headers: Vec<(String, String)> = signed
+            .iter()
+            .map(|h| ((*h).to_owned(), header(h).to_owned()))
+            .collect();
+        let (_, expected) = sign_v3(
+            &V3Request {
+                method: method.as_str(),
+                path: uri.path(),
+                query: &query,
+                headers: &signed_headers,
+                payload_hash: &payload,
+            },
+            ak,
+            &secret,
+        );
+        if !expected.ends_with(&format!("Signature={sig}")) {
+            let (s, j) = error(
+                bad,
+                "SignatureDoesNotMatch",
+                "Specified signature is not matched with our calculation.",
+            );
+            return (s, j, action);
+        }
+        let mut params: BTreeMap<String, String> = query.into_iter().collect();
+        params.extend(form);
+        (
+            "v3",
+            action,
+            header("x-acs-version").to_owned(),
+            header("x-acs-signature-nonce").to_owned(),
+            header("x-acs-date").to_owned(),
+            params,
+        )
+    } else {
+        let mut all: BTreeMap<String, String> = query.into_iter().collect();
+        all.extend(form);
+        let action = all.get("Action").cloned().unwrap_or_default();
+        for required in [
+            "AccessKeyId",
+            "Signature",
+            "SignatureMethod",
+            "SignatureVersion",
+            "SignatureNonce",
+            "Timestamp",
+            "Version",
+            "Action",
+        ] {
+            if all.get(required).is_none_or(|v| v.is_empty()) {
+                let (s, j) = error(
+                    bad,
+                    &format!("Missing{required}"),
+                    &format!("{required} is mandatory for this action."),
+                );
+                return (s, j, action);
+            }
+        }
+        if all["SignatureMethod"] != "HMAC-SHA1" || all["SignatureVersion"] != "1.0" {
+            let (s, j) = error(
+                bad,
+                "InvalidSignatureMethod",
+                "Specified signature method is not supported.",
+            );
+            return (s, j, action);
+        }
+        let Some(secret) = st.keys.get(&all["AccessKeyId"]).cloned() else {
+            let (s, j) = error(
+                StatusCode::NOT_FOUND,
+                "InvalidAccessKeyId.NotFound",
+                "Specified access key is not found.",
+            );
+            return (s, j, action);
+        };
+        let sig = all.remove("Signature").unwrap_or_default();
+        let (_, expected) = sign_v1(method.as_str(), &all, &secret);
+        if expected != sig {
+            let (s, j) = error(
+                bad,
+                "SignatureDoesNotMatch",
+                "Specified signature is not matched with our calculation.",
+            );
+            return (s, j, action);
+        }
+        let version = all["Version"].clone();
+        let nonce = all["SignatureNonce"].clone();
+        let timestamp = all["Timestamp"].clone();
+        for k in [
+            "AccessKeyId",
+            "SignatureMethod",
+            "SignatureVersion",
+            "SignatureNonce",
+            "Timestamp",
+            "Version",
+            "Action",
+            "Format",
+            "SignatureType",
+        ] {
+            all.remove(k);
+        }
+        ("v1", action, version, nonce, timestamp, all)
+    };
+
+    // --- replay and clock
+    match parse_iso(&timestamp) {
+        None => {
+            let (s, j) = error(
+                bad,
+                "InvalidTimeStamp.Format",
+                "Specified time stamp or date value is not well formatted.",
+            );
+            return (s, j, action);
+        }
+        Some(t) if (t - now_unix()).abs() > 15 * 60 => {
+            let (s, j) = error(
+                bad,
+                "InvalidTimeStamp.Expired",
+                "Specified time stamp or date value is expired.",
+            );
+            return (s, j, action);
+        }
+        Some(_) => {}
+    }
+    if nonce.is_empty() || !st.nonces.insert(nonce) {
+        let (s, j) = error(
+            bad,
+            "SignatureNonceUsed",
+            "Specified signature nonce was used already.",
+        );
+        return (s, j, action);
+    }
+    if version != "2018-05-10" {
+        let (s, j) = error(
+            bad,
+            "InvalidVersion",
+            "Specified parameter Version is not valid.",
+        );
+        return (s, j, action);
+    }
+    if st.throttle_next > 0 && action != "DescribeRefreshQuota" {
+        st.throttle_next -= 1;
+        let (s, j) = error(
+            bad,
+            "Throttling.User",
+            "Request was denied due to user flow control.",
+        );
+        return (s, j, action);
+    }
+
+    // --- the actions
+    let request_id = format!("FAKE-{:08}", st.calls.len());
+    let result = match action.as_str() {
+        "RefreshObjectCaches" | "PushObjectCache" => {
+            let Some(paths) = params.get("ObjectPath").filter(|p| !p.is_empty()) else {
+                let (s, j) = error(
+                    bad,
+                    "MissingObjectPath",
+                    "ObjectPath is mandatory for this action.",
+                );
+                return (s, j, action);
+            };
+            let urls: Vec<&str> = paths.split('\n').collect();
+            let object_type = if action == "PushObjectCache" {
+                "preload".to_owned()
+            } else {
+                params
+                    .get("ObjectType")
+                    .cloned()
+                    .unwrap_or_else(|| "File".into())
+            };
+            let (limit, remain) = match object_type.as_str() {
+                "File" => (1_000, &mut st.url_remain),
+                "Directory" => (100, &mut st.dir_remain),
+                "preload" => (100, &mut st.preload_remain),
+                _ => {
+                    let (s, j) = error(
+                        bad,
+                        "InvalidObjectType.Malformed",
+                        "Specified ObjectType is malformed.",
+                    );
+                    return (s, j, action);
+                }
+            };
+            if urls.len() > limit {
+                let (s, j) = error(
+                    bad,
+                    "InvalidObjectPath.ExceedLimit",
+                    &format!("At most {limit} per call."),
+                );
+                return (s, j, action);
+            }
+            let mut domains = HashSet::new();
+            for u in &urls {
+                let Some(rest) = u
+                    .strip_prefix("http://")
+                    .or_else(|| u.strip_prefix("https://"))
+                else {
+                    let (s, j) = error(
+                        bad,
+                        "InvalidObjectPath.Malformed",
+                        "Specified ObjectPath is malformed.",
+                    );
+                    return (s, j, action);
+                };
+                if object_type == "Directory" && !u.ends_with('/') {
+                    let (s, j) = error(
+                        bad,
+                        "InvalidObjectPath.Malformed",
+                        "A directory must end with /.",
+                    );
+                    return (s, j, action);
+                }
+                domains.insert(rest.split('/').next().unwrap_or_default().to_owned());
+            }
+            if domains.len() > 10 {
+                let (s, j) = error(
+                    bad,
+                    "InvalidObjectPath.ExceedLimit",
+                    "At most 10 domains per call.",
+                );
+                return (s, j, action);
+            }
+            if *remain < urls.len() as i64 {
+                let (s, j) = error(
+                    bad,
+                    "QuotaExceeded.Refresh",
+                    "Your refresh attempts have reached the daily upper limit.",
+                );
+                return (s, j, action);
+            }
+            *remain -= urls.len() as i64;
+            let id = st.next_task;
+            st.next_task += 1;
+            st.tasks.insert(
+                id,
+                (
+                    Instant::now(),
+                    paths.clone(),
+                    object_type.to_ascii_lowercase(),
+                ),
+            );
+            if action == "PushObjectCache" {
+                json!({"RequestId": request_id, "PushTaskId": id.to_string()})
+            } else {
+                json!({"RequestId": request_id, "RefreshTaskId": id.to_string()})
+            }
+        }
+        "DescribeRefreshTaskById" | "DescribeRefreshTasks" => {
+            let Some(ids) = params.get("TaskId").filter(|p| !p.is_empty()) else {
+                let (s, j) = error(bad, "MissingTaskId", "TaskId is mandatory for this action.");
+                return (s, j, action);
+            };
+            let ids: Vec<&str> = ids.split(',').collect();
+            if ids.len() > 10 {
+                let (s, j) = error(bad, "InvalidTaskId.ExceedLimit", "At most 10 task ids.");
+                return (s, j, action);
+            }
+            let mut tasks = Vec::new();
+            for id in ids {
+                if let Some((created, path, kind)) =
+                    id.parse::<u64>().ok().and_then(|i| st.tasks.get(&i))
+                {
+                    let done = created.elapsed() >= st.complete_after;
+                    tasks.push(json!({
+                        "TaskId": id,
+                        "ObjectPath": path,
+                        "ObjectType": kind,
+                        "Status": if done { "Complete" } else { "Refreshing" },
+                        "Process": if done { "100%" } else { "40%" },
+                        "CreationTime": "2026-01-02T03:04:05Z",
+                        "Description": "",
+                    }));
+                }
+            }
+            if action == "DescribeRefreshTasks" {
+                json!({"RequestId": request_id, "PageNumber": 1, "PageSize": 20, "TotalCount": tasks.len(), "Tasks": {"CDNTask": tasks}})
+            } else {
+                json!({"RequestId": request_id, "TotalCount": tasks.len(), "Tasks": tasks})
+            }
+        }
+        "DescribeRefreshQuota" => json!({
+            "RequestId": request_id,
+            "UrlQuota": "10000", "UrlRemain": st.url_remain.to_string(),
+            "DirQuota": "100", "DirRemain": st.dir_remain.to_string(),
+            "PreloadQuota": "1000", "PreloadRemain": st.preload_remain.to_string(),
+            "BlockQuota": "100", "BlockRemain": "100",
+            "RegexQuota": "20", "RegexRemain": "20",
+        }),
+        _ => {
+            let (s, j) = error(
+                StatusCode::NOT_FOUND,
+                "InvalidAction.NotFound",
+                "Specified api is not found, please check your url and method.",
+            );
+            return (s, j, action);
+        }
+    };
+    params.remove("RegionId");
+    st.calls.push(Call {
+        action: action.clone(),
+        signature: version_used,
+        params,
+    });
+    (StatusCode::OK, result, action)
+}

@@ -1,0 +1,315 @@
+//! Shared harness for the purge tests (kept apart from `tests/common`): the test Python
+//! (moto, boto3, Aliyun SDKs), moto on a free loopback port, the real server bound on
+//! 127.0.0.1:0 or run as the real binary, and the local CloudFront / Aliyun fakes.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod aliyun_fake;
+pub mod cloudfront_fake;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cdnsign::config::Config;
+use cdnsign::proto::purger_client::PurgerClient;
+use cdnsign::purge::PurgeOptions;
+use cdnsign::server::Server;
+use tonic::transport::Channel;
+
+/// The venv Python from `scripts/setup.sh` (or `CDNSIGN_TEST_PYTHON`). Fails loudly when it
+/// is missing: these tests must not pass by skipping.
+pub(crate) fn python() -> PathBuf {
+    let p = std::env::var_os("CDNSIGN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "test Python {} not found: run scripts/setup.sh (creates .venv with moto, boto3 and the \
+         Aliyun SDKs from scripts/requirements-test.txt) or set CDNSIGN_TEST_PYTHON",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on 127.0.0.1.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A moto server on 127.0.0.1; killed on drop.
+pub(crate) struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts `python -m moto.server -p PORT` with extra environment, waits until it answers.
+    pub(crate) fn start(env: &[(&str, &str)]) -> Moto {
+        let port = free_port();
+        let mut cmd = Command::new(python());
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start moto (run scripts/setup.sh?)");
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "moto did not start on port {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a script under `tests/python/` with the test Python; returns its JSON stdout.
+pub(crate) fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run python helper");
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("helper prints JSON")
+}
+
+/// The real server, bound on 127.0.0.1:0, serving until [`TestServer::stop`].
+pub(crate) struct TestServer {
+    /// Bound address.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<Result<(), cdnsign::server::ServerError>>,
+}
+
+/// The common `[server]` + `[purge]` part of a test config, with fast polling.
+pub(crate) fn base_config(data_dir: &Path) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+allow_unauthenticated = true
+shutdown_grace_seconds = 1
+[metrics]
+listen = ""
+[purge]
+data_dir = "{}"
+poll_interval_ms = 100
+watch_interval_ms = 100
+retry_base_ms = 20
+retry_max_ms = 200
+background_deadline_seconds = 5
+"#,
+        data_dir.display()
+    )
+}
+
+impl TestServer {
+    /// Binds with `toml` and `opts` and serves in the background.
+    pub(crate) async fn start(toml: &str, opts: PurgeOptions) -> TestServer {
+        let config = Config::from_toml_str(toml, Path::new(".")).expect("test config");
+        let server = Server::bind_with(config, opts).await.expect("bind");
+        let addr = server.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(server.serve(async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(tx),
+            handle,
+        }
+    }
+
+    /// A gRPC client.
+    pub(crate) async fn client(&self) -> PurgerClient<Channel> {
+        PurgerClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect")
+    }
+
+    /// Shuts down and waits.
+    pub(crate) async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let r = tokio::time::timeout(Duration::from_secs(10), &mut self.handle)
+            .await
+            .expect("server stops within 10 s");
+        r.expect("join").expect("serve");
+    }
+}
+
+/// Static AWS credentials for the SDK (moto accepts any unless IAM auth is on).
+pub(crate) fn aws_credentials(key: &str, secret: &str) -> PurgeOptions {
+    PurgeOptions {
+        aws_credentials: Some(aws_sdk_cloudfront::config::SharedCredentialsProvider::new(
+            aws_sdk_cloudfront::config::Credentials::new(key, secret, None, None, "test"),
+        )),
+        ..PurgeOptions::default()
+    }
+}
+
+/// Follows WatchPurge until the stream ends; returns every message.
+pub(crate) async fn watch_to_end(
+    client: &mut PurgerClient<Channel>,
+    purge_id: &str,
+    limit: Duration,
+) -> Vec<cdnsign::proto::WatchPurgeResponse> {
+    let mut req = tonic::Request::new(cdnsign::proto::WatchPurgeRequest {
+        purge_id: purge_id.to_owned(),
+    });
+    req.set_timeout(limit);
+    let mut stream = client.watch_purge(req).await.expect("watch").into_inner();
+    let mut seen = Vec::new();
+    while let Some(msg) = stream.message().await.expect("watch message") {
+        seen.push(msg);
+    }
+    seen
+}
+
+/// The real `cdnsign` binary, `serve --config FILE`, on a known loopback port; its stderr
+/// (logs) is collected. Killed (SIGKILL) on drop.
+pub struct Binary {
+    child: Child,
+    /// gRPC address.
+    pub addr: SocketAddr,
+    /// Everything it wrote to stderr so far.
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Binary {
+    /// Starts the binary and waits until its port accepts connections.
+    pub fn start(config: &Path, port: u16, env: &[(&str, &str)]) -> Binary {
+        use std::io::Read as _;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdnsign"));
+        cmd.args(["serve", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start cdnsign");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr");
+        let sink = std::sync::Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "cdnsign exited with {status}: {}",
+                    stderr.lock().map(|s| s.clone()).unwrap_or_default()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "cdnsign did not listen on {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Binary {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            stderr,
+        }
+    }
+
+    /// A gRPC client.
+    pub async fn client(&self) -> PurgerClient<Channel> {
+        PurgerClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect")
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The logs so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `[server]`, `[metrics]` and `[purge]` for the binary, listening on `port` (metrics off).
+pub fn binary_config(data_dir: &Path, port: u16) -> String {
+    binary_config_with_metrics(data_dir, port, None)
+}
+
+/// [`binary_config`] with `/metrics` on `metrics_port` when given.
+pub fn binary_config_with_metrics(data_dir: &Path, port: u16, metrics_port: Option<u16>) -> String {
+    let metrics = metrics_port.map_or_else(String::new, |p| format!("127.0.0.1:{p}"));
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+allow_unauthenticated = true
+shutdown_grace_seconds = 1
+[metrics]
+listen = "{metrics}"
+[purge]
+data_dir = "{}"
+poll_interval_ms = 100
+watch_interval_ms = 100
+retry_base_ms = 20
+retry_max_ms = 200
+background_deadline_seconds = 5
+"#,
+        data_dir.display()
+    )
+}
