@@ -5,7 +5,8 @@
 #
 # 1. installs what the tests need (scripts/setup.sh: libssl-dev, Python peers, promtool...)
 # 2. cargo fmt --check, clippy -D warnings (all features), and a build without OpenSSL
-# 3. cargo test with both crypto backends compiled in (vectors run on each)
+# 3. cargo test with both crypto backends compiled in (vectors run on each), and the
+#    criterion benches in quick mode (CDNSIGN_BENCH_QUICK=1)
 # 4. a smoke test from a client we did not write: Python grpcio against the real server,
 #    then promtool check metrics on its /metrics
 # 5. the deployment files: hadolint, promtool rule tests, manifests, dashboard
@@ -35,6 +36,9 @@ cargo check --no-default-features --features pure-rust --lib --bins
 
 step "cargo test (openssl + pure-rust backends)"
 cargo test --workspace --all-features
+
+step "benches in quick mode (they must keep compiling and running; no timing assertions)"
+CDNSIGN_BENCH_QUICK=1 cargo bench --bench signing --all-features
 
 step "grpcio smoke test against the real server (dev config, ephemeral ports)"
 bash scripts/smoke.sh

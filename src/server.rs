@@ -246,7 +246,7 @@ impl Server {
             .add_service(reflection_v1alpha)
             .add_service(signer_server)
             .add_service(purger_server)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming_nodelay(listener), async {
                 let _ = stop_rx.await;
             });
         tracing::info!(%addr, "cdnsign gRPC listening");
@@ -283,6 +283,22 @@ impl Server {
         tracing::info!("cdnsign stopped");
         result
     }
+}
+
+/// Accepted connections with Nagle's algorithm off. tonic applies its `tcp_nodelay` setting
+/// only to listeners it binds itself, not to an incoming stream; without this, small unary
+/// responses waited for the client's delayed ACK (~40 ms on Linux) and single-URL calls had a
+/// bimodal p90 of 44 ms in the load test.
+fn incoming_nodelay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(stream) = &conn {
+            let _ = stream.set_nodelay(true);
+        }
+        conn
+    })
 }
 
 /// Reads `[server.tls]`: the server identity, and the client CA for mTLS.

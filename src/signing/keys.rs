@@ -64,7 +64,7 @@ impl KeyKind {
 pub enum Backend {
     /// The `openssl` crate (default; ~4x faster than `rsa` for RSA-2048 here).
     Openssl,
-    /// The pure-Rust `rsa` 0.10 crate (RSA only), feature `pure-rust`.
+    /// Pure Rust, feature `pure-rust`: the `rsa` 0.10 crate for RSA, `p256` 0.14 for ECDSA.
     PureRust,
 }
 
@@ -162,10 +162,20 @@ pub struct CryptoError {
 enum Inner {
     #[cfg(feature = "openssl-backend")]
     Openssl(openssl::pkey::PKey<openssl::pkey::Private>),
+    /// EC keys: the policy is hashed here and signed with a per-thread `EVP_PKEY_CTX` that is
+    /// initialised once per key (see [`openssl_ec_sign`]).
+    #[cfg(feature = "openssl-backend")]
+    OpensslEc {
+        pkey: openssl::pkey::PKey<openssl::pkey::Private>,
+        /// Process-unique id of this parsed key, the per-thread context cache's key.
+        uid: u64,
+    },
     #[cfg(feature = "pure-rust")]
     RustSha1(Box<rsa::pkcs1v15::SigningKey<sha1::Sha1>>),
     #[cfg(feature = "pure-rust")]
     RustSha256(Box<rsa::pkcs1v15::SigningKey<rsa::sha2::Sha256>>),
+    #[cfg(feature = "pure-rust")]
+    RustEcdsa(Box<p256::ecdsa::SigningKey>),
 }
 
 /// A parsed private key, ready to sign on the pool.
@@ -244,6 +254,13 @@ impl SigningKey {
                     };
                     let bits = pkey.bits();
                     check_bits(id, kind, bits)?;
+                    let inner = match kind {
+                        KeyKind::Rsa => Inner::Openssl(pkey),
+                        KeyKind::EcdsaP256 => Inner::OpensslEc {
+                            pkey,
+                            uid: NEXT_KEY_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        },
+                    };
                     Ok(SigningKey {
                         id: id.to_owned(),
                         kind,
@@ -251,7 +268,7 @@ impl SigningKey {
                         backend,
                         bits,
                         counters: KeyCounters::new(id, kind, hash),
-                        inner: Inner::Openssl(pkey),
+                        inner,
                     })
                 }
                 #[cfg(not(feature = "openssl-backend"))]
@@ -269,18 +286,33 @@ impl SigningKey {
                     use rsa::pkcs1::DecodeRsaPrivateKey as _;
                     use rsa::pkcs8::DecodePrivateKey as _;
                     use rsa::traits::PublicKeyParts as _;
-                    let key = rsa::PrivateKey::from_pkcs1_pem(pem)
-                        .or_else(|_| rsa::PrivateKey::from_pkcs8_pem(pem))
-                        .map_err(|_| {
-                            if pem.contains("EC PRIVATE KEY") || pem.contains("BEGIN PRIVATE KEY") {
-                                KeyError::Unsupported {
-                                    id: id.to_owned(),
-                                    reason: "not an RSA key; the pure-rust backend signs RSA only (use backend = \"openssl\" for ECDSA)".into(),
+                    let rsa_key = rsa::PrivateKey::from_pkcs1_pem(pem)
+                        .or_else(|_| rsa::PrivateKey::from_pkcs8_pem(pem));
+                    let key = match rsa_key {
+                        Ok(key) => key,
+                        Err(_) => {
+                            // Not RSA: an EC P-256 key (PKCS#8 or SEC1), or nothing we sign with.
+                            let ec = p256_from_pem(pem).map_err(|_| {
+                                if pem.contains("EC PRIVATE KEY") || pem.contains("BEGIN PRIVATE KEY") {
+                                    KeyError::Unsupported {
+                                        id: id.to_owned(),
+                                        reason: "neither RSA nor EC P-256 (CloudFront accepts RSA 2048 and ECDSA P-256 only)".into(),
+                                    }
+                                } else {
+                                    parse_err("not a PEM private key (expected BEGIN RSA PRIVATE KEY, BEGIN PRIVATE KEY or BEGIN EC PRIVATE KEY)".into())
                                 }
-                            } else {
-                                parse_err("not a PEM RSA private key (expected BEGIN RSA PRIVATE KEY or BEGIN PRIVATE KEY)".into())
-                            }
-                        })?;
+                            })?;
+                            return Ok(SigningKey {
+                                id: id.to_owned(),
+                                kind: KeyKind::EcdsaP256,
+                                hash,
+                                backend,
+                                bits: 256,
+                                counters: KeyCounters::new(id, KeyKind::EcdsaP256, hash),
+                                inner: Inner::RustEcdsa(Box::new(ec)),
+                            });
+                        }
+                    };
                     let bits = key.n().bit_width();
                     check_bits(id, KeyKind::Rsa, bits)?;
                     let inner = match hash {
@@ -362,12 +394,116 @@ impl SigningKey {
                 signer.update(msg).map_err(err)?;
                 signer.sign_to_vec().map_err(err)
             }
+            #[cfg(feature = "openssl-backend")]
+            Inner::OpensslEc { pkey, uid } => {
+                openssl_ec_sign(pkey, *uid, self.hash, msg).map_err(|e| CryptoError {
+                    backend: "openssl",
+                    reason: e.to_string(),
+                })
+            }
             #[cfg(feature = "pure-rust")]
             Inner::RustSha1(key) => rust_sign(key.as_ref(), msg),
             #[cfg(feature = "pure-rust")]
             Inner::RustSha256(key) => rust_sign(key.as_ref(), msg),
+            #[cfg(feature = "pure-rust")]
+            Inner::RustEcdsa(key) => rust_sign_ecdsa(key, self.hash, msg),
         }
     }
+}
+
+/// Parses an EC P-256 private key from PKCS#8 (`BEGIN PRIVATE KEY`) or SEC1
+/// (`BEGIN EC PRIVATE KEY`) PEM; keys on any other curve fail.
+#[cfg(feature = "pure-rust")]
+fn p256_from_pem(pem: &str) -> Result<p256::ecdsa::SigningKey, ()> {
+    use p256::pkcs8::DecodePrivateKey as _;
+    if let Ok(key) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
+        return Ok(key);
+    }
+    p256::SecretKey::from_sec1_pem(pem)
+        .map(p256::ecdsa::SigningKey::from)
+        .map_err(|_| ())
+}
+
+/// ECDSA P-256 over SHA-1 or SHA-256 of `msg`, DER-encoded as CloudFront expects (the bytes
+/// `openssl dgst -sign` writes). Nonces are RFC 6979 (deterministic), which CloudFront
+/// cannot tell from random ones.
+#[cfg(feature = "pure-rust")]
+fn rust_sign_ecdsa(
+    key: &p256::ecdsa::SigningKey,
+    hash: HashAlg,
+    msg: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+    use sha1::Digest as _;
+    let digest: Vec<u8> = match hash {
+        HashAlg::Sha1 => sha1::Sha1::digest(msg).to_vec(),
+        HashAlg::Sha256 => rsa::sha2::Sha256::digest(msg).to_vec(),
+    };
+    let sig: p256::ecdsa::Signature = key.sign_prehash(&digest).map_err(|e| CryptoError {
+        backend: "pure-rust",
+        reason: e.to_string(),
+    })?;
+    Ok(sig.to_der().as_bytes().to_vec())
+}
+
+/// Source of [`Inner::OpensslEc`] uids; never reused, so a cached context can never be
+/// used with a different key, even when a reload frees a key and allocates another.
+#[cfg(feature = "openssl-backend")]
+static NEXT_KEY_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Most EC signing contexts one pool thread keeps (one per key; old keys age out).
+#[cfg(feature = "openssl-backend")]
+const EC_CTX_CACHE: usize = 16;
+
+#[cfg(feature = "openssl-backend")]
+thread_local! {
+    /// Per-thread `EVP_PKEY_CTX`s, initialised for signing, by key uid. OpenSSL allows
+    /// `EVP_PKEY_sign` to be called repeatedly on one initialised context.
+    static EC_SIGN_CTX: std::cell::RefCell<Vec<(u64, openssl::pkey_ctx::PkeyCtx<openssl::pkey::Private>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// ECDSA over SHA-1 or SHA-256 of `msg`, DER-encoded: the bytes `EVP_DigestSign*` (and
+/// `openssl dgst -sign`) produce, without `EVP_DigestSignInit`'s provider and digest
+/// fetches on every call, which callgrind put at ~9% of an ECDSA signature.
+#[cfg(feature = "openssl-backend")]
+fn openssl_ec_sign(
+    pkey: &openssl::pkey::PKey<openssl::pkey::Private>,
+    uid: u64,
+    hash: HashAlg,
+    msg: &[u8],
+) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    use openssl::md::Md;
+    let (sha1, sha256);
+    let (digest, md): (&[u8], _) = match hash {
+        HashAlg::Sha1 => {
+            sha1 = openssl::sha::sha1(msg);
+            (&sha1, Md::sha1())
+        }
+        HashAlg::Sha256 => {
+            sha256 = openssl::sha::sha256(msg);
+            (&sha256, Md::sha256())
+        }
+    };
+    EC_SIGN_CTX.with(|cell| {
+        let mut ctxs = cell.borrow_mut();
+        let at = match ctxs.iter().position(|(u, _)| *u == uid) {
+            Some(i) => i,
+            None => {
+                let mut ctx = openssl::pkey_ctx::PkeyCtx::new(pkey)?;
+                ctx.sign_init()?;
+                ctx.set_signature_md(md)?;
+                if ctxs.len() >= EC_CTX_CACHE {
+                    ctxs.remove(0);
+                }
+                ctxs.push((uid, ctx));
+                ctxs.len() - 1
+            }
+        };
+        let mut sig = Vec::with_capacity(72);
+        ctxs[at].1.sign_to_vec(digest, &mut sig)?;
+        Ok(sig)
+    })
 }
 
 #[cfg(feature = "pure-rust")]
@@ -525,6 +661,44 @@ mod tests {
             "-----BEGIN X-----\n"
         );
         assert_eq!(pem_body("junk"), "junk");
+    }
+
+    /// TEST ONLY throwaway key on P-384, a curve CloudFront does not accept.
+    const P384_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDBX9NwmKgksZ0HX9QAs
+MvwjPEt8r+DbKMpUcWfDTGUKAWyJVAbWcDrl05zcfUQuIO2hZANiAASyU8fsArDw
+foCCWhY+TRipijcMHKpW6JzXltDPvrasEpcMkC1AX3YWlTsGlqEK0NR3ZpSfl4+3
+imyG4QygVeEU3+504PGxL1EpF7iE2Q4z6nJIrH9/pACx2jc/2eagB4Y=
+-----END PRIVATE KEY-----
+";
+
+    fn compiled_backends() -> Vec<Backend> {
+        let mut v = Vec::new();
+        if cfg!(feature = "openssl-backend") {
+            v.push(Backend::Openssl);
+        }
+        if cfg!(feature = "pure-rust") {
+            v.push(Backend::PureRust);
+        }
+        v
+    }
+
+    #[test]
+    fn ec_p256_keys_load_on_every_backend_and_other_curves_do_not() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/ec-p256.pem");
+        let pem = std::fs::read_to_string(path).expect("fixture key");
+        for backend in compiled_backends() {
+            let key = SigningKey::from_pem("KEC", &pem, HashAlg::Sha256, backend).expect("p256");
+            assert_eq!(key.kind(), KeyKind::EcdsaP256, "{backend:?}");
+            assert_eq!(key.bits(), 256, "{backend:?}");
+            let err = SigningKey::from_pem("K384", P384_PEM, HashAlg::Sha256, backend)
+                .expect_err("P-384 refused");
+            assert!(
+                matches!(err, KeyError::Unsupported { .. }),
+                "{backend:?}: {err}"
+            );
+            assert!(err.to_string().contains("K384"), "{err}");
+        }
     }
 
     #[test]

@@ -7,12 +7,18 @@ use std::net::IpAddr;
 use super::keys::HashAlg;
 use super::policy::{IpRange, canned_json, cf_base64_decode, wildcard_match};
 
-/// A public key to verify with (RSA or ECDSA P-256).
+/// A public key to verify with (RSA or ECDSA P-256, with either backend).
 pub struct VerifyKey {
     #[cfg(feature = "openssl-backend")]
     key: openssl::pkey::PKey<openssl::pkey::Public>,
     #[cfg(all(feature = "pure-rust", not(feature = "openssl-backend")))]
-    key: rsa::PublicKey,
+    key: RustVerifyKey,
+}
+
+#[cfg(all(feature = "pure-rust", not(feature = "openssl-backend")))]
+enum RustVerifyKey {
+    Rsa(rsa::PublicKey),
+    P256(p256::ecdsa::VerifyingKey),
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -50,15 +56,28 @@ impl VerifyKey {
         {
             use rsa::pkcs1::{DecodeRsaPrivateKey as _, DecodeRsaPublicKey as _};
             use rsa::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _};
-            let key = rsa::PublicKey::from_public_key_pem(pem)
+            let rsa_key = rsa::PublicKey::from_public_key_pem(pem)
                 .or_else(|_| rsa::PublicKey::from_pkcs1_pem(pem))
                 .or_else(|_| {
                     rsa::PrivateKey::from_pkcs1_pem(pem)
                         .or_else(|_| rsa::PrivateKey::from_pkcs8_pem(pem))
                         .map(|k| k.to_public_key())
+                });
+            if let Ok(key) = rsa_key {
+                return Ok(VerifyKey {
+                    key: RustVerifyKey::Rsa(key),
+                });
+            }
+            let ec = p256::ecdsa::VerifyingKey::from_public_key_pem(pem)
+                .or_else(|_| {
+                    p256::ecdsa::SigningKey::from_pkcs8_pem(pem)
+                        .or_else(|_| p256::SecretKey::from_sec1_pem(pem).map(Into::into))
+                        .map(|k| *k.verifying_key())
                 })
                 .map_err(|_| BadVerifyKey)?;
-            Ok(VerifyKey { key })
+            Ok(VerifyKey {
+                key: RustVerifyKey::P256(ec),
+            })
         }
     }
 
@@ -80,15 +99,30 @@ impl VerifyKey {
         #[cfg(all(feature = "pure-rust", not(feature = "openssl-backend")))]
         {
             use rsa::signature::Verifier as _;
+            let key = match &self.key {
+                RustVerifyKey::Rsa(key) => key,
+                RustVerifyKey::P256(key) => {
+                    use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+                    use sha1::Digest as _;
+                    let Ok(sig) = p256::ecdsa::Signature::from_der(sig) else {
+                        return false;
+                    };
+                    let digest: Vec<u8> = match hash {
+                        HashAlg::Sha1 => sha1::Sha1::digest(msg).to_vec(),
+                        HashAlg::Sha256 => rsa::sha2::Sha256::digest(msg).to_vec(),
+                    };
+                    return key.verify_prehash(&digest, &sig).is_ok();
+                }
+            };
             let Ok(sig) = rsa::pkcs1v15::Signature::try_from(sig) else {
                 return false;
             };
             match hash {
-                HashAlg::Sha1 => rsa::pkcs1v15::VerifyingKey::<sha1::Sha1>::new(self.key.clone())
+                HashAlg::Sha1 => rsa::pkcs1v15::VerifyingKey::<sha1::Sha1>::new(key.clone())
                     .verify(msg, &sig)
                     .is_ok(),
                 HashAlg::Sha256 => {
-                    rsa::pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(self.key.clone())
+                    rsa::pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(key.clone())
                         .verify(msg, &sig)
                         .is_ok()
                 }
