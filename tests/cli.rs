@@ -212,28 +212,7 @@ fn serve_with_log(
     config: &std::path::Path,
     rust_log: &str,
 ) -> (ServeProcess, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", rust_log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    let stderr = child.stderr.take().expect("stderr");
-    // Owned by the guard from here on, so a failed wait below still kills the server.
-    let mut process = ServeProcess {
-        child,
-        addr: String::new(),
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut process, rx) = spawn_serve(config, rust_log);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let line = rx
@@ -250,6 +229,38 @@ fn serve_with_log(
             return (process, rx);
         }
     }
+}
+
+/// Spawns `cdnsign serve --config` and streams its stderr lines; the address is filled in
+/// by the caller, which knows the log format.
+fn spawn_serve(
+    config: &std::path::Path,
+    rust_log: &str,
+) -> (ServeProcess, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", rust_log)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    // Owned by the guard from here on, so a failed wait in the caller still kills it.
+    let process = ServeProcess {
+        child,
+        addr: String::new(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (process, rx)
 }
 
 fn wait_for_log(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
@@ -477,28 +488,7 @@ async fn denied_items_and_refused_callers_write_json_audit_events() {
 
 /// `serve` with the default (text) log format.
 fn serve_text(config: &std::path::Path) -> (ServeProcess, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut process = ServeProcess {
-        child,
-        addr: String::new(),
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut process, rx) = spawn_serve(config, "info");
     let line = wait_for_log(&rx, "cdnsign gRPC listening");
     let addr = line
         .split("addr=")
