@@ -8,7 +8,8 @@ cd -- "$REPO_ROOT"
 PY="${CDNSIGN_TEST_PYTHON:-$REPO_ROOT/.venv/bin/python}"
 [[ -x "$PY" ]] || { echo "smoke: $PY missing; run scripts/setup.sh" >&2; exit 1; }
 
-cargo build --quiet --bin cdnsign
+# Same features as the test build, so its artifacts are reused (no second dependency build).
+cargo build --quiet --all-features --bin cdnsign
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 GRPC_PORT=$(free_port)
 METRICS_PORT=$(free_port)
