@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
 use crate::config::{ClientConfig, Config};
+use crate::grpc::layers::take_ready;
 
 /// The tracing target audit events go to (rendered as JSON lines, see `telemetry`).
 pub const AUDIT_TARGET: &str = "cdnsign::audit";
@@ -547,8 +548,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         if is_public(req.uri().path()) {
             return Box::pin(inner.call(req));
         }
@@ -633,8 +633,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         if is_public(req.uri().path()) {
             return Box::pin(inner.call(req));
         }

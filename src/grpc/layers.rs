@@ -152,6 +152,13 @@ impl<S> std::fmt::Debug for Observe<S> {
     }
 }
 
+/// Takes the service that `poll_ready` readied, leaving a fresh clone in its place (the
+/// usual tower pattern for moving a service into a boxed future).
+pub(crate) fn take_ready<S: Clone>(slot: &mut S) -> S {
+    let clone = slot.clone();
+    std::mem::replace(slot, clone)
+}
+
 /// A caller's request id is used only if it is short and plain, so it cannot forge log
 /// fields or carry a secret-sized blob; otherwise a fresh one is made.
 fn caller_request_id(value: Option<&HeaderValue>) -> Option<String> {
@@ -179,9 +186,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        // The clone is the one that was not polled ready; swap so the ready one is used.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let metrics = Arc::clone(&self.metrics);
 
         let method = GrpcMetrics::method_index(req.uri().path());

@@ -107,7 +107,8 @@ impl SignerService {
         let span = tracing::Span::current();
         span.record("batch_size", items);
         // Only a configured key id goes in the span: a caller's unknown string does not.
-        if keys.get(default_key_id).is_some() {
+        let default_key = keys.get(default_key_id);
+        if default_key.is_some() {
             span.record("key_id", default_key_id);
         }
         let grant = fields.caller.grant().cloned();
@@ -118,7 +119,7 @@ impl SignerService {
                 t.min(self.limits.max_ttl_seconds)
             });
         let ctx = BatchContext {
-            default_key: keys.get(default_key_id),
+            default_key,
             default_key_id: default_key_id.to_owned(),
             expires_at: fields.expires_at,
             ttl_seconds: fields.ttl_seconds,
