@@ -77,6 +77,9 @@ pub(crate) struct RunResult {
     pub(crate) urls_per_s: f64,
     pub(crate) requests_per_s: f64,
     pub(crate) latency_us: Latency,
+    /// Paced runs: how late the load generator sent requests (included in `latency_us`).
+    #[serde(default)]
+    pub(crate) send_lag_us: Option<Latency>,
     pub(crate) openssl_speed_sign_per_s: Option<f64>,
     pub(crate) openssl_multi: usize,
     pub(crate) ratio_to_openssl: Option<f64>,
@@ -97,6 +100,8 @@ pub(crate) struct RunResult {
 /// What a worker measured.
 struct WorkerOut {
     hist: Histogram<u64>,
+    /// Paced runs: scheduled start to the moment the request is handed to the client.
+    lag: Histogram<u64>,
     requests: u64,
     urls: u64,
     failed_items: u64,
@@ -144,30 +149,68 @@ fn signature_len(resp: &SignUrlsResponse) -> Option<usize> {
 }
 
 struct Plan {
-    start: Instant,
     measure_from: Instant,
     deadline: Instant,
     max_requests: u64,
     sent: AtomicU64,
-    /// Per-worker interval between scheduled starts when paced.
-    interval: Option<Duration>,
-    concurrency: usize,
+    /// Paced runs: scheduled starts handed out by the pacer thread, first come first served.
+    tickets: Option<tokio::sync::Mutex<mpsc::UnboundedReceiver<Instant>>>,
 }
 
 impl Plan {
     /// The next request's scheduled start, or `None` when the run is over.
-    fn next(&self, worker: usize, k: u64) -> Option<Instant> {
+    async fn next(&self) -> Option<Instant> {
         if self.sent.fetch_add(1, Ordering::Relaxed) >= self.max_requests {
             return None;
         }
-        let at = match self.interval {
-            Some(iv) => {
-                let offset = iv.mul_f64(worker as f64 / self.concurrency as f64);
-                self.start + offset + iv.mul_f64(k as f64)
-            }
+        let at = match &self.tickets {
+            // A worker waits here only while it is free, so a ticket that waits in the
+            // queue because every worker is busy still counts from its scheduled start.
+            Some(tickets) => tickets.lock().await.recv().await?,
             None => Instant::now(),
         };
         (at < self.deadline).then_some(at)
+    }
+}
+
+/// Paces a `--rate` run: hands out one scheduled start every `1 / rate` seconds until the
+/// deadline. A plain thread with `std::thread::sleep` (high-resolution timer, ~50-100 us
+/// late) rather than tokio's 1 ms timer wheel, whose rounding would otherwise be counted
+/// as server latency.
+fn spawn_pacer(
+    start: Instant,
+    deadline: Instant,
+    rate: f64,
+    tx: mpsc::UnboundedSender<Instant>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    std::thread::Builder::new()
+        .name("pacer".into())
+        .spawn(move || {
+            let mut k: u32 = 0;
+            loop {
+                let at = start + interval * k;
+                if at >= deadline {
+                    break;
+                }
+                if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                if tx.send(at).is_err() {
+                    break;
+                }
+                k = k.saturating_add(1);
+            }
+        })
+}
+
+/// Records how late the generator itself sends a paced request (pacer + task wake-up), so
+/// a reader can tell the load generator's share of the latency from the server's.
+fn lag(out: &mut WorkerOut, plan: &Plan, scheduled: Instant) {
+    let now = Instant::now();
+    if plan.tickets.is_some() && scheduled >= plan.measure_from {
+        let us = u64::try_from((now - scheduled).as_micros()).unwrap_or(u64::MAX);
+        let _ = out.lag.record(us.max(1));
     }
 }
 
@@ -220,6 +263,7 @@ async fn worker(
 ) -> WorkerOut {
     let mut out = WorkerOut {
         hist: Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds"),
+        lag: Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds"),
         requests: 0,
         urls: 0,
         failed_items: 0,
@@ -228,12 +272,10 @@ async fn worker(
         signature_len: None,
     };
     let template = request_template(&args, id);
-    let mut k = 0u64;
     match args.mode {
         Mode::Unary => {
-            while let Some(at) = plan.next(id, k) {
-                k += 1;
-                tokio::time::sleep_until(at.into()).await;
+            while let Some(at) = plan.next().await {
+                lag(&mut out, &plan, at);
                 let mut req = tonic::Request::new(template.clone());
                 req.set_timeout(RPC_TIMEOUT);
                 let resp = client.sign_urls(req).await.map(tonic::Response::into_inner);
@@ -249,9 +291,8 @@ async fn worker(
                     return out;
                 }
             };
-            while let Some(at) = plan.next(id, k) {
-                k += 1;
-                tokio::time::sleep_until(at.into()).await;
+            while let Some(at) = plan.next().await {
+                lag(&mut out, &plan, at);
                 if tx.send(template.clone()).await.is_err() {
                     record(
                         &mut out,
@@ -413,16 +454,22 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
     let start = Instant::now();
     let warmup = Duration::from_secs_f64(args.warmup);
     let measured = Duration::from_secs_f64(args.duration);
+    let deadline = start + warmup + measured;
+    let (tickets, pacer) = match args.rate {
+        Some(rate) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let pacer = spawn_pacer(start, deadline, rate, tx)
+                .map_err(|e| format!("cannot start the pacer thread: {e}"))?;
+            (Some(tokio::sync::Mutex::new(rx)), Some(pacer))
+        }
+        None => (None, None),
+    };
     let plan = Arc::new(Plan {
-        start,
         measure_from: start + warmup,
-        deadline: start + warmup + measured,
+        deadline,
         max_requests: args.max_requests,
         sent: AtomicU64::new(0),
-        interval: args
-            .rate
-            .map(|r| Duration::from_secs_f64(args.concurrency as f64 / r)),
-        concurrency: args.concurrency,
+        tickets,
     });
 
     let rss_task = args.server_pid.map(|pid| {
@@ -464,12 +511,16 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
         )));
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds");
+    let mut lag_hist = hist.clone();
     let (mut requests, mut urls, mut failed_items, mut rpc_errors) = (0u64, 0u64, 0u64, 0u64);
     let mut first_error = None;
     let mut sig_len = None;
     for h in handles {
         let out = h.await.map_err(|e| format!("worker failed: {e}"))?;
         hist.add(&out.hist).map_err(|e| format!("histogram: {e}"))?;
+        lag_hist
+            .add(&out.lag)
+            .map_err(|e| format!("histogram: {e}"))?;
         requests += out.requests;
         urls += out.urls;
         failed_items += out.failed_items;
@@ -478,9 +529,15 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
         sig_len = sig_len.or(out.signature_len);
     }
     // The window actually measured: cut short when --max-requests ran out first.
-    let window_end = Instant::now().min(plan.deadline);
+    // Every worker is done; dropping the plan's ticket queue stops the pacer.
+    let measure_from = plan.measure_from;
+    drop(plan);
+    if let Some(pacer) = pacer {
+        let _ = pacer.join();
+    }
+    let window_end = Instant::now().min(deadline);
     let seconds = window_end
-        .saturating_duration_since(plan.measure_from)
+        .saturating_duration_since(measure_from)
         .as_secs_f64();
 
     let rss = match rss_task {
@@ -512,7 +569,7 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
         None => None,
     };
     // The CPU task ends at the deadline; if --max-requests ended the run early, skip it.
-    let cpu = if Instant::now() + Duration::from_millis(50) >= plan.deadline {
+    let cpu = if Instant::now() + Duration::from_millis(50) >= deadline {
         cpu_task.await.ok().flatten()
     } else {
         cpu_task.abort();
@@ -576,6 +633,7 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
             0.0
         },
         latency_us: lat.clone(),
+        send_lag_us: (!lag_hist.is_empty()).then(|| percentiles(&lag_hist)),
         openssl_speed_sign_per_s: speed,
         openssl_multi: multi,
         ratio_to_openssl: speed
@@ -634,6 +692,14 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
         ms(lat.p99),
         ms(lat.max)
     );
+    if let Some(l) = &result.send_lag_us {
+        println!(
+            "  load generator's own lateness (counted in the latency above): p50 {}  p99 {}  max {}",
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.max)
+        );
+    }
     match (speed, result.ratio_to_openssl) {
         (Some(s), Some(r)) => println!(
             "  openssl speed -multi {multi} {}: {s:.0} sign/s; URLs/s / openssl = {r:.3}",
