@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use cdnsign::signing::keys::{Backend, HashAlg, KeySet, SigningKey};
 use cdnsign::signing::policy::{PolicySpec, canned_json, cf_base64};
-use cdnsign::signing::pool::SigningPool;
+use cdnsign::signing::pool::{SigningPool, Site};
 use cdnsign::signing::sign_batch;
 use cdnsign::signing::validate::{self, BatchContext, ItemSpec};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
@@ -194,7 +194,7 @@ fn bench_batch(c: &mut Criterion) {
             };
             let run = |items: &[ItemSpec<'_>], expect_sigs: usize| {
                 pool.run_blocking(|on| {
-                    let (results, stats) = sign_batch(items, &ctx, &keys, on);
+                    let (results, stats) = sign_batch(items, &ctx, &keys, Site::Pool(on));
                     assert_eq!(stats.signatures, expect_sigs);
                     let urls: Vec<String> = results
                         .iter()

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 
 use crate::signing::keys::{Backend, HashAlg, KeySet, KeySpec, PemSource};
-use crate::signing::pool::SigningPool;
+use crate::signing::pool::{SigningPool, Site};
 use crate::signing::sign_batch;
 use crate::signing::validate::{BatchContext, ItemSpec};
 use crate::signing::verify::{VerifyKey, verify_url};
@@ -183,7 +183,8 @@ fn sign(args: &SignArgs, cookies: bool) -> Result<ExitCode, String> {
         grant: None,
     };
     let pool = SigningPool::new(1).map_err(|e| e.to_string())?;
-    let (mut results, _) = pool.run_blocking(|on_pool| sign_batch(&[item], &ctx, &keys, on_pool));
+    let (mut results, _) =
+        pool.run_blocking(|on_pool| sign_batch(&[item], &ctx, &keys, Site::Pool(on_pool)));
     let signed = results
         .pop()
         .ok_or_else(|| "no result".to_owned())?

@@ -187,6 +187,10 @@ pub struct SigningConfig {
     pub backend: Backend,
     /// Most messages in one `SignUrlsStream` call; 0 = unlimited.
     pub max_stream_batches: u64,
+    /// Requests of at most this many items, all with ECDSA keys, are signed on the tokio
+    /// worker that received them instead of the pool (an ECDSA signature costs less than
+    /// the two thread hand-offs); 0 = always the pool. RSA always runs on the pool.
+    pub inline_ecdsa_max_items: usize,
 }
 
 impl Default for SigningConfig {
@@ -198,6 +202,7 @@ impl Default for SigningConfig {
             threads: 0,
             backend: Backend::default(),
             max_stream_batches: 0,
+            inline_ecdsa_max_items: 4,
         }
     }
 }

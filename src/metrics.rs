@@ -27,8 +27,12 @@ pub const ITEM_ERRORS: &str = "cdnsign_item_errors_total";
 pub const BATCH_ITEMS: &str = "cdnsign_batch_items";
 /// Time a batch waited for a pool thread.
 pub const SIGN_QUEUE_WAIT: &str = "cdnsign_sign_queue_wait_seconds";
-/// Time a batch ran on the pool (validation, policies, signatures, rendering).
+/// Time a batch ran (validation, policies, signatures, rendering), on the pool or, for a
+/// few ECDSA signatures, on the calling thread.
 pub const SIGN_DURATION: &str = "cdnsign_sign_duration_seconds";
+/// Signing batches by `site`: `pool`, or `caller_thread` for the few-ECDSA-signature
+/// requests signed on the gRPC worker (`[signing] inline_ecdsa_max_items`).
+pub const SIGN_BATCHES: &str = "cdnsign_sign_batches_total";
 /// Batches waiting for a pool thread.
 pub const POOL_QUEUE_DEPTH: &str = "cdnsign_pool_queue_depth";
 /// Batches running on the pool now.
@@ -204,6 +208,10 @@ pub struct SignMetrics {
     pub queue_wait: Histogram,
     /// Pool run time.
     pub sign_time: Histogram,
+    /// Batches signed on the pool.
+    pub batches_on_pool: Counter,
+    /// Batches signed on the calling thread.
+    pub batches_here: Counter,
 }
 
 impl std::fmt::Debug for SignMetrics {
@@ -227,6 +235,8 @@ impl SignMetrics {
             batch_cookies: histogram!(BATCH_ITEMS, "kind" => "cookie"),
             queue_wait: histogram!(SIGN_QUEUE_WAIT),
             sign_time: histogram!(SIGN_DURATION),
+            batches_on_pool: counter!(SIGN_BATCHES, "site" => "pool"),
+            batches_here: counter!(SIGN_BATCHES, "site" => "caller_thread"),
         }
     }
 

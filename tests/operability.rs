@@ -31,6 +31,14 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     out
 }
 
+/// The value of one series in a scrape; 0 when absent.
+fn value(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().expect("number"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_every_signing_family_and_no_url_or_signature() {
     let mut config = test_config("", "");
@@ -105,6 +113,8 @@ async fn metrics_show_every_signing_family_and_no_url_or_signature() {
         r#"cdnsign_batch_items_bucket{kind="cookie","#,
         "cdnsign_sign_queue_wait_seconds_bucket",
         "cdnsign_sign_duration_seconds_bucket",
+        r#"cdnsign_sign_batches_total{site="pool"} "#,
+        r#"cdnsign_sign_batches_total{site="caller_thread"} "#,
         "cdnsign_pool_queue_depth ",
         "cdnsign_pool_busy_threads ",
         "cdnsign_pool_threads 2",
@@ -187,4 +197,99 @@ async fn shutdown_drains_then_finishes_the_batch_in_flight() {
         .into_inner();
     assert_eq!((resp.signed, resp.failed), (8000, 0));
     stopping.await.expect("task").expect("server exits cleanly");
+}
+
+/// Small ECDSA requests are signed on the gRPC worker (`site="caller_thread"`); anything
+/// with an RSA key, or more items than `inline_ecdsa_max_items`, goes to the pool. Every
+/// URL verifies either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_ecdsa_requests_skip_the_pool_and_rsa_never_does() {
+    use cdnsign::proto::sign_url_result::Outcome;
+    use cdnsign::signing::verify::{VerifyKey, verify_url};
+
+    let ec_key = common::repo("tests/fixtures/keys/ec-p256.pem");
+    let mut config = test_config(
+        "inline_ecdsa_max_items = 2",
+        &format!(
+            "[[keys]]\nid = \"KECTEST\"\npath = \"{}\"\nalgorithm = \"sha256\"\n",
+            ec_key.display()
+        ),
+    );
+    config.metrics.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let server = cdnsign::server::Server::bind(config).await.expect("bind");
+    let metrics_addr = server.metrics_addr().expect("metrics listener");
+    let addr = server.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(server.serve(async {
+        let _ = rx.await;
+    }));
+    let mut c = SignerClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+
+    let read = |rel: &str| std::fs::read_to_string(common::repo(rel)).expect("key file");
+    let rsa_pub = VerifyKey::from_pem(&read("config/dev-keys/TEST-ONLY-cloudfront.pub.pem"))
+        .expect("rsa pub");
+    let ec_pub = VerifyKey::from_pem(&read("tests/fixtures/keys/ec-p256.pub.pem")).expect("ec");
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("time");
+    let ec = |n: u32| SignItem {
+        key_id: "KECTEST".into(),
+        ..item(format!("https://d.example/ec/{n}.ts"))
+    };
+    // (items, expected site): one EC URL and two EC URLs here; EC + RSA, three EC URLs
+    // (over the limit of 2) and one RSA URL on the pool.
+    let cases: [(Vec<SignItem>, &str); 5] = [
+        (vec![ec(1)], "caller_thread"),
+        (vec![ec(2), ec(3)], "caller_thread"),
+        (vec![ec(4), item("https://d.example/rsa/1.ts")], "pool"),
+        (vec![ec(5), ec(6), ec(7)], "pool"),
+        (vec![item("https://d.example/rsa/2.ts")], "pool"),
+    ];
+    // The recorder is process-wide and other tests in this binary sign RSA at the same
+    // time: compare before and after, exactly for what only this test does.
+    let before = scrape(metrics_addr).await;
+    for (items, site) in cases {
+        let resp = c
+            .sign_urls(SignUrlsRequest {
+                items,
+                ttl_seconds: 60,
+                ..SignUrlsRequest::default()
+            })
+            .await
+            .expect("sign")
+            .into_inner();
+        assert_eq!(resp.failed, 0, "{site}: {resp:?}");
+        for r in &resp.results {
+            let Some(Outcome::SignedUrl(url)) = &r.outcome else {
+                panic!("{site}: {r:?}");
+            };
+            let key = if url.contains("Key-Pair-Id=KECTEST") {
+                &ec_pub
+            } else {
+                &rsa_pub
+            };
+            let v = verify_url(url, key, now, None);
+            assert!(v.valid(), "{url}: {:?}", v.problems);
+        }
+    }
+
+    let after = scrape(metrics_addr).await;
+    let delta = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(
+        delta(r#"cdnsign_sign_batches_total{site="caller_thread"}"#),
+        2.0
+    );
+    assert!(delta(r#"cdnsign_sign_batches_total{site="pool"}"#) >= 3.0);
+    assert_eq!(
+        delta(r#"cdnsign_signatures_total{key_id="KECTEST",algorithm="ecdsa_sha256"}"#),
+        7.0
+    );
+    let _ = tx.send(());
+    handle.await.expect("task").expect("clean stop");
 }

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use cdnsign::signing::keys::{Backend, HashAlg, KeySet, SigningKey};
 use cdnsign::signing::policy::{IpRange, cf_base64_decode};
-use cdnsign::signing::pool::SigningPool;
+use cdnsign::signing::pool::{SigningPool, Site};
 use cdnsign::signing::validate::{BatchContext, ItemSpec};
 use cdnsign::signing::verify::{VerifyKey, verify_url};
 use cdnsign::signing::{SignedItem, sign_batch};
@@ -284,7 +284,8 @@ fn sign_case(c: &Case<'_>, backend: Backend, pool: &SigningPool) -> SignedItem {
         key_id: c.key_pair_id,
         ..ItemSpec::default()
     };
-    let (mut results, stats) = pool.run_blocking(|on| sign_batch(&[item], &ctx, &keys, on));
+    let (mut results, stats) =
+        pool.run_blocking(|on| sign_batch(&[item], &ctx, &keys, Site::Pool(on)));
     assert_eq!(stats.signed, 1, "{}", c.name);
     results
         .pop()

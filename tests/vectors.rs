@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use cdnsign::signing::keys::{Backend, HashAlg, KeySet, KeySpec, PemSource, SigningKey};
-use cdnsign::signing::pool::SigningPool;
+use cdnsign::signing::pool::{SigningPool, Site};
 use cdnsign::signing::sign_batch;
 use cdnsign::signing::validate::{BatchContext, ItemSpec};
 use cdnsign::signing::verify::{VerifyKey, verify_url};
@@ -85,7 +85,8 @@ fn matches_botocore_byte_for_byte() {
                     now: expires - 1,
                     grant: None,
                 };
-                let (results, stats) = pool.run_blocking(|on| sign_batch(&[item], &ctx, &keys, on));
+                let (results, stats) =
+                    pool.run_blocking(|on| sign_batch(&[item], &ctx, &keys, Site::Pool(on)));
                 let signed = results[0]
                     .as_ref()
                     .unwrap_or_else(|e| panic!("{name} ({backend:?}, {key_file}): {e}"));

@@ -411,6 +411,38 @@ impl SigningKey {
     }
 }
 
+impl SigningKey {
+    /// Signs `msg` with an ECDSA key on the calling thread (see [`Site::CallerThread`]).
+    /// Contains no RSA code: an RSA key returns an error, so RSA stays on the pool.
+    ///
+    /// [`Site::CallerThread`]: super::pool::Site::CallerThread
+    pub fn sign_ecdsa_here(&self, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        match &self.inner {
+            #[cfg(feature = "openssl-backend")]
+            Inner::OpensslEc { pkey, uid } => {
+                openssl_ec_sign(pkey, *uid, self.hash, msg).map_err(|e| CryptoError {
+                    backend: "openssl",
+                    reason: e.to_string(),
+                })
+            }
+            #[cfg(feature = "pure-rust")]
+            Inner::RustEcdsa(key) => rust_sign_ecdsa(key, self.hash, msg),
+            #[cfg(feature = "openssl-backend")]
+            Inner::Openssl(_) => Err(rsa_off_pool()),
+            #[cfg(feature = "pure-rust")]
+            Inner::RustSha1(_) | Inner::RustSha256(_) => Err(rsa_off_pool()),
+        }
+    }
+}
+
+/// What [`SigningKey::sign_ecdsa_here`] answers for an RSA key (a bug in the caller).
+fn rsa_off_pool() -> CryptoError {
+    CryptoError {
+        backend: "cdnsign",
+        reason: "RSA keys sign only on the signing pool".to_owned(),
+    }
+}
+
 /// Parses an EC P-256 private key from PKCS#8 (`BEGIN PRIVATE KEY`) or SEC1
 /// (`BEGIN EC PRIVATE KEY`) PEM; keys on any other curve fail.
 #[cfg(feature = "pure-rust")]

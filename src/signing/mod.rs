@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use keys::{CryptoError, HashAlg, KeySet, SigningKey};
 use policy::cf_base64;
-use pool::OnPool;
+use pool::Site;
 use validate::{BatchContext, ItemSpec, Prepared};
 
 /// The request field an item error is about; names match the proto's `SignItem` fields.
@@ -193,16 +193,19 @@ pub struct BatchStats {
 /// Signs a batch. Results are in input order; a bad item yields its own error and never
 /// affects the others. Items with the same key and byte-identical policy share one
 /// signature (a playlist under one wildcard policy costs one RSA operation).
+///
+/// On [`Site::Pool`] items and signatures spread over the pool's threads; on
+/// [`Site::CallerThread`] they run in order on this thread and RSA keys refuse to sign
+/// (their items get [`SignError::Crypto`]).
 pub fn sign_batch<T: AsItemSpec + Sync>(
     items: &[T],
     ctx: &BatchContext,
     keys: &KeySet,
-    on_pool: &OnPool,
+    site: Site<'_>,
 ) -> (Vec<Result<SignedItem, SignError>>, BatchStats) {
-    let prepared: Vec<Result<Prepared, SignError>> = items
-        .par_iter()
-        .map(|item| validate::prepare(&item.item_spec(), ctx, keys))
-        .collect();
+    let prepared: Vec<Result<Prepared, SignError>> = map_at(site, items, |item| {
+        validate::prepare(&item.item_spec(), ctx, keys)
+    });
 
     // Group by (key, policy). Keys are compared by identity: a snapshot holds one Arc
     // per id.
@@ -225,15 +228,16 @@ pub fn sign_batch<T: AsItemSpec + Sync>(
     }
 
     type GroupOut = Result<(Arc<str>, Option<Arc<str>>), SignError>;
-    let signed_groups: Vec<GroupOut> = groups
-        .par_iter()
-        .map(|p| {
-            let sig = p.key.sign(p.policy.as_bytes(), on_pool)?;
-            p.key.counters().signatures.increment(1);
-            let policy_b64 = p.custom.then(|| Arc::from(cf_base64(p.policy.as_bytes())));
-            Ok((Arc::from(cf_base64(&sig)), policy_b64))
-        })
-        .collect();
+    let signed_groups: Vec<GroupOut> = map_at(site, &groups, |p| {
+        let msg = p.policy.as_bytes();
+        let sig = match site {
+            Site::Pool(on_pool) => p.key.sign(msg, on_pool)?,
+            Site::CallerThread => p.key.sign_ecdsa_here(msg)?,
+        };
+        p.key.counters().signatures.increment(1);
+        let policy_b64 = p.custom.then(|| Arc::from(cf_base64(msg)));
+        Ok((Arc::from(cf_base64(&sig)), policy_b64))
+    });
 
     let mut stats = BatchStats {
         signatures: groups.len(),
@@ -262,6 +266,19 @@ pub fn sign_batch<T: AsItemSpec + Sync>(
         }
     }
     (results, stats)
+}
+
+/// `items.map(f)`, in parallel on the pool, in order on the caller's thread (where rayon's
+/// `par_iter` would hand the work to rayon's global pool and block).
+fn map_at<T: Sync, R: Send>(
+    site: Site<'_>,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync + Send,
+) -> Vec<R> {
+    match site {
+        Site::Pool(_) => items.par_iter().map(f).collect(),
+        Site::CallerThread => items.iter().map(f).collect(),
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::keys::{Backend, HashAlg, KeySet, SigningKey};
-use super::pool::SigningPool;
+use super::pool::{SigningPool, Site};
 use super::validate::{BatchContext, ItemSpec};
 use super::verify::{VerifyKey, verify_url};
 use super::*;
@@ -70,7 +70,8 @@ fn one_bad_item_in_a_thousand_fails_alone() {
                 ..ItemSpec::default()
             })
             .collect();
-        let (results, stats) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+        let (results, stats) =
+            pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, Site::Pool(on)));
         assert_eq!(results.len(), 1000);
         assert_eq!(stats.signed, 999);
         assert_eq!(stats.failed, 1);
@@ -107,7 +108,8 @@ fn a_playlist_under_one_wildcard_policy_costs_one_signature() {
             ..ItemSpec::default()
         })
         .collect();
-    let (results, stats) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+    let (results, stats) =
+        pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, Site::Pool(on)));
     assert_eq!(stats.signatures, 1);
     assert_eq!(stats.signed, 10_000);
     let vk = verify_key();
@@ -128,7 +130,8 @@ fn existing_query_string_gets_an_ampersand() {
         url: "https://d.example/a.m3u8?lang=en",
         ..ItemSpec::default()
     }];
-    let (results, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+    let (results, _) =
+        pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, Site::Pool(on)));
     let url = results[0].as_ref().expect("signed").signed_url();
     assert!(
         url.starts_with("https://d.example/a.m3u8?lang=en&Expires=1700003600&Signature="),
@@ -148,7 +151,8 @@ fn custom_conditions_are_enforced_by_verify() {
         ip_range: "192.0.2.0/24",
         ..ItemSpec::default()
     }];
-    let (results, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+    let (results, _) =
+        pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, Site::Pool(on)));
     let url = results[0].as_ref().expect("signed").signed_url();
     let vk = verify_key();
     let early = verify_url(&url, &vk, NOW + 50, None);
@@ -222,7 +226,8 @@ fn expiry_rules() {
         ),
     ];
     let items: Vec<ItemSpec<'_>> = cases.iter().map(|c| c.0).collect();
-    let (results, stats) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+    let (results, stats) =
+        pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, Site::Pool(on)));
     assert_eq!(stats.failed, cases.len());
     for (r, (_, field, text)) in results.iter().zip(&cases) {
         let e = r.as_ref().expect_err("must fail");
@@ -246,7 +251,8 @@ fn unknown_key_is_per_item() {
             ..ItemSpec::default()
         },
     ];
-    let (results, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+    let (results, _) =
+        pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, Site::Pool(on)));
     assert!(matches!(results[0], Err(SignError::UnknownKey(_))));
     assert!(results[1].is_ok());
 }
@@ -260,7 +266,8 @@ fn cookies_carry_the_same_signature_as_the_url() {
         policy_resource: "https://d.example/hls/*",
         ..ItemSpec::default()
     }];
-    let (results, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+    let (results, _) =
+        pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, Site::Pool(on)));
     let item = results[0].as_ref().expect("signed");
     let cookies = item.cookies();
     let names: Vec<&str> = cookies.iter().map(|c| c.0).collect();
@@ -290,7 +297,8 @@ fn backends_agree_byte_for_byte() {
                 url: "https://d/a",
                 ..ItemSpec::default()
             }];
-            let (r, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+            let (r, _) =
+                pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, Site::Pool(on)));
             r[0].as_ref().expect("signed").signed_url()
         })
         .collect();
@@ -315,7 +323,7 @@ mod properties {
                 None => format!("https://d111111abcdef8.cloudfront.net/{path}"),
             };
             let items = [ItemSpec { url: &url, custom_policy: custom, ..ItemSpec::default() }];
-            let (results, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+            let (results, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, Site::Pool(on)));
             match &results[0] {
                 Ok(item) => {
                     let signed = item.signed_url();
@@ -336,12 +344,59 @@ mod properties {
             let pool = SigningPool::new(1).expect("pool");
             let keys = keyset(Backend::default());
             let items = [ItemSpec { url: &url, policy_resource: &resource, ip_range: &ip, expires_at: exp, ttl_seconds: ttl, not_before: nb, ..ItemSpec::default() }];
-            let (results, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, on));
+            let (results, _) = pool.run_blocking(|on| sign_batch(&items, &ctx(&keys), &keys, Site::Pool(on)));
             if let Ok(item) = &results[0] {
                 let v = verify_url(&item.signed_url(), &verify_key(), NOW + 1, None);
                 prop_assert!(v.signature_valid);
                 prop_assert!(v.policy.as_deref().is_some_and(|p| serde_json::from_str::<serde_json::Value>(p).is_ok()));
             }
+        }
+    }
+}
+
+#[test]
+fn on_the_caller_thread_ecdsa_signs_and_rsa_refuses() {
+    for backend in backends() {
+        let rsa = SigningKey::from_pem(
+            KEY_ID,
+            &repo_file("config/dev-keys/TEST-ONLY-cloudfront.pem"),
+            HashAlg::Sha1,
+            backend,
+        )
+        .expect("rsa key");
+        let ec = SigningKey::from_pem(
+            "KEC",
+            &repo_file("tests/fixtures/keys/ec-p256.pem"),
+            HashAlg::Sha256,
+            backend,
+        )
+        .expect("ec key");
+        let keys = KeySet::from_keys([rsa, ec]);
+        let items = [
+            ItemSpec {
+                url: "https://d111111abcdef8.cloudfront.net/ec.ts",
+                key_id: "KEC",
+                ..ItemSpec::default()
+            },
+            ItemSpec {
+                url: "https://d111111abcdef8.cloudfront.net/rsa.ts",
+                ..ItemSpec::default()
+            },
+        ];
+        // No pool anywhere: this is the test thread.
+        assert!(!pool::OnPool::is_pool_thread());
+        let (results, stats) = sign_batch(&items, &ctx(&keys), &keys, Site::CallerThread);
+        assert_eq!((stats.signed, stats.failed), (1, 1), "{backend:?}");
+        let url = results[0].as_ref().expect("ec item signs").signed_url();
+        let vk =
+            VerifyKey::from_pem(&repo_file("tests/fixtures/keys/ec-p256.pub.pem")).expect("ec pub");
+        let v = verify_url(&url, &vk, NOW, None);
+        assert!(v.valid(), "{url}: {:?}", v.problems);
+        match &results[1] {
+            Err(SignError::Crypto(e)) => {
+                assert!(e.to_string().contains("only on the signing pool"), "{e}")
+            }
+            other => panic!("{backend:?}: RSA signed off the pool: {other:?}"),
         }
     }
 }
