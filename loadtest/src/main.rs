@@ -2,8 +2,10 @@
 //!
 //! `run` sends batches of distinct URLs (or a playlist under one wildcard policy) from
 //! `--concurrency` workers over `--connections` HTTP/2 connections, unary or streaming,
-//! closed-loop or paced at `--rate` requests/s (latency then counts from each request's
-//! scheduled start, so a stalled server cannot hide its queueing). It reports URLs/s and
+//! closed-loop or paced at `--rate` requests/s (a pacer thread hands out scheduled starts
+//! to free workers; latency then counts from each request's scheduled start, so a stalled
+//! server cannot hide its queueing, and the generator's own lateness is reported beside
+//! it). It reports URLs/s and
 //! latency p50/p90/p99/max from an HDR histogram, samples the server's RSS from
 //! `/proc/<pid>/status` during the run, and then measures `openssl speed -multi N` for the
 //! same algorithm (detected from the signatures the server returned) so the result is a
@@ -93,6 +95,10 @@ struct RunArgs {
     /// Pace requests at this many per second in total instead of closed-loop.
     #[arg(long)]
     rate: Option<f64>,
+    /// Threads of the load generator's own runtime (0 = one per core). One thread is the
+    /// lightest probe when client and server share the cores: fewer cross-thread wake-ups.
+    #[arg(long, default_value_t = 0)]
+    client_threads: usize,
     /// Server process to sample RSS from (/proc/PID/status).
     #[arg(long)]
     server_pid: Option<u32>,

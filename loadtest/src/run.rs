@@ -68,6 +68,9 @@ pub(crate) struct RunResult {
     pub(crate) playlist: bool,
     pub(crate) concurrency: usize,
     pub(crate) connections: usize,
+    /// Load generator runtime threads (0 = one per core).
+    #[serde(default)]
+    pub(crate) client_threads: usize,
     pub(crate) rate: Option<f64>,
     pub(crate) seconds: f64,
     pub(crate) requests: u64,
@@ -414,10 +417,11 @@ pub(crate) fn main(args: RunArgs) -> ExitCode {
         eprintln!("cdnsign-loadtest: --rate must be positive");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if args.client_threads > 0 {
+        builder.worker_threads(args.client_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cdnsign-loadtest: cannot start the runtime: {e}");
@@ -620,6 +624,7 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
         playlist: args.playlist,
         concurrency: args.concurrency,
         connections: args.connections,
+        client_threads: args.client_threads,
         rate: args.rate,
         seconds,
         requests,
