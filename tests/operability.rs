@@ -43,13 +43,9 @@ fn value(scrape: &str, series: &str) -> f64 {
 async fn metrics_show_every_signing_family_and_no_url_or_signature() {
     let mut config = test_config("", "");
     config.metrics.listen = Some("127.0.0.1:0".parse().expect("addr"));
-    let server = cdnsign::server::Server::bind(config).await.expect("bind");
-    let metrics_addr = server.metrics_addr().expect("metrics listener");
-    let addr = server.local_addr();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(server.serve(async {
-        let _ = rx.await;
-    }));
+    let server = start(config).await;
+    let metrics_addr = server.metrics.expect("metrics listener");
+    let addr = server.addr;
 
     let mut c = SignerClient::connect(format!("http://{addr}"))
         .await
@@ -136,8 +132,7 @@ async fn metrics_show_every_signing_family_and_no_url_or_signature() {
     ] {
         assert!(!text.contains(secret), "metrics leak {secret:?}");
     }
-    let _ = tx.send(());
-    handle.await.expect("task").expect("clean stop");
+    server.stop().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,13 +211,9 @@ async fn small_ecdsa_requests_skip_the_pool_and_rsa_never_does() {
         ),
     );
     config.metrics.listen = Some("127.0.0.1:0".parse().expect("addr"));
-    let server = cdnsign::server::Server::bind(config).await.expect("bind");
-    let metrics_addr = server.metrics_addr().expect("metrics listener");
-    let addr = server.local_addr();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(server.serve(async {
-        let _ = rx.await;
-    }));
+    let server = start(config).await;
+    let metrics_addr = server.metrics.expect("metrics listener");
+    let addr = server.addr;
     let mut c = SignerClient::connect(format!("http://{addr}"))
         .await
         .expect("connect");
@@ -290,6 +281,5 @@ async fn small_ecdsa_requests_skip_the_pool_and_rsa_never_does() {
         delta(r#"cdnsign_signatures_total{key_id="KECTEST",algorithm="ecdsa_sha256"}"#),
         7.0
     );
-    let _ = tx.send(());
-    handle.await.expect("task").expect("clean stop");
+    server.stop().await.expect("clean stop");
 }

@@ -395,18 +395,13 @@ impl SigningKey {
                 signer.sign_to_vec().map_err(err)
             }
             #[cfg(feature = "openssl-backend")]
-            Inner::OpensslEc { pkey, uid } => {
-                openssl_ec_sign(pkey, *uid, self.hash, msg).map_err(|e| CryptoError {
-                    backend: "openssl",
-                    reason: e.to_string(),
-                })
-            }
+            Inner::OpensslEc { .. } => self.sign_ecdsa_here(msg),
             #[cfg(feature = "pure-rust")]
             Inner::RustSha1(key) => rust_sign(key.as_ref(), msg),
             #[cfg(feature = "pure-rust")]
             Inner::RustSha256(key) => rust_sign(key.as_ref(), msg),
             #[cfg(feature = "pure-rust")]
-            Inner::RustEcdsa(key) => rust_sign_ecdsa(key, self.hash, msg),
+            Inner::RustEcdsa(_) => self.sign_ecdsa_here(msg),
         }
     }
 }

@@ -41,6 +41,8 @@ path = "{key}"
 
 pub struct Running {
     pub addr: SocketAddr,
+    /// The metrics listener, when the config has one.
+    pub metrics: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     pub handle: JoinHandle<Result<(), ServerError>>,
 }
@@ -62,12 +64,14 @@ impl Running {
 pub async fn start(config: Config) -> Running {
     let server = Server::bind(config).await.expect("bind");
     let addr = server.local_addr();
+    let metrics = server.metrics_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(server.serve(async {
         let _ = rx.await;
     }));
     Running {
         addr,
+        metrics,
         stop: Some(tx),
         handle,
     }
