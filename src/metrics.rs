@@ -121,7 +121,11 @@ fn describe() {
     describe_histogram!(
         SIGN_DURATION,
         Unit::Seconds,
-        "Time a batch ran on the signing pool"
+        "Time a batch took to sign, on the pool or on the calling thread"
+    );
+    describe_counter!(
+        SIGN_BATCHES,
+        "Signing batches, by where they ran: pool, or caller_thread for small ECDSA requests"
     );
     describe_gauge!(POOL_QUEUE_DEPTH, "Batches waiting for a signing thread");
     describe_gauge!(POOL_BUSY, "Batches running on the signing pool");
