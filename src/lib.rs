@@ -3,7 +3,8 @@
 //! Data flow of a signing request:
 //!
 //! 1. [`grpc::sign`] receives a batch (`cdnsign.v1.Signer`), checks request-wide limits,
-//!    takes a snapshot of the key cache and hands the whole batch to the signing pool.
+//!    takes a snapshot of the key cache and hands the whole batch to the signing pool (a
+//!    request of a few ECDSA signatures is signed right there; RSA never is).
 //! 2. On the pool ([`signing::pool`]), [`signing::validate`] turns each item into a
 //!    policy ([`signing::policy`]) or a per-item error; identical policies are grouped and
 //!    signed once with a pre-parsed key ([`signing::keys`]); results render as URLs or
@@ -15,7 +16,8 @@
 //! and purge targets item by item.
 //!
 //! Around it: [`config`] (TOML + `CDNSIGN_*` env), [`server`] (assembly, health,
-//! reflection, SIGHUP key reload, graceful shutdown), [`grpc::layers`] (per-call span,
+//! reflection, SIGHUP key reload, graceful shutdown, with [`linger`] closing connections
+//! without losing the end of a response), [`grpc::layers`] (per-call span,
 //! request id, request metrics), [`metrics`] (Prometheus), [`telemetry`] (logs),
 //! [`shutdown`] (signals), [`cli`] (offline `sign`/`cookies`/`verify`), and
 //! [`signing::verify`] (checks a signed URL the way CloudFront would).
@@ -27,6 +29,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod linger;
 pub mod metrics;
 pub mod purge;
 pub mod server;
