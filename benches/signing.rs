@@ -58,17 +58,6 @@ fn tune(group: &mut BenchmarkGroup<'_, WallTime>, slow: bool) {
     }
 }
 
-fn backends() -> Vec<Backend> {
-    let mut v = Vec::new();
-    if cfg!(feature = "openssl-backend") {
-        v.push(Backend::Openssl);
-    }
-    if cfg!(feature = "pure-rust") {
-        v.push(Backend::PureRust);
-    }
-    v
-}
-
 /// (label, key file, digest) for each algorithm CloudFront accepts.
 const ALGORITHMS: [(&str, &str, HashAlg); 3] = [
     ("rsa2048-sha1", RSA_KEY, HashAlg::Sha1),
@@ -106,7 +95,7 @@ fn bench_policy(c: &mut Criterion) {
         b.iter(|| cf_base64(black_box(&sig)))
     });
 
-    let keys = KeySet::from_keys([key("K1", EC_KEY, HashAlg::Sha256, backends()[0])]);
+    let keys = KeySet::from_keys([key("K1", EC_KEY, HashAlg::Sha256, Backend::compiled()[0])]);
     let ctx = BatchContext {
         default_key: keys.get("K1"),
         default_key_id: "K1".into(),
@@ -130,7 +119,7 @@ fn bench_policy(c: &mut Criterion) {
 fn bench_sign(c: &mut Criterion) {
     let pool = SigningPool::new(1).expect("pool");
     let msg = canned_json(&segment_url(7), 1_767_225_600);
-    for backend in backends() {
+    for backend in Backend::compiled() {
         let mut g = c.benchmark_group(format!("sign/{}", backend.as_str()));
         tune(&mut g, backend == Backend::PureRust);
         g.throughput(Throughput::Elements(1));
@@ -170,7 +159,7 @@ fn bench_batch(c: &mut Criterion) {
             ..ItemSpec::default()
         })
         .collect();
-    for backend in backends() {
+    for backend in Backend::compiled() {
         let mut g = c.benchmark_group(format!("batch/{}", backend.as_str()));
         tune(&mut g, true);
         g.throughput(Throughput::Elements(BATCH as u64));

@@ -33,17 +33,6 @@ fn vectors() -> Value {
     serde_json::from_str(&read("tests/fixtures/sdk_js_vectors.json")).expect("vectors json")
 }
 
-fn backends() -> Vec<Backend> {
-    let mut v = Vec::new();
-    if cfg!(feature = "openssl-backend") {
-        v.push(Backend::Openssl);
-    }
-    if cfg!(feature = "pure-rust") {
-        v.push(Backend::PureRust);
-    }
-    v
-}
-
 /// One vector, with the fields the tests use.
 struct Case<'a> {
     name: &'a str,
@@ -298,7 +287,7 @@ fn our_signatures_match_or_verify_like_the_sdk() {
     let doc = vectors();
     let pool = SigningPool::new(1).expect("pool");
     let mut openssl_cli_checked = 0;
-    for backend in backends() {
+    for backend in Backend::compiled() {
         for v in doc["cases"].as_array().expect("cases") {
             let c = Case::from(&doc, v);
             let what = format!("{} ({backend:?})", c.name);

@@ -19,17 +19,6 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(repo(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-fn backends() -> Vec<Backend> {
-    let mut v = Vec::new();
-    if cfg!(feature = "openssl-backend") {
-        v.push(Backend::Openssl);
-    }
-    if cfg!(feature = "pure-rust") {
-        v.push(Backend::PureRust);
-    }
-    v
-}
-
 fn vectors() -> Value {
     serde_json::from_str(&read("tests/fixtures/cloudfront_vectors.json")).expect("vectors json")
 }
@@ -52,7 +41,7 @@ fn matches_botocore_byte_for_byte() {
     let cases = doc["cases"].as_array().expect("cases");
     assert!(cases.len() >= 20, "expected the full vector set");
     let pool = SigningPool::new(2).expect("pool");
-    for backend in backends() {
+    for backend in Backend::compiled() {
         // PKCS#1 with the TEST ONLY comment header, and the same key as PKCS#8.
         for key_file in [
             "config/dev-keys/TEST-ONLY-cloudfront.pem",
@@ -141,7 +130,7 @@ fn botocore_urls_verify_with_our_verifier() {
 
 #[test]
 fn key_formats_and_bad_keys() {
-    for backend in backends() {
+    for backend in Backend::compiled() {
         let err = SigningKey::from_pem(
             "K1",
             &read("tests/fixtures/keys/not-a-key.pem"),

@@ -19,7 +19,7 @@ use crate::config::SigningConfig;
 use crate::metrics::{ITEMS_DENIED, RATE_LIMITED, SignMetrics};
 use crate::proto;
 use crate::proto::signer_server::Signer;
-use crate::signing::keys::{KeyKind, KeySet, KeyStore};
+use crate::signing::keys::{KeyKind, KeySet, KeyStore, SigningKey};
 use crate::signing::pool::{JobTiming, SigningPool};
 use crate::signing::validate::{BatchContext, ItemSpec};
 use crate::signing::{AsItemSpec, BatchStats, SignError, SignedItem, sign_batch};
@@ -217,14 +217,14 @@ impl SignerService {
     fn few_ecdsa<T: AsItemSpec>(&self, items: &[T], ctx: &BatchContext, keys: &KeySet) -> bool {
         items.len() <= self.limits.inline_ecdsa_max_items
             && items.iter().all(|item| {
+                let ecdsa = |k: &SigningKey| k.kind() == KeyKind::EcdsaP256;
                 let id = item.item_spec().key_id;
-                let key = if id.is_empty() {
-                    ctx.default_key.clone()
-                } else {
-                    keys.get(id)
-                };
                 // An unknown key signs nothing: its item only gets an error.
-                key.is_none_or(|k| k.kind() == KeyKind::EcdsaP256)
+                if id.is_empty() {
+                    ctx.default_key.as_deref().is_none_or(ecdsa)
+                } else {
+                    keys.get(id).as_deref().is_none_or(ecdsa)
+                }
             })
     }
 

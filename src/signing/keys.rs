@@ -79,6 +79,18 @@ impl Default for Backend {
 }
 
 impl Backend {
+    /// The backends this build can sign with, default first.
+    pub fn compiled() -> Vec<Backend> {
+        let mut v = Vec::new();
+        if cfg!(feature = "openssl-backend") {
+            v.push(Backend::Openssl);
+        }
+        if cfg!(feature = "pure-rust") {
+            v.push(Backend::PureRust);
+        }
+        v
+    }
+
     /// Label value.
     pub fn as_str(self) -> &'static str {
         match self {

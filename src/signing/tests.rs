@@ -16,17 +16,6 @@ fn repo_file(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-pub(super) fn backends() -> Vec<Backend> {
-    let mut v = Vec::new();
-    if cfg!(feature = "openssl-backend") {
-        v.push(Backend::Openssl);
-    }
-    if cfg!(feature = "pure-rust") {
-        v.push(Backend::PureRust);
-    }
-    v
-}
-
 fn keyset(backend: Backend) -> KeySet {
     let pem = repo_file("config/dev-keys/TEST-ONLY-cloudfront.pem");
     KeySet::from_keys([SigningKey::from_pem(KEY_ID, &pem, HashAlg::Sha1, backend).expect("key")])
@@ -52,7 +41,7 @@ fn verify_key() -> VerifyKey {
 #[test]
 fn one_bad_item_in_a_thousand_fails_alone() {
     let pool = SigningPool::new(2).expect("pool");
-    for backend in backends() {
+    for backend in Backend::compiled() {
         let keys = keyset(backend);
         let urls: Vec<String> = (0..1000)
             .map(|i| {
@@ -289,7 +278,7 @@ fn cookies_carry_the_same_signature_as_the_url() {
 #[test]
 fn backends_agree_byte_for_byte() {
     let pool = SigningPool::new(1).expect("pool");
-    let outs: Vec<String> = backends()
+    let outs: Vec<String> = Backend::compiled()
         .into_iter()
         .map(|b| {
             let keys = keyset(b);
@@ -356,7 +345,7 @@ mod properties {
 
 #[test]
 fn on_the_caller_thread_ecdsa_signs_and_rsa_refuses() {
-    for backend in backends() {
+    for backend in Backend::compiled() {
         let rsa = SigningKey::from_pem(
             KEY_ID,
             &repo_file("config/dev-keys/TEST-ONLY-cloudfront.pem"),
