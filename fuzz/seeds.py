@@ -32,6 +32,11 @@ def cases():
     return vectors["cases"]
 
 
+def escapes():
+    path = ROOT / "tests/fixtures/escapes/grant_escapes.json"
+    return json.loads(path.read_text())["escapes"]
+
+
 # ---------------------------------------------------------------- policy (text lines)
 
 
@@ -67,6 +72,12 @@ def policy_seeds():
     yield policy_seed("http://cdn.example.com/a/b/c.ts", "http://cdn.example.com:80/a/b/*",
                       ttl="60", flags="gc")
     yield policy_seed(f"{d}/hls/x.ts", key=KEY_SHA256, ttl="60", flags="g")
+    # Every escape the security test sends (issue 10), as the granted fuzz client.
+    for e in escapes():
+        if e["field"] == "url":
+            yield policy_seed(e["text"], ttl="600", flags="g")
+        else:
+            yield policy_seed(f"{d}/hls/ok.ts", e["text"], ttl="600", flags="g")
 
 
 # ---------------------------------------------------------------- url (raw text)
@@ -85,6 +96,8 @@ def url_seeds():
     yield b"https://D111111ABCDEF8.cloudfront.net:443/hls/a/./b/%2E%2E/c.ts?x=%41"
     yield b"https://d111111abcdef8.cloudfront.net/hls/..%2f..%2fsecret"
     yield b"http://cdn.example.com:80/a/b/../b/c"
+    for e in escapes():
+        yield e["text"].encode()
 
 
 # ---------------------------------------------------------------- config (TOML)

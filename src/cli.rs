@@ -1,5 +1,5 @@
-//! Command line: `serve`, and the offline tools `sign`, `cookies` and `verify`, which use
-//! the same validation, policy and signing code as the service.
+//! Command line: `serve`, `check-config`, and the offline tools `sign`, `cookies` and
+//! `verify`, which use the same validation, policy and signing code as the service.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -34,6 +34,10 @@ pub enum Command {
     Cookies(SignArgs),
     /// Check a signed URL: prints valid/invalid and why; exit 0 only when valid.
     Verify(VerifyArgs),
+    /// Load and validate the configuration as `serve` would (file, CDNSIGN_* environment,
+    /// keys parsed, clients resolved, TLS files read, targets checked) without binding a
+    /// port: exit 0 with a one-line summary, or exit 2 listing every problem.
+    CheckConfig(ServeArgs),
 }
 
 /// `serve` flags.
@@ -132,6 +136,7 @@ pub fn run_offline(command: Command) -> ExitCode {
         Command::Sign(args) => sign(&args, false),
         Command::Cookies(args) => sign(&args, true),
         Command::Verify(args) => verify(&args),
+        Command::CheckConfig(args) => check_config(&args),
     };
     match result {
         Ok(code) => code,
@@ -140,6 +145,16 @@ pub fn run_offline(command: Command) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn check_config(args: &ServeArgs) -> Result<ExitCode, String> {
+    let live = crate::live::Live::load(args.config.as_deref(), None).map_err(|e| e.to_string())?;
+    println!(
+        "config OK: {}: {}",
+        live.config.source.describe(),
+        live.summary()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn sign(args: &SignArgs, cookies: bool) -> Result<ExitCode, String> {

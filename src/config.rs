@@ -191,6 +191,14 @@ pub struct SigningConfig {
     /// worker that received them instead of the pool (an ECDSA signature costs less than
     /// the two thread hand-offs); 0 = always the pool. RSA always runs on the pool.
     pub inline_ecdsa_max_items: usize,
+    /// Most items admitted to the signing pool and not yet finished; past it a request is
+    /// refused with RESOURCE_EXHAUSTED (and a RetryInfo) before any work. A request that
+    /// finds the pool idle is always admitted, so a batch of `max_batch` can always run.
+    pub max_queued_items: usize,
+    /// With the pure-Rust backend, `serve` refuses RSA keys unless this is true: the `rsa`
+    /// crate's private-key operation is not constant-time (RUSTSEC-2023-0071, Marvin), and a
+    /// signing server is exactly what an attacker can time over the network.
+    pub allow_variable_time_rsa: bool,
 }
 
 impl Default for SigningConfig {
@@ -203,6 +211,8 @@ impl Default for SigningConfig {
             backend: Backend::default(),
             max_stream_batches: 0,
             inline_ecdsa_max_items: 4,
+            max_queued_items: 20_000,
+            allow_variable_time_rsa: false,
         }
     }
 }
@@ -248,20 +258,76 @@ pub enum LogFormat {
     Json,
 }
 
-/// The config could not be loaded.
+/// The config could not be loaded: every problem found, each naming the key and where it
+/// came from. Printed once, as a list.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// TOML syntax, a wrong type, or a bad environment override.
-    #[error("config: {0}")]
-    Parse(#[from] Box<figment::Error>),
-    /// Parsed, but inconsistent.
-    #[error("config: {0}")]
-    Invalid(String),
+#[error("{}", render_problems(origin, problems))]
+pub struct ConfigError {
+    /// The file (or "the built-in dev config").
+    pub origin: String,
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+fn render_problems(origin: &str, problems: &[String]) -> String {
+    match problems {
+        [one] => format!("config {origin}: {one}"),
+        many => {
+            let mut out = format!("config {origin}: {} problems:", many.len());
+            for p in many {
+                out.push_str("\n  - ");
+                out.push_str(p);
+            }
+            out
+        }
+    }
+}
+
+impl ConfigSource {
+    /// The file, if it is one (what `load` takes).
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::File(p) => Some(p),
+            ConfigSource::BuiltinDev => None,
+        }
+    }
+
+    /// How messages name this source.
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigSource::BuiltinDev => "the built-in dev config".into(),
+            ConfigSource::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Environment variables that set config keys: `CDNSIGN_<SECTION>__<KEY>`. Other
+/// `CDNSIGN_*` variables (tools and tests use a few) are not config and are left alone.
+fn env_overrides() -> Env {
+    Env::prefixed("CDNSIGN_")
+        .filter(|key| key.as_str().contains("__"))
+        .split("__")
 }
 
 impl Config {
     /// Loads `path`, or the built-in dev config when `None`, then applies `CDNSIGN_*`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (config, problems) = Self::load_reporting(path)?;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                origin: config.source.describe(),
+                problems,
+            })
+        }
+    }
+
+    /// [`load`](Self::load), returning the config with its problems (unknown keys, broken
+    /// rules) instead of failing on them, so a caller can add the problems it finds in
+    /// keys, clients and TLS files and report them all at once. Fails only when the
+    /// sources do not parse into a config at all.
+    pub fn load_reporting(path: Option<&Path>) -> Result<(Config, Vec<String>), ConfigError> {
         let (figment, source) = match path {
             Some(p) => (
                 Figment::new().merge(Toml::file_exact(p)),
@@ -272,7 +338,7 @@ impl Config {
                 ConfigSource::BuiltinDev,
             ),
         };
-        Self::from_figment(figment.merge(Env::prefixed("CDNSIGN_").split("__")), source)
+        Self::parse(figment.merge(env_overrides()), source)
     }
 
     /// Parses TOML text (tests); relative paths resolve against `base_dir`.
@@ -284,65 +350,88 @@ impl Config {
     }
 
     fn from_figment(figment: Figment, source: ConfigSource) -> Result<Config, ConfigError> {
-        let mut config: Config = figment.extract().map_err(Box::new)?;
-        config.source = source;
-        config.validate()?;
-        Ok(config)
+        let (config, problems) = Self::parse(figment, source)?;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                origin: config.source.describe(),
+                problems,
+            })
+        }
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn parse(figment: Figment, source: ConfigSource) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut config: Config = figment.extract().map_err(|errors| ConfigError {
+            origin: source.describe(),
+            problems: errors.into_iter().map(|e| e.to_string()).collect(),
+        })?;
+        let mut problems = unknown_keys(&figment, &source);
+        config.source = source;
+        config.validate(&mut problems);
+        Ok((config, problems))
+    }
+
+    /// Consistency rules the types cannot express; one message per problem.
+    fn validate(&self, problems: &mut Vec<String>) {
         let s = &self.signing;
         if s.max_batch == 0 {
-            return Err(ConfigError::Invalid(
-                "signing.max_batch must be at least 1".into(),
-            ));
+            problems.push("signing.max_batch must be at least 1".into());
         }
         if s.max_ttl_seconds <= 0 {
-            return Err(ConfigError::Invalid(
-                "signing.max_ttl_seconds must be positive".into(),
-            ));
+            problems.push("signing.max_ttl_seconds must be positive".into());
+        }
+        if s.max_queued_items == 0 {
+            problems.push("signing.max_queued_items must be at least 1".into());
         }
         if self.server.max_message_bytes < 1024 {
-            return Err(ConfigError::Invalid(
-                "server.max_message_bytes must be at least 1024".into(),
-            ));
+            problems.push("server.max_message_bytes must be at least 1024".into());
         }
         let mut seen = std::collections::HashSet::new();
-        for k in &self.keys {
+        for (i, k) in self.keys.iter().enumerate() {
             if k.id.is_empty() || !k.id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(ConfigError::Invalid(format!(
-                    "keys: id {:?} must be non-empty ASCII letters and digits (a CloudFront key id)",
+                problems.push(format!(
+                    "keys[{i}]: id {:?} must be non-empty ASCII letters and digits (a CloudFront key id)",
                     k.id
-                )));
+                ));
             }
             if !seen.insert(&k.id) {
-                return Err(ConfigError::Invalid(format!(
-                    "keys: id {} appears twice",
-                    k.id
-                )));
+                problems.push(format!("keys[{i}]: id {} appears twice", k.id));
             }
         }
         if self.clients.is_empty() && !self.server.allow_unauthenticated {
-            return Err(ConfigError::Invalid(
+            problems.push(
                 "no [[clients]] configured and server.allow_unauthenticated is not true: \
                  refusing to start a signing service anyone could call"
                     .into(),
-            ));
+            );
         }
         if self.server.max_concurrent_requests == 0 {
-            return Err(ConfigError::Invalid(
-                "server.max_concurrent_requests must be at least 1".into(),
+            problems.push("server.max_concurrent_requests must be at least 1".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            problems.push(format!(
+                "log.filter {:?} is not a valid filter: {e}",
+                self.log.filter
             ));
         }
-        crate::auth::Authenticator::from_config(self).map_err(ConfigError::Invalid)?;
         if !s.default_key_id.is_empty() && !seen.contains(&s.default_key_id) {
-            return Err(ConfigError::Invalid(format!(
+            problems.push(format!(
                 "signing.default_key_id {:?} is not one of the [[keys]] ids",
                 s.default_key_id
-            )));
+            ));
         }
-        crate::purge::config::validate(&self.targets, &self.purge).map_err(ConfigError::Invalid)?;
-        Ok(())
+        for (i, c) in self.clients.iter().enumerate() {
+            for k in &c.keys {
+                if !seen.contains(k) {
+                    problems.push(format!(
+                        "clients[{i}] ({:?}): keys names {k:?}, which is not one of the [[keys]] ids",
+                        c.name
+                    ));
+                }
+            }
+        }
+        crate::purge::config::validate(&self.targets, &self.purge, problems);
     }
 
     /// Directory relative paths resolve against.
@@ -382,14 +471,105 @@ impl Config {
             })
             .collect()
     }
+}
 
-    /// Re-reads the config source for a reload (keys only change on reload).
-    pub fn reload(&self) -> Result<Config, ConfigError> {
-        match &self.source {
-            ConfigSource::File(p) => Config::load(Some(p)),
-            ConfigSource::BuiltinDev => Config::load(None),
+/// Every key in the merged sources that no setting reads, named with its table and where it
+/// was set (the file, or the environment variable). A typo must never silently drop a
+/// limit: `url_per_second` for `urls_per_second` would leave a client unlimited.
+fn unknown_keys(figment: &Figment, source: &ConfigSource) -> Vec<String> {
+    use figment::value::{Dict, Value};
+    let Ok(dict) = figment.extract::<Dict>() else {
+        return Vec::new();
+    };
+    let value = Value::from(dict);
+    let mut found: Vec<Vec<String>> = Vec::new();
+    // The typed extraction above already succeeded, so this pass only collects the keys
+    // serde ignores; its result is not used.
+    let _ = serde_ignored::deserialize::<_, _, Config>(&value, |path| {
+        found.push(path_segments(&path));
+    });
+    found
+        .into_iter()
+        .map(|segments| describe_unknown(figment, source, &value, &segments))
+        .collect()
+}
+
+fn path_segments(path: &serde_ignored::Path<'_>) -> Vec<String> {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => Vec::new(),
+        Path::Seq { parent, index } => {
+            let mut v = path_segments(parent);
+            v.push(index.to_string());
+            v
+        }
+        Path::Map { parent, key } => {
+            let mut v = path_segments(parent);
+            v.push(key.clone());
+            v
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => path_segments(parent),
+    }
+}
+
+fn describe_unknown(
+    figment: &Figment,
+    source: &ConfigSource,
+    value: &figment::value::Value,
+    segments: &[String],
+) -> String {
+    let Some((key, tables)) = segments.split_last() else {
+        return "unknown key".into();
+    };
+    let mut table = String::new();
+    let mut node = Some(value);
+    for (i, seg) in tables.iter().enumerate() {
+        node = node.and_then(|v| match seg.parse::<usize>() {
+            Ok(n) => v.as_array().and_then(|a| a.get(n)),
+            Err(_) => v.as_dict().and_then(|d| d.get(seg)),
+        });
+        match seg.parse::<usize>() {
+            Ok(n) => {
+                let name = node
+                    .and_then(|v| v.as_dict())
+                    .and_then(|d| d.get("name"))
+                    .and_then(|v| v.as_str());
+                table = format!("[[{table}]] entry {}", n + 1);
+                if let Some(name) = name {
+                    table.push_str(&format!(" (name {name:?})"));
+                }
+            }
+            Err(_) if i == 0 => table = seg.clone(),
+            Err(_) => table = format!("{table}.{seg}"),
         }
     }
+    let table = if table.is_empty() {
+        "at the top level".to_owned()
+    } else if table.starts_with("[[") {
+        format!("in {table}")
+    } else {
+        format!("in [{table}]")
+    };
+    // Named lists ([[clients]] entry 2) read better than dotted paths.
+    let dotted: Vec<&str> = segments
+        .iter()
+        .filter(|s| s.parse::<usize>().is_err())
+        .map(String::as_str)
+        .collect();
+    let from_env = figment
+        .find_metadata(&dotted.join("."))
+        .is_some_and(|m| m.name.contains("environment"));
+    let origin = if from_env {
+        format!(
+            "from the environment variable CDNSIGN_{}",
+            dotted.join("__").to_ascii_uppercase()
+        )
+    } else {
+        format!("in {}", source.describe())
+    };
+    format!("unknown key {key:?} {table} {origin}")
 }
 
 #[cfg(test)]
@@ -482,12 +662,37 @@ path = "config/dev-keys/TEST-ONLY-cloudfront.pem"
         let err = Config::from_toml_str("[server]\nlisten = \"127.0.0.1:1\"\n", Path::new("."))
             .expect_err("nobody may call");
         assert!(err.to_string().contains("allow_unauthenticated"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_table_and_source() {
         let err = Config::from_toml_str(
-            "[[clients]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n",
+            "[server]\nallow_unauthenticated = true\n[logg]\nformat = \"json\"\n\
+             [signing]\nmax_bathc = 3\n[[clients]]\nname = \"gen\"\ntoken_sha256 = \"00\"\n\
+             url_per_second = 5\n",
+            Path::new("/etc/cdnsign"),
+        )
+        .expect_err("typos");
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 3, "{text}");
+        for want in [
+            "unknown key \"logg\" at the top level in /etc/cdnsign/inline.toml",
+            "unknown key \"max_bathc\" in [signing]",
+            "unknown key \"url_per_second\" in [[clients]] entry 1 (name \"gen\")",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_semantic_problem_is_listed() {
+        let err = Config::from_toml_str(
+            "[signing]\nmax_batch = 0\nmax_ttl_seconds = 0\ndefault_key_id = \"NOPE\"\n\
+             [log]\nfilter = \"a=b=c\"\n",
             Path::new("."),
         )
-        .expect_err("bad hash");
-        assert!(err.to_string().contains("64 hex digits"), "{err}");
+        .expect_err("invalid");
+        assert_eq!(err.problems.len(), 5, "{err}");
     }
 
     #[test]

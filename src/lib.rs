@@ -11,25 +11,29 @@
 //!    cookies in request order.
 //! 3. [`grpc::status`] is the one place domain errors become gRPC codes.
 //!
-//! Before a call reaches a service, [`auth`] resolves the caller (bearer token or mTLS
-//! certificate) and sheds load; the caller's grant then limits keys, URL prefixes, TTL
-//! and purge targets item by item.
+//! Before a call reaches a service, [`grpc::layers`] resolve the caller ([`auth`]: bearer
+//! token or mTLS certificate), shed load and bound message sizes; the caller's grant
+//! ([`access`]) then limits keys, URL prefixes, TTL and purge targets item by item, on the
+//! exact text that is signed.
 //!
-//! Around it: [`config`] (TOML + `CDNSIGN_*` env), [`server`] (assembly, health,
-//! reflection, SIGHUP key reload, graceful shutdown, with [`linger`] closing connections
-//! without losing the end of a response), [`grpc::layers`] (per-call span,
-//! request id, request metrics), [`metrics`] (Prometheus), [`telemetry`] (logs),
+//! Around it: [`config`] (TOML + `CDNSIGN_*` env, unknown keys refused), [`live`] (the
+//! configuration in force, swapped whole on SIGHUP), [`server`] (assembly, health,
+//! reflection, graceful shutdown), [`conn`] (plain or TLS connections, with [`linger`]
+//! closing them without losing the end of a response), [`metrics`] (Prometheus), [`telemetry`] (logs),
 //! [`shutdown`] (signals), [`cli`] (offline `sign`/`cookies`/`verify`), and
 //! [`signing::verify`] (checks a signed URL the way CloudFront would).
 //!
 //! Cache purging (CloudFront invalidations, Aliyun CDN refreshes) lives in [`purge`], served
 //! as `cdnsign.v1.Purger` by [`grpc::purge`].
 
+pub mod access;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod grpc;
 pub mod linger;
+pub mod live;
 pub mod metrics;
 pub mod purge;
 pub mod server;

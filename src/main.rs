@@ -1,5 +1,6 @@
-//! The `cdnsign` binary: `serve` runs the gRPC service; `sign`, `cookies` and `verify` are
-//! offline tools for operators and scripts (see `cdnsign --help`).
+//! The `cdnsign` binary: `serve` runs the gRPC service; `check-config` validates a config;
+//! `sign`, `cookies` and `verify` are offline tools for operators and scripts (see
+//! `cdnsign --help`).
 
 use std::process::ExitCode;
 
@@ -16,7 +17,9 @@ fn main() -> ExitCode {
             let config = match Config::load(args.config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("cdnsign: {e}");
+                    // Say every problem at once, keys and clients included (as check-config).
+                    let all = cdnsign::live::Live::load(args.config.as_deref(), None).err();
+                    eprintln!("cdnsign: {}", all.unwrap_or(e));
                     return ExitCode::from(2);
                 }
             };
@@ -33,9 +36,13 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(server::run(config, shutdown::signal())) {
                 Ok(()) => ExitCode::SUCCESS,
+                // Keys, clients or TLS files: a configuration error, printed once.
+                Err(server::ServerError::Config(e)) => {
+                    eprintln!("cdnsign: {e}");
+                    ExitCode::from(2)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cdnsign failed");
-                    eprintln!("cdnsign: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -41,6 +41,15 @@ pub const POOL_BUSY: &str = "cdnsign_pool_busy_threads";
 pub const POOL_THREADS: &str = "cdnsign_pool_threads";
 /// Keys in the live key set.
 pub const KEYS_LOADED: &str = "cdnsign_keys_loaded";
+/// Configuration reloads (SIGHUP), by `outcome` (`success`, `failure`).
+pub const CONFIG_RELOADS: &str = "cdnsign_config_reloads_total";
+/// Signing batches dropped before signing because their caller had gone (deadline passed
+/// or call cancelled).
+pub const SIGN_ABANDONED: &str = "cdnsign_sign_batches_abandoned_total";
+/// Signing requests refused because the pool's queue was full (`[signing] max_queued_items`).
+pub const SIGN_QUEUE_FULL: &str = "cdnsign_sign_queue_full_total";
+/// Items admitted to the signing pool and not finished.
+pub const POOL_QUEUED_ITEMS: &str = "cdnsign_pool_queued_items";
 /// Key (re)loads, by `outcome` (`success`, `failure`).
 pub const KEY_RELOADS: &str = "cdnsign_key_reloads_total";
 /// Unix time of the last key load, by `outcome`.
@@ -132,6 +141,22 @@ fn describe() {
     describe_gauge!(POOL_THREADS, "Signing pool threads");
     describe_gauge!(KEYS_LOADED, "Keys in the live key set");
     describe_counter!(KEY_RELOADS, "Key set loads, by outcome");
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Configuration reloads (SIGHUP), by outcome; a failure leaves the old config serving"
+    );
+    describe_counter!(
+        SIGN_ABANDONED,
+        "Signing batches dropped unsigned because the caller had gone (deadline or cancel)"
+    );
+    describe_counter!(
+        SIGN_QUEUE_FULL,
+        "Signing requests refused because the pool queue was full (signing.max_queued_items)"
+    );
+    describe_gauge!(
+        POOL_QUEUED_ITEMS,
+        "Items admitted to the signing pool and not yet finished"
+    );
     describe_gauge!(
         KEY_RELOAD_TIMESTAMP,
         Unit::Seconds,
@@ -216,6 +241,8 @@ pub struct SignMetrics {
     pub batches_on_pool: Counter,
     /// Batches signed on the calling thread.
     pub batches_here: Counter,
+    /// Requests refused because the pool queue was full.
+    pub queue_full: Counter,
 }
 
 impl std::fmt::Debug for SignMetrics {
@@ -241,6 +268,7 @@ impl SignMetrics {
             sign_time: histogram!(SIGN_DURATION),
             batches_on_pool: counter!(SIGN_BATCHES, "site" => "pool"),
             batches_here: counter!(SIGN_BATCHES, "site" => "caller_thread"),
+            queue_full: counter!(SIGN_QUEUE_FULL),
         }
     }
 
@@ -316,9 +344,20 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
     use hyper_util::rt::TokioIo;
 
     let handle = Arc::new(handle);
+    let mut backoff = crate::conn::AcceptBackoff::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.reset();
+                stream
+            }
+            Err(error) => {
+                // Out of descriptors, say: retrying at once would spin a core.
+                let wait = backoff.failed();
+                tracing::warn!(%error, ?wait, "metrics accept failed; backing off");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
         };
         let handle = Arc::clone(&handle);
         tokio::spawn(async move {

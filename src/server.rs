@@ -10,20 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server as TonicServer;
 
-use crate::auth::{AuthLayer, Authenticator, ShedLayer};
-use crate::config::Config;
-use crate::grpc::layers::ObserveLayer;
+use crate::config::{Config, ConfigError};
+use crate::conn::TlsSource;
+use crate::grpc::layers::{AuthLayer, MessageLimitLayer, ObserveLayer, ShedLayer};
 use crate::grpc::purge::PurgerService;
 use crate::grpc::sign::SignerService;
-use crate::linger::{Gentle, LINGER, Lingering};
-use crate::metrics::KeyMetrics;
+use crate::linger::{LINGER, Lingering};
+use crate::live::{Live, LiveConfig};
 use crate::proto::purger_server::PurgerServer;
 use crate::proto::signer_server::SignerServer;
 use crate::purge::{PurgeError, PurgeOptions, Purger};
-use crate::signing::keys::{KeyError, KeySet, KeyStore};
 use crate::signing::pool::SigningPool;
 
 /// Descriptor set of our protos, for server reflection.
@@ -48,15 +46,12 @@ pub enum ServerError {
         /// Cause.
         source: std::io::Error,
     },
-    /// The configured keys did not load.
+    /// The configuration did not build (keys, clients, TLS files).
     #[error(transparent)]
-    Keys(#[from] KeyError),
+    Config(#[from] ConfigError),
     /// The signing pool could not start.
     #[error("signing pool: {0}")]
     Pool(#[from] rayon::ThreadPoolBuildError),
-    /// TLS files could not be read or used.
-    #[error("tls: {0}")]
-    Tls(String),
     /// Reflection service setup.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -70,11 +65,9 @@ pub enum ServerError {
 
 /// A bound, ready-to-serve server; keys are loaded and the pool is running.
 pub struct Server {
-    config: Config,
+    live: Arc<LiveConfig>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
-    keys: Arc<KeyStore>,
-    key_metrics: KeyMetrics,
     pool: Arc<SigningPool>,
     purger: Arc<Purger>,
 }
@@ -107,17 +100,25 @@ impl Server {
     pub async fn bind_with(config: Config, purge: PurgeOptions) -> Result<Server, ServerError> {
         // The recorder must exist before any handle is made (keys carry theirs).
         let prometheus = crate::metrics::install();
-        let key_metrics = KeyMetrics::new();
-        let purger = Purger::new(&config, purge).await?;
-        let keys = KeySet::load(&config.key_specs(), config.signing.backend)?;
-        key_metrics.loaded(keys.len());
+        let live = Live::build(config, None)?;
+        let purger = Purger::new(&live.config, purge).await?;
+        let config = &live.config;
         tracing::info!(
-            keys = keys.len(),
+            keys = live.keys.len(),
             backend = config.signing.backend.as_str(),
             "signing keys loaded"
         );
-        if keys.is_empty() {
+        if live.keys.is_empty() {
             tracing::warn!("no [[keys]] configured: every signing request will fail");
+        }
+        if config.signing.allow_variable_time_rsa
+            && config.signing.backend == crate::signing::keys::Backend::PureRust
+        {
+            tracing::warn!(
+                "signing.allow_variable_time_rsa = true: RSA keys sign with the rsa crate, whose \
+                 private-key operation is not constant-time (RUSTSEC-2023-0071); an attacker who \
+                 can time many signatures may recover the key"
+            );
         }
         let pool = SigningPool::new(config.signing.threads)?;
         let addr = config.server.listen;
@@ -133,11 +134,9 @@ impl Server {
             _ => None,
         };
         Ok(Server {
-            config,
+            live: Arc::new(LiveConfig::new(live)),
             listener,
             metrics_listener,
-            keys: Arc::new(KeyStore::new(keys)),
-            key_metrics,
             pool: Arc::new(pool),
             purger,
         })
@@ -147,7 +146,17 @@ impl Server {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or(self.config.server.listen)
+            .unwrap_or(self.live.snapshot().config.server.listen)
+    }
+
+    /// The signing pool (tests hold it busy or fill its queue to exercise overload).
+    pub fn pool(&self) -> Arc<SigningPool> {
+        Arc::clone(&self.pool)
+    }
+
+    /// The configuration in force (tests reload it without a signal).
+    pub fn live(&self) -> Arc<LiveConfig> {
+        Arc::clone(&self.live)
     }
 
     /// The bound metrics address, if metrics are served.
@@ -160,14 +169,13 @@ impl Server {
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let Server {
-            config,
+            live,
             listener,
             metrics_listener,
-            keys,
-            key_metrics,
             pool,
             purger,
         } = self;
+        let config = live.snapshot().config.clone();
         let mut background = tokio::task::JoinSet::new();
         if let (Some(l), Some(handle)) = (metrics_listener, crate::metrics::install()) {
             if let Ok(a) = l.local_addr() {
@@ -194,21 +202,15 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let max_msg = config.server.max_message_bytes;
-        let signer = Arc::new(SignerService::new(
-            Arc::clone(&keys),
-            Arc::clone(&pool),
-            config.signing.clone(),
-            max_msg,
-        ));
-        // Decode up to 4x the limit so an oversized batch gets INVALID_ARGUMENT naming the
-        // limit; past that the transport refuses it without buffering it.
+        let signer = Arc::new(SignerService::new(Arc::clone(&live), Arc::clone(&pool)));
+        // Message sizes are enforced by MessageLimitLayer (RESOURCE_EXHAUSTED naming the live
+        // limit, from the frame header); tonic's own check would answer OUT_OF_RANGE.
         let signer_server = SignerServer::new(signer)
-            .max_decoding_message_size(max_msg.saturating_mul(4))
+            .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
 
         let purger_server = PurgerServer::new(PurgerService::new(Arc::clone(&purger)))
-            .max_decoding_message_size(max_msg.saturating_mul(4));
+            .max_decoding_message_size(usize::MAX);
         // Resumes unfinished purges from the store, then polls and sends as room frees.
         let (purge_stop_tx, purge_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let purge_worker = tokio::spawn(Arc::clone(&purger).run(async {
@@ -224,33 +226,35 @@ impl Server {
             .await;
 
         serving_gauge.set(1.0);
-        background.spawn(reload_on_sighup(
-            config.clone(),
-            Arc::clone(&keys),
-            key_metrics,
-        ));
+        background.spawn(reload_on_sighup(Arc::clone(&live)));
 
-        let auth = Authenticator::from_config(&config).map_err(ServerError::Tls)?;
-        let mut builder = TonicServer::builder();
-        if let Some(tls) = tls_config(&config)? {
-            builder = builder.tls_config(tls)?;
-        }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let lingering = Lingering::default();
+        // TLS (when configured at start) takes each handshake's certificate and client CA
+        // from the live configuration, so a reload applies to new connections.
+        let tls: Option<Arc<dyn TlsSource>> = config
+            .server
+            .tls
+            .is_some()
+            .then(|| Arc::clone(&live) as Arc<dyn TlsSource>);
         // Outermost first: every call gets a span and metrics, then an identity, then a
-        // place under the concurrency limit.
-        let serving = builder
+        // place under the concurrency limit, then its message size checked as it arrives.
+        let serving = TonicServer::builder()
             .layer(ObserveLayer::new())
-            .layer(AuthLayer::new(Arc::new(auth)))
+            .layer(AuthLayer::new(Arc::clone(&live)))
             .layer(ShedLayer::new(config.server.max_concurrent_requests))
+            .layer(MessageLimitLayer::new(Arc::clone(&live)))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(signer_server)
             .add_service(purger_server)
-            .serve_with_incoming_shutdown(incoming(listener, lingering.clone()), async {
-                let _ = stop_rx.await;
-            });
+            .serve_with_incoming_shutdown(
+                crate::conn::incoming(listener, lingering.clone(), tls),
+                async {
+                    let _ = stop_rx.await;
+                },
+            );
         tracing::info!(%addr, "cdnsign gRPC listening");
         tokio::pin!(serving);
 
@@ -263,13 +267,14 @@ impl Server {
                     .set_not_serving::<SignerServer<Arc<SignerService>>>()
                     .await;
                 health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-                // Keep serving while load balancers notice NOT_SERVING.
-                let drain = Duration::from_secs(config.server.drain_seconds);
+                // Keep serving while load balancers notice NOT_SERVING (timings as reloaded).
+                let timings = live.snapshot().config.server.clone();
+                let drain = Duration::from_secs(timings.drain_seconds);
                 if !drain.is_zero() {
                     let _ = tokio::time::timeout(drain, &mut serving).await;
                 }
                 let _ = stop_tx.send(());
-                let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+                let grace = Duration::from_secs(timings.shutdown_grace_seconds);
                 match tokio::time::timeout(grace, &mut serving).await {
                     Ok(r) => r.map_err(ServerError::from),
                     Err(_) => {
@@ -289,43 +294,6 @@ impl Server {
     }
 }
 
-/// Accepted connections with Nagle's algorithm off, closing gently ([`Gentle`]). tonic
-/// applies its `tcp_nodelay` setting only to listeners it binds itself, not to an incoming
-/// stream; without this, small unary responses waited for the client's delayed ACK (~40 ms
-/// on Linux) and single-URL calls had a bimodal p90 of 44 ms in the load test.
-fn incoming(
-    listener: TcpListener,
-    lingering: Lingering,
-) -> impl tokio_stream::Stream<Item = std::io::Result<Gentle>> {
-    use tokio_stream::StreamExt as _;
-    TcpListenerStream::new(listener).map(move |conn| {
-        conn.map(|stream| {
-            let _ = stream.set_nodelay(true);
-            lingering.wrap(stream)
-        })
-    })
-}
-
-/// Reads `[server.tls]`: the server identity, and the client CA for mTLS.
-fn tls_config(config: &Config) -> Result<Option<tonic::transport::ServerTlsConfig>, ServerError> {
-    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let Some(tls) = &config.server.tls else {
-        return Ok(None);
-    };
-    let read = |p: &std::path::Path| {
-        let path = config.resolve(p);
-        std::fs::read(&path).map_err(|e| ServerError::Tls(format!("{}: {e}", path.display())))
-    };
-    let mut out =
-        ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
-    if let Some(ca) = &tls.client_ca {
-        out = out
-            .client_ca_root(Certificate::from_pem(read(ca)?))
-            .client_auth_optional(tls.client_auth_optional);
-    }
-    Ok(Some(out))
-}
-
 /// Samples the pool's queue depth and busy count into gauges once a second.
 async fn sample_pool(pool: Arc<SigningPool>) {
     let queued = metrics::gauge!(crate::metrics::POOL_QUEUE_DEPTH);
@@ -339,45 +307,25 @@ async fn sample_pool(pool: Arc<SigningPool>) {
     }
 }
 
-/// Reloads keys on SIGHUP. A bad key file or config keeps the old key set serving.
-async fn reload_on_sighup(config: Config, keys: Arc<KeyStore>, key_metrics: KeyMetrics) {
+/// Reloads the whole configuration on SIGHUP (see [`crate::live`]). A bad file keeps the
+/// old configuration serving.
+async fn reload_on_sighup(live: Arc<LiveConfig>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot install SIGHUP handler; key reload disabled");
+            tracing::warn!("cannot install SIGHUP handler; config reload disabled");
             return;
         };
         while hup.recv().await.is_some() {
-            reload_keys(&config, &keys, &key_metrics);
+            // File reads and key parsing are blocking work: off the async workers.
+            let live = Arc::clone(&live);
+            let _ = tokio::task::spawn_blocking(move || live.reload()).await;
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (config, keys, key_metrics);
+        let _ = live;
         std::future::pending::<()>().await;
-    }
-}
-
-/// Re-reads the config and every key; swaps the set only if all of it loads.
-pub fn reload_keys(config: &Config, keys: &KeyStore, key_metrics: &KeyMetrics) -> bool {
-    let fresh = config
-        .reload()
-        .map_err(|e| e.to_string())
-        .and_then(|c| KeySet::load(&c.key_specs(), c.signing.backend).map_err(|e| e.to_string()));
-    match fresh {
-        Ok(set) => {
-            tracing::info!(keys = set.len(), "signing keys reloaded");
-            tracing::info!(target: crate::auth::AUDIT_TARGET, event = "key_reload", outcome = "success", keys = set.len(), "key set replaced");
-            key_metrics.loaded(set.len());
-            keys.replace(set);
-            true
-        }
-        Err(error) => {
-            key_metrics.failed();
-            tracing::error!(%error, "key reload failed; still serving the previous keys");
-            tracing::warn!(target: crate::auth::AUDIT_TARGET, event = "key_reload", outcome = "failure", %error, "key reload failed");
-            false
-        }
     }
 }

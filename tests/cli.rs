@@ -1,5 +1,5 @@
-//! The `cdnsign` binary as operators and scripts use it: `sign`, `cookies`, `verify`, and
-//! `serve` with a SIGHUP key reload.
+//! The `cdnsign` binary as operators and scripts use it: `sign`, `cookies`, `verify`,
+//! `check-config`, and `serve` with a SIGHUP configuration reload.
 
 mod common;
 
@@ -204,10 +204,6 @@ impl Drop for ServeProcess {
 }
 
 /// Starts `cdnsign serve --config` with JSON logs and reads the bound address from them.
-fn serve(config: &std::path::Path) -> (ServeProcess, std::sync::mpsc::Receiver<String>) {
-    serve_with_log(config, "info")
-}
-
 fn serve_with_log(
     config: &std::path::Path,
     rust_log: &str,
@@ -285,32 +281,6 @@ fn wait_for_log_collecting(
     }
 }
 
-async fn sign_with(addr: &str, key_id: &str) -> Result<String, String> {
-    use cdnsign::proto::signer_client::SignerClient;
-    use cdnsign::proto::{SignItem, SignUrlsRequest, sign_url_result::Outcome};
-    let mut c = SignerClient::connect(format!("http://{addr}"))
-        .await
-        .map_err(|e| e.to_string())?;
-    let resp = c
-        .sign_urls(SignUrlsRequest {
-            items: vec![SignItem {
-                url: "https://d/a".into(),
-                ..SignItem::default()
-            }],
-            key_id: key_id.into(),
-            ttl_seconds: 60,
-            ..SignUrlsRequest::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    match resp.results[0].outcome.clone() {
-        Some(Outcome::SignedUrl(u)) => Ok(u),
-        Some(Outcome::Error(e)) => Err(e.message),
-        None => Err("no outcome".into()),
-    }
-}
-
 fn hup(child: &Child) {
     let ok = Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
@@ -320,49 +290,290 @@ fn hup(child: &Child) {
     assert!(ok);
 }
 
+fn sha256_hex(s: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Signs `https://d/a/x.ts` as the holder of `token`; the signed URL, or the call's code.
+async fn sign_as(addr: &str, token: &str, key_id: &str) -> Result<String, String> {
+    use cdnsign::proto::signer_client::SignerClient;
+    use cdnsign::proto::{SignItem, SignUrlsRequest, sign_url_result::Outcome};
+    let mut c = SignerClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut req = tonic::Request::new(SignUrlsRequest {
+        items: vec![SignItem {
+            url: "https://d/a/x.ts".into(),
+            ..SignItem::default()
+        }],
+        key_id: key_id.into(),
+        ttl_seconds: 60,
+        ..SignUrlsRequest::default()
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("meta"),
+    );
+    let resp = c
+        .sign_urls(req)
+        .await
+        .map_err(|s| format!("{:?}", s.code()))?
+        .into_inner();
+    match resp.results[0].outcome.clone() {
+        Some(Outcome::SignedUrl(u)) => Ok(u),
+        Some(Outcome::Error(e)) => Err(e.message),
+        None => Err("no outcome".into()),
+    }
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+/// The SIGHUP story an operator lives: a token rotated and the old one revoked, a client
+/// added and removed, the default key changed, an invalid edit refused while the old
+/// configuration keeps serving, and a restart-only setting named.
 #[tokio::test]
-async fn sighup_reloads_keys_and_a_bad_file_keeps_the_old_set() {
+async fn sighup_reloads_clients_keys_and_limits_or_refuses_loudly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key_a = dir.path().join("a.pem");
     let key_b = dir.path().join("b.pem");
     std::fs::copy(repo("config/dev-keys/TEST-ONLY-cloudfront.pem"), &key_a).expect("copy");
     std::fs::copy(repo("tests/fixtures/keys/rsa2-pkcs1.pem"), &key_b).expect("copy");
     let config = dir.path().join("cdnsign.toml");
-    let write = |keys: &str| {
+    let write = |listen: &str, default_key: &str, clients: &str| {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n[log]\nformat = \"json\"\n[metrics]\nlisten = \"\"\n[signing]\nthreads = 1\n{keys}"
+                "[server]\nlisten = \"{listen}\"\n[log]\nformat = \"json\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+                 [signing]\nthreads = 1\ndefault_key_id = \"{default_key}\"\n\
+                 [[keys]]\nid = \"KAAA\"\npath = \"a.pem\"\n[[keys]]\nid = \"KBBB\"\npath = \"b.pem\"\n{clients}"
             ),
         )
         .expect("write config")
     };
-    write("[[keys]]\nid = \"KAAA\"\npath = \"a.pem\"\n");
-    let (proc_, logs) = serve(&config);
-    assert!(sign_with(&proc_.addr, "KAAA").await.is_ok());
-    assert!(
-        sign_with(&proc_.addr, "KBBB")
-            .await
-            .expect_err("not yet")
-            .contains("KBBB")
+    let client = |name: &str, token: &str, extra: &str| {
+        format!(
+            "[[clients]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nkeys = [\"KAAA\", \"KBBB\"]\nurl_prefixes = [\"https://d/a/\"]\n{extra}",
+            sha256_hex(token)
+        )
+    };
+    write("127.0.0.1:0", "KAAA", &client("alpha", "alpha-1", ""));
+    let (proc_, logs) = spawn_serve(&config, "info");
+    let mut started = Vec::new();
+    wait_for_log_collecting(&logs, "cdnsign gRPC listening", &mut started);
+    let addr_of = |needle: &str| {
+        let line = started.iter().find(|l| l.contains(needle)).expect(needle);
+        serde_json::from_str::<serde_json::Value>(line).expect("json")["addr"]
+            .as_str()
+            .expect("addr")
+            .to_owned()
+    };
+    let metrics_addr = addr_of("metrics listening");
+    let addr = addr_of("cdnsign gRPC listening");
+    let url = sign_as(&addr, "alpha-1", "").await.expect("alpha signs");
+    assert!(url.ends_with("Key-Pair-Id=KAAA"), "{url}");
+    assert_eq!(
+        sign_as(&addr, "beta-1", "").await,
+        Err("Unauthenticated".into())
     );
 
-    write("[[keys]]\nid = \"KAAA\"\npath = \"a.pem\"\n[[keys]]\nid = \"KBBB\"\npath = \"b.pem\"\n");
+    // Rotate alpha's token, add beta, change the default key.
+    write(
+        "127.0.0.1:0",
+        "KBBB",
+        &format!(
+            "{}{}",
+            client("alpha", "alpha-2", ""),
+            client("beta", "beta-1", "")
+        ),
+    );
     hup(&proc_.child);
-    wait_for_log(&logs, "signing keys reloaded");
-    assert!(sign_with(&proc_.addr, "KBBB").await.is_ok());
+    wait_for_log(&logs, "\"config reloaded\"");
+    assert_eq!(
+        sign_as(&addr, "alpha-1", "").await,
+        Err("Unauthenticated".into()),
+        "the revoked token must stop signing from the first call after the reload"
+    );
+    let url = sign_as(&addr, "alpha-2", "")
+        .await
+        .expect("the new token signs");
+    assert!(
+        url.ends_with("Key-Pair-Id=KBBB"),
+        "default key changed: {url}"
+    );
+    sign_as(&addr, "beta-1", "KAAA")
+        .await
+        .expect("the new client signs");
 
-    // A broken key file: the reload fails, both old keys keep working.
+    // An invalid edit (a typo'd rate limit and a missing key file): refused, every problem
+    // logged, the old configuration keeps serving.
     std::fs::write(
-        &key_b,
-        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        &config,
+        std::fs::read_to_string(&config)
+            .expect("read")
+            .replace("a.pem", "missing.pem")
+            + "url_per_second = 5\n",
     )
-    .expect("break");
+    .expect("write");
     hup(&proc_.child);
-    let line = wait_for_log(&logs, "key reload failed");
-    assert!(line.contains("KBBB") && !line.contains("AAAA\\n"), "{line}");
-    assert!(sign_with(&proc_.addr, "KAAA").await.is_ok());
-    assert!(sign_with(&proc_.addr, "KBBB").await.is_ok());
+    let mut seen = Vec::new();
+    wait_for_log_collecting(&logs, "config reload failed", &mut seen);
+    let refused = seen.join("\n");
+    assert!(
+        refused.contains("url_per_second") && refused.contains("missing.pem"),
+        "{refused}"
+    );
+    sign_as(&addr, "beta-1", "")
+        .await
+        .expect("old config still serving");
+    sign_as(&addr, "alpha-2", "KAAA")
+        .await
+        .expect("old keys still loaded");
+
+    // Remove beta and move the listener: beta is refused at once, the address change is named
+    // as needing a restart (and the server keeps its port).
+    write("127.0.0.1:1", "KBBB", &client("alpha", "alpha-2", ""));
+    hup(&proc_.child);
+    let warning = wait_for_log(&logs, "need a restart");
+    assert!(warning.contains("server.listen"), "{warning}");
+    wait_for_log(&logs, "\"config reloaded\"");
+    assert_eq!(
+        sign_as(&addr, "beta-1", "").await,
+        Err("Unauthenticated".into())
+    );
+    sign_as(&addr, "alpha-2", "")
+        .await
+        .expect("alpha still signs");
+
+    let scraped = scrape(&metrics_addr);
+    assert!(
+        scraped.contains("cdnsign_config_reloads_total{outcome=\"success\"} 2"),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains("cdnsign_config_reloads_total{outcome=\"failure\"} 1"),
+        "{scraped}"
+    );
+}
+
+fn write_config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, body).expect("write config");
+    path
+}
+
+fn cdnsign_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run cdnsign");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_validates_what_serve_would_without_binding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Port 1 cannot be bound by this user: check-config must not try.
+    let good = write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[signing]\ndefault_key_id = \"{KEY_ID}\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"{}\"\n[[clients]]\nname = \"gen\"\ntoken_sha256 = \"{}\"\nkeys = [\"{KEY_ID}\"]\nurl_prefixes = [\"https://d/hls/\"]\n",
+            key(),
+            sha256_hex("t")
+        ),
+    );
+    let path = good.to_str().expect("utf-8");
+    let (code, out, err) = cdnsign_env(
+        &["check-config", "--config", path],
+        // Not config: no `__`, left alone.
+        &[("CDNSIGN_TEST_PYTHON", "/x"), ("CDNSIGN_SOMETHING", "1")],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("config OK: ") && out.contains("1 keys, 1 clients"),
+        "{out}"
+    );
+
+    // A typo in an environment override names the variable.
+    let (code, _, err) = cdnsign_env(
+        &["check-config", "--config", path],
+        &[("CDNSIGN_SIGNING__MAX_BATHC", "3")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("CDNSIGN_SIGNING__MAX_BATHC"), "{err}");
+
+    // Every problem of a bad file, each printed once, exit 2: from check-config and serve.
+    let bad = write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[logg]\nformat = \"json\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"/nonexistent/key.pem\"\n[[clients]]\nname = \"gen\"\ntoken_sha256 = \"{}\"\nkeys = [\"{KEY_ID}\"]\nurl_per_second = 5\nurl_prefixes = [\"https://d/*\"]\n",
+            sha256_hex("t")
+        ),
+    );
+    let path = bad.to_str().expect("utf-8");
+    for args in [
+        ["check-config", "--config", path],
+        ["serve", "--config", path],
+    ] {
+        let (code, out, err) = cdnsign_env(&args, &[]);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("unknown key \"logg\"") && err.contains("unknown key \"url_per_second\""),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            err.matches("url_per_second").count(),
+            1,
+            "printed once: {err}"
+        );
+        if args[0] == "check-config" {
+            // Keys and clients are checked once the file parses cleanly; here it did not.
+            assert!(!out.contains("config OK"), "{out}");
+        }
+    }
+    let semantics = write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"/nonexistent/key.pem\"\n[[clients]]\nname = \"gen\"\ntoken_sha256 = \"{}\"\nkeys = [\"{KEY_ID}\"]\nurl_prefixes = [\"https://d/*\"]\n",
+            sha256_hex("t")
+        ),
+    );
+    let path = semantics.to_str().expect("utf-8");
+    for args in [
+        ["check-config", "--config", path],
+        ["serve", "--config", path],
+    ] {
+        let (code, out, err) = cdnsign_env(&args, &[]);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("/nonexistent/key.pem") && err.contains("wildcards"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            err.matches("/nonexistent/key.pem").count(),
+            1,
+            "printed once: {err}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -139,34 +139,6 @@ async fn limits_answer_invalid_argument_naming_the_limit() {
 }
 
 #[tokio::test]
-async fn oversized_message_is_refused_with_the_limit_named() {
-    let mut config = test_config("", "");
-    config.server.max_message_bytes = 4096;
-    let server = start(config).await;
-    let mut c = client(&server.url()).await;
-    let big = SignUrlsRequest {
-        items: (0..100)
-            .map(|i| {
-                item(format!(
-                    "https://d111111abcdef8.cloudfront.net/{i}/{}",
-                    "x".repeat(40)
-                ))
-            })
-            .collect(),
-        ttl_seconds: 60,
-        ..SignUrlsRequest::default()
-    };
-    let err = c.sign_urls(big).await.expect_err("too big");
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("max_message_bytes limit of 4096"),
-        "{}",
-        err.message()
-    );
-    server.stop().await.expect("stop");
-}
-
-#[tokio::test]
 async fn cookies_with_attributes() {
     let server = start(test_config("", "")).await;
     let mut c = client(&server.url()).await;

@@ -116,8 +116,9 @@ async fn metrics_show_every_signing_family_and_no_url_or_signature() {
         "cdnsign_pool_threads 2",
         "cdnsign_keys_loaded 1",
         r#"cdnsign_key_reloads_total{outcome="success"}"#,
-        r#"cdnsign_grpc_requests_total{method="cdnsign.v1.Signer/SignUrls",code="OK"} 2"#,
-        r#"cdnsign_grpc_requests_total{method="cdnsign.v1.Signer/SignUrls",code="INVALID_ARGUMENT"} 1"#,
+        // Other tests in this process call too (the recorder is global): no exact counts.
+        r#"cdnsign_grpc_requests_total{method="cdnsign.v1.Signer/SignUrls",code="OK"} "#,
+        r#"cdnsign_grpc_requests_total{method="cdnsign.v1.Signer/SignUrls",code="INVALID_ARGUMENT"} "#,
         r#"cdnsign_grpc_request_duration_seconds_bucket{method="cdnsign.v1.Signer/SignCookies","#,
         "cdnsign_serving 1",
     ] {

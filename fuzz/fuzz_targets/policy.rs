@@ -21,8 +21,8 @@
 //! Invariants (see `cdnsign_fuzz::check_prepared`): never panics; an accepted item's
 //! policy is JSON that parses back to exactly the resource, times and IP range asked for,
 //! and a canned policy equals `canned_json(url, expires)`; with a grant, the key is a
-//! granted one and the URL and the policy's Resource are inside a granted prefix (checked
-//! independently of `auth::normalize_for_grant`).
+//! granted one and the URL and the policy's Resource are inside a granted prefix and free
+//! of dot segments (checked by a model independent of `access::resource`).
 #![no_main]
 
 use cdnsign::signing::validate::ItemSpec;

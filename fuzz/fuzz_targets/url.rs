@@ -9,15 +9,17 @@
 //! cleaning it again returns it unchanged (borrowed); and `check_url_shape` only accepts
 //! `http(s)://` URLs with a host and no user info.
 //!
-//! Then the authorization normaliser, `auth::normalize_for_grant`, on the cleaned text
-//! (see `cdnsign_fuzz::check_normalize`: idempotent and dot-segment free on URLs, and
-//! nothing outside a grant prefix's scheme, host, port or path normalises into it) and,
-//! for no-panic only, on the raw text.
+//! Then the grant check, `access::Grant::covers`, on the cleaned text as a URL and as a
+//! pattern (see `cdnsign_fuzz::check_grant_text`: nothing approved lies outside a prefix by
+//! an independent model, or has a dot segment) and, for no-panic only, the dot-segment
+//! finder on the raw text.
 #![no_main]
 
+use cdnsign::access::TextKind;
+use cdnsign::access::resource::find_dot_segment;
 use cdnsign::signing::Field;
 use cdnsign::signing::validate;
-use cdnsign_fuzz::{check_clean_text, check_normalize, check_url_shape};
+use cdnsign_fuzz::{check_clean_text, check_grant_text, check_url_shape};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -25,10 +27,12 @@ fuzz_target!(|data: &[u8]| {
     // The raw text too: check_url_shape documents that it wants cleaned text, but it must
     // not panic on anything.
     let _ = validate::check_url_shape(Field::Url, &input);
-    let _ = cdnsign::auth::normalize_for_grant(&input);
+    let _ = find_dot_segment(&input, TextKind::Url);
+    let _ = find_dot_segment(&input, TextKind::Pattern);
+    let _ = cdnsign::access::Prefix::parse(&input);
     if let Some(clean) = check_clean_text(Field::Url, &input) {
-        let shaped = check_url_shape(&clean);
-        check_normalize(&clean, shaped);
+        check_url_shape(&clean);
+        check_grant_text(&clean);
     }
     // Resources go through the same cleaner under another field name.
     let _ = check_clean_text(Field::PolicyResource, &input);

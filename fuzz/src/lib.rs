@@ -6,8 +6,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use cdnsign::auth::{Authenticator, Grant, normalize_for_grant};
-use cdnsign::config::Config;
+use cdnsign::access::resource::find_dot_segment;
+use cdnsign::access::{Grant, TextKind};
+use cdnsign::auth::Authenticator;
+use cdnsign::config::ClientConfig;
 use cdnsign::signing::keys::{Backend, HashAlg, KeySet, SigningKey};
 use cdnsign::signing::policy::{IpRange, canned_json};
 use cdnsign::signing::validate::{self, BatchContext, ItemSpec, MAX_URL_BYTES, Prepared};
@@ -26,31 +28,36 @@ pub const DEFAULT_MAX_TTL: i64 = 7 * 24 * 3600;
 
 /// The bearer token of the fuzz client (its SHA-256 is in [`CLIENTS_TOML`]).
 pub const FUZZ_TOKEN: &str = "fuzz-token-TEST-ONLY";
-/// The fuzz client's URL prefixes, as configured (the first is normalised already).
+/// The fuzz client's URL prefixes, as configured (the second in upper case with its
+/// default port, as an operator might write it).
 pub const GRANT_PREFIXES: [&str; 2] = [
     "https://d111111abcdef8.cloudfront.net/hls/",
-    "HTTP://CDN.example.com:80/a/./b/",
+    "HTTP://CDN.example.com:80/a/b/",
 ];
-/// A config with one client: the SHA-1 TEST ONLY key only, two URL prefixes, 1 h TTL.
-const CLIENTS_TOML: &str = r#"
-[[clients]]
-name = "fuzz-client"
-token_sha256 = "831fb49182d281677fc8a4240c9d2f1f87008825fcce2d83ac98e7316a6d9d2d"
-cert_subject = "CN=fuzz-client"
-cert_san = "fuzz-client.example"
-keys = ["K2JCJMDEHXQW5F"]
-url_prefixes = ["https://d111111abcdef8.cloudfront.net/hls/", "HTTP://CDN.example.com:80/a/./b/"]
-max_ttl_seconds = 3600
-purge_targets = ["site"]
-"#;
+/// The same prefixes as the model below reads them: lowercase scheme and host, no default
+/// port.
+const CANONICAL_PREFIXES: [&str; 2] = [
+    "https://d111111abcdef8.cloudfront.net/hls/",
+    "http://cdn.example.com/a/b/",
+];
 
-/// The authenticator built from [`CLIENTS_TOML`], once per process.
+/// The authenticator for one client: the SHA-1 TEST ONLY key only, two URL prefixes, 1 h
+/// TTL; built once per process.
 pub fn authenticator() -> &'static Authenticator {
     static AUTH: OnceLock<Authenticator> = OnceLock::new();
     AUTH.get_or_init(|| {
-        let config = Config::from_toml_str(CLIENTS_TOML, std::path::Path::new("/nonexistent"))
-            .expect("fuzz clients config parses");
-        Authenticator::from_config(&config).expect("fuzz clients config is valid")
+        let client = ClientConfig {
+            name: "fuzz-client".into(),
+            token_sha256: "831fb49182d281677fc8a4240c9d2f1f87008825fcce2d83ac98e7316a6d9d2d".into(),
+            cert_subject: "CN=fuzz-client".into(),
+            cert_san: "fuzz-client.example".into(),
+            keys: vec![KEY_SHA1.into()],
+            url_prefixes: GRANT_PREFIXES.iter().map(|p| (*p).to_owned()).collect(),
+            max_ttl_seconds: Some(3600),
+            purge_targets: vec!["site".into()],
+            ..ClientConfig::default()
+        };
+        Authenticator::build(&[client], false, 100, None).expect("fuzz client is valid")
     })
 }
 
@@ -250,124 +257,103 @@ fn model_url_shape(url: &str) -> bool {
         && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The grant prefixes as the server holds them (normalised), computed once.
-pub fn normalized_prefixes() -> &'static [String] {
-    static PREFIXES: OnceLock<Vec<String>> = OnceLock::new();
-    PREFIXES.get_or_init(|| {
-        GRANT_PREFIXES
-            .iter()
-            .map(|p| normalize_for_grant(p).expect("configured prefix normalises"))
-            .collect()
-    })
-}
-
-/// `(scheme, authority)` of a URL-like text the way a prefix compares them: lowercase,
-/// the scheme's default port dropped once.
-fn origin_of(text: &str) -> Option<(String, String)> {
-    let (scheme, rest) = text.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let mut authority = rest[..rest.find(['/', '?']).unwrap_or(rest.len())].to_ascii_lowercase();
-    let default = if scheme == "https" { ":443" } else { ":80" };
-    if authority.ends_with(default) {
-        authority.truncate(authority.len() - default.len());
-    }
-    Some((scheme, authority))
-}
-
-/// The path of a URL-like text (up to `?`) with `%2e` decoded and dot segments resolved,
-/// written independently of `auth::normalize_for_grant` (RFC 3986 5.2.4 on a stack).
-fn resolved_path(text: &str) -> String {
-    let rest = text.split_once("://").map_or(text, |(_, r)| r);
-    let path = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
-        _ => "",
+/// The model of "inside a prefix", written independently of `access::resource`: lowercase
+/// the scheme and host and drop a default port, then test the text literally. A pattern
+/// is read up to its first `*` or `?` (CloudFront's wildcards match anything after it), and
+/// that text must hold the whole host, ended by `/`.
+fn model_inside(text: &str, pattern: bool) -> bool {
+    let literal = if pattern {
+        text.split(['*', '?']).next().unwrap_or_default()
+    } else {
+        text
     };
-    let path = path.split('?').next().unwrap_or_default();
-    let decoded = path.replace("%2e", ".").replace("%2E", ".");
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
-    for (i, seg) in segments.iter().enumerate() {
-        let last = i + 1 == segments.len();
-        match *seg {
-            "." if last => out.push(""),
-            "." => {}
-            ".." => {
-                out.pop();
-                if last {
-                    out.push("");
-                }
-            }
-            s => out.push(s),
+    let wildcard = literal.len() < text.len();
+    let Some((scheme, rest)) = literal.split_once("://") else {
+        return false;
+    };
+    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    if rest.as_bytes().get(host_end) != Some(&b'/')
+        || (wildcard && !rest[host_end..].starts_with('/'))
+    {
+        return false;
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    let mut host = rest[..host_end].to_ascii_lowercase();
+    for (s, port) in [("https", ":443"), ("http", ":80")] {
+        if scheme == s && host.ends_with(port) {
+            host.truncate(host.len() - port.len());
         }
     }
-    format!("/{}", out.join("/"))
+    let canonical = format!("{scheme}://{host}{}", &rest[host_end..]);
+    CANONICAL_PREFIXES.iter().any(|p| canonical.starts_with(p))
 }
 
-/// Checks `auth::normalize_for_grant` on text that passed `clean_text` (and, when
-/// `url_shaped`, `check_url_shape`, as a URL has in `prepare`).
-///
-/// Invariants: never panics. For URL-shaped input the output is idempotent, has a
-/// lowercase http(s) scheme and host, no user info and no dot segments. For any input
-/// that lands under a grant prefix: its scheme and host:port (compared independently)
-/// are the prefix's, and its path with `%2e` decoded and dot segments resolved
-/// independently still starts with the prefix's path, so `..`, `%2e%2e`, `@`, another
-/// scheme, host or port cannot escape a prefix.
-pub fn check_normalize(text: &str, url_shaped: bool) -> Option<String> {
-    let n = normalize_for_grant(text).ok()?;
-    if url_shaped {
-        assert_eq!(
-            normalize_for_grant(&n).as_deref(),
-            Ok(n.as_str()),
-            "normalize_for_grant is not idempotent on {text:?}"
-        );
-        let (scheme, authority) = origin_of(&n).expect("normalised text has ://");
-        assert!(scheme == "http" || scheme == "https", "{n:?}");
-        assert!(n.starts_with(&format!("{scheme}://{authority}")), "{n:?}");
-        assert!(!authority.contains('@') && !authority.is_empty(), "{n:?}");
-        let path = &n[scheme.len() + 3 + authority.len()..];
-        let path = path.split('?').next().unwrap_or_default();
-        assert!(
-            !path.split('/').any(|seg| seg == "." || seg == ".."),
-            "dot segment left in {n:?}"
-        );
+/// A literal `.` or `..` segment (also `%2e`-encoded) in the path of a URL (up to `?`) or
+/// of a pattern (all of it), written independently of `access::resource`.
+fn model_has_dot_segment(text: &str, pattern: bool) -> bool {
+    let rest = text.split_once("://").map_or(text, |(_, r)| r);
+    let path = if pattern {
+        rest.find(['/', '?', '*']).map_or("", |i| &rest[i..])
+    } else {
+        let path = rest.find(['/', '?']).map_or("", |i| &rest[i..]);
+        path.split('?').next().unwrap_or_default()
+    };
+    path.to_ascii_lowercase()
+        .replace("%2e", ".")
+        .split('/')
+        .any(|seg| seg == "." || seg == "..")
+}
+
+/// Checks the fuzz client's grant on cleaned text, read as a URL and as a pattern:
+/// never panics, and whatever it approves is inside a prefix by the model and has no dot
+/// segment. Dot-segment detection must find every literal one the model finds.
+pub fn check_grant_text(text: &str) {
+    let g = grant();
+    for (kind, pattern) in [(TextKind::Url, false), (TextKind::Pattern, true)] {
+        if model_has_dot_segment(text, pattern) {
+            assert!(
+                find_dot_segment(text, kind).is_some(),
+                "dot segment in {text:?} ({kind:?}) not found"
+            );
+        }
+        if g.covers(text, kind).is_ok() {
+            assert!(
+                model_inside(text, pattern),
+                "{text:?} ({kind:?}) approved outside the prefixes"
+            );
+            assert!(
+                !model_has_dot_segment(text, pattern),
+                "{text:?} ({kind:?}) approved with a dot segment"
+            );
+        }
     }
-    if let Some(prefix) = normalized_prefixes()
-        .iter()
-        .find(|p| n.starts_with(p.as_str()))
-    {
-        assert_inside(text, prefix);
-    }
-    Some(n)
 }
 
-/// `text` is allowed under `prefix` (normalised): check that independently.
-fn assert_inside(text: &str, prefix: &str) {
-    assert_eq!(
-        origin_of(text),
-        origin_of(prefix),
-        "{text:?} passed prefix {prefix:?} with another scheme, host or port"
-    );
-    let want = resolved_path(prefix);
-    let got = resolved_path(text);
-    assert!(
-        got.starts_with(&want),
-        "{text:?} passed prefix {prefix:?} but its path resolves to {got:?}"
-    );
-}
-
-/// What a granted item may have signed: its key is granted and the URL and the policy's
-/// Resource are inside one of the grant's prefixes.
-fn check_granted(p: &Prepared, resource: &str) {
+/// What a granted item may have signed: its key is granted, and the URL and the policy's
+/// Resource, exactly as signed, are inside a prefix by the model, without dot segments.
+/// `explicit`: the caller gave the resource (else it is the URL, checked as one).
+fn check_granted(p: &Prepared, resource: &str, explicit: bool) {
     assert_eq!(p.key.id(), KEY_SHA1, "signed with a key outside the grant");
-    let prefixes = normalized_prefixes();
-    for text in [p.url.as_str(), resource] {
-        let n = normalize_for_grant(text)
-            .unwrap_or_else(|e| panic!("granted text {text:?} does not normalise: {e}"));
-        let prefix = prefixes
-            .iter()
-            .find(|pre| n.starts_with(pre.as_str()))
-            .unwrap_or_else(|| panic!("{text:?} signed outside the grant ({n:?})"));
-        assert_inside(text, prefix);
+    assert!(
+        model_inside(&p.url, false),
+        "URL {:?} signed outside the grant",
+        p.url
+    );
+    assert!(
+        !model_has_dot_segment(&p.url, false),
+        "URL {:?} signed with a dot segment",
+        p.url
+    );
+    // Every string the Resource matches starts with its text before the first wildcard.
+    assert!(
+        model_inside(resource, true),
+        "Resource {resource:?} signed outside the grant"
+    );
+    if explicit {
+        assert!(
+            !model_has_dot_segment(resource, true),
+            "Resource {resource:?} signed with a dot segment"
+        );
     }
 }
 
@@ -567,7 +553,7 @@ pub fn check_prepared(
         );
     }
     if ctx.grant.is_some() {
-        check_granted(p, &st.resource);
+        check_granted(p, &st.resource, !spec.policy_resource.is_empty());
     }
 }
 

@@ -62,21 +62,35 @@ fn check_target(caller: &Caller, target: &str) -> Result<(), Status> {
     }
 }
 
-/// The caller's deadline from `grpc-timeout`, if it sent one.
+/// The caller's deadline from `grpc-timeout`, if it sent a valid one. The gRPC spec allows
+/// at most 8 ASCII digits and one unit letter; anything else is ignored, as the spec says,
+/// and no value can overflow the clock.
 fn caller_deadline(meta: &tonic::metadata::MetadataMap) -> Option<Instant> {
-    let v = meta.get("grpc-timeout")?.to_str().ok()?;
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    let d = match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
+    Instant::now().checked_add(parse_grpc_timeout(meta.get("grpc-timeout")?.as_bytes())?)
+}
+
+fn parse_grpc_timeout(v: &[u8]) -> Option<Duration> {
+    let (unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
         _ => return None,
-    };
-    Some(Instant::now() + d)
+    })
+}
+
+/// `now + d`, or a day from now when that would overflow (a config value, not a caller's).
+fn after(d: Duration) -> Instant {
+    Instant::now()
+        .checked_add(d)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))
 }
 
 fn kind_to_proto(k: StoredKind) -> proto::PurgeKind {
@@ -176,8 +190,9 @@ impl PurgerApi for PurgerService {
         let deadline = caller_deadline(request.metadata())
             .map(|d| d.checked_sub(Duration::from_millis(250)).unwrap_or(d))
             .unwrap_or_else(|| {
-                Instant::now()
-                    + Duration::from_secs(self.purger.config().background_deadline_seconds)
+                after(Duration::from_secs(
+                    self.purger.config().background_deadline_seconds,
+                ))
             });
         let caller = caller_of(&request)?;
         let req = request.into_inner();
@@ -196,6 +211,7 @@ impl PurgerApi for PurgerService {
                     );
                     ApiError::RateLimited {
                         client: g.name.clone(),
+                        limit: "purge_paths_per_minute",
                         source,
                     }
                 })?;
@@ -222,6 +238,7 @@ impl PurgerApi for PurgerService {
                     paths: req.paths,
                     kind,
                     idempotency_key: req.idempotency_key,
+                    client: caller.grant().map(|g| g.name.clone()).unwrap_or_default(),
                 },
                 deadline,
             )
@@ -366,5 +383,40 @@ impl PurgerApi for PurgerService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_out_of_spec_are_ignored() {
+        assert_eq!(parse_grpc_timeout(b"5S"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            parse_grpc_timeout(b"99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(
+            parse_grpc_timeout(b"100m"),
+            Some(Duration::from_millis(100))
+        );
+        for bad in [
+            &b"18446744073709551615S"[..],
+            b"123456789S",
+            b"S",
+            b"",
+            b"-1S",
+            b"+1S",
+            b"1s",
+            b"1 S",
+            b"\xff\xffS",
+        ] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+        // The largest valid value does not overflow the clock either.
+        let mut meta = tonic::metadata::MetadataMap::new();
+        meta.insert("grpc-timeout", "99999999H".parse().expect("ascii"));
+        let _ = caller_deadline(&meta);
     }
 }

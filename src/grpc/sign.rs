@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -16,11 +15,12 @@ use tonic::{Request, Response, Status, Streaming};
 use super::status::{ApiError, item_error, item_error_label};
 use crate::auth::{AUDIT_TARGET, Caller};
 use crate::config::SigningConfig;
+use crate::live::LiveConfig;
 use crate::metrics::{ITEMS_DENIED, RATE_LIMITED, SignMetrics};
 use crate::proto;
 use crate::proto::signer_server::Signer;
-use crate::signing::keys::{KeyKind, KeySet, KeyStore, SigningKey};
-use crate::signing::pool::{JobTiming, SigningPool};
+use crate::signing::keys::{KeyKind, KeySet, SigningKey};
+use crate::signing::pool::{Admission, JobTiming, SigningPool};
 use crate::signing::validate::{BatchContext, ItemSpec};
 use crate::signing::{AsItemSpec, BatchStats, SignError, SignedItem, sign_batch};
 
@@ -43,10 +43,8 @@ impl AsItemSpec for proto::SignItem {
 /// State shared by every signing call.
 #[derive(Debug)]
 pub struct SignerService {
-    keys: Arc<KeyStore>,
+    live: Arc<LiveConfig>,
     pool: Arc<SigningPool>,
-    limits: SigningConfig,
-    max_message_bytes: usize,
     metrics: SignMetrics,
 }
 
@@ -65,43 +63,71 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// What one call signs with: the keys and limits of the configuration in force when it
+/// started, whatever a reload does meanwhile.
+struct CallConfig {
+    keys: Arc<KeySet>,
+    limits: SigningConfig,
+}
+
 impl SignerService {
-    /// A service signing with `keys` on `pool` under `limits`.
-    pub fn new(
-        keys: Arc<KeyStore>,
-        pool: Arc<SigningPool>,
-        limits: SigningConfig,
-        max_message_bytes: usize,
-    ) -> SignerService {
+    /// A service signing on `pool` with the keys and limits of the live configuration.
+    pub fn new(live: Arc<LiveConfig>, pool: Arc<SigningPool>) -> SignerService {
         SignerService {
-            keys,
+            live,
             pool,
-            limits,
-            max_message_bytes,
             metrics: SignMetrics::new(),
         }
     }
 
-    fn check_limits(&self, items: usize, encoded_len: usize) -> Result<(), ApiError> {
-        if encoded_len > self.max_message_bytes {
-            return Err(ApiError::MessageTooLarge {
-                size: encoded_len,
-                max: self.max_message_bytes,
-            });
+    fn call_config(&self) -> CallConfig {
+        let live = self.live.snapshot();
+        CallConfig {
+            keys: Arc::clone(&live.keys),
+            limits: live.config.signing.clone(),
         }
-        if items > self.limits.max_batch {
+    }
+
+    fn check_limits(limits: &SigningConfig, items: usize) -> Result<(), ApiError> {
+        if items == 0 {
+            return Err(ApiError::NoItems);
+        }
+        if items > limits.max_batch {
             return Err(ApiError::TooManyItems {
                 count: items,
-                max: self.limits.max_batch,
+                max: limits.max_batch,
             });
         }
         Ok(())
     }
 
-    fn context(&self, fields: &BatchFields<'_>, items: usize) -> (BatchContext, Arc<KeySet>) {
-        let keys = self.keys.snapshot();
+    /// A place in the pool's queue for `items` items, unless the batch runs on this thread.
+    fn admit(
+        &self,
+        here: bool,
+        items: usize,
+        limits: &SigningConfig,
+    ) -> Result<Option<Admission>, ApiError> {
+        if here {
+            return Ok(None);
+        }
+        match self.pool.admit(items, limits.max_queued_items) {
+            Ok(a) => Ok(Some(a)),
+            Err(full) => {
+                self.metrics.queue_full.increment(1);
+                Err(ApiError::QueueFull {
+                    queued: full.queued,
+                    limit: full.limit,
+                    retry_after: full.retry_after,
+                })
+            }
+        }
+    }
+
+    fn context(&self, call: &CallConfig, fields: &BatchFields<'_>, items: usize) -> BatchContext {
+        let keys = &call.keys;
         let default_key_id = if fields.key_id.is_empty() {
-            self.limits.default_key_id.as_str()
+            call.limits.default_key_id.as_str()
         } else {
             fields.key_id
         };
@@ -116,10 +142,10 @@ impl SignerService {
         let max_ttl_seconds = grant
             .as_ref()
             .and_then(|g| g.max_ttl_seconds)
-            .map_or(self.limits.max_ttl_seconds, |t| {
-                t.min(self.limits.max_ttl_seconds)
+            .map_or(call.limits.max_ttl_seconds, |t| {
+                t.min(call.limits.max_ttl_seconds)
             });
-        let ctx = BatchContext {
+        BatchContext {
             default_key,
             default_key_id: default_key_id.to_owned(),
             expires_at: fields.expires_at,
@@ -128,8 +154,7 @@ impl SignerService {
             max_ttl_seconds,
             now: unix_now(),
             grant,
-        };
-        (ctx, keys)
+        }
     }
 
     /// Charges the caller's URL rate limit for a whole batch before any work.
@@ -149,6 +174,7 @@ impl SignerService {
             );
             ApiError::RateLimited {
                 client: grant.name.clone(),
+                limit: "urls_per_second",
                 source,
             }
         })
@@ -176,11 +202,13 @@ impl SignerService {
         req: proto::SignUrlsRequest,
         batch_index: u64,
     ) -> Result<proto::SignUrlsResponse, Status> {
-        self.check_limits(req.items.len(), req.encoded_len())?;
+        let call = self.call_config();
+        Self::check_limits(&call.limits, req.items.len())?;
         self.charge_rate(caller, req.items.len())?;
         self.metrics.batch_urls.record(req.items.len() as f64);
         let items = req.items.len();
-        let (ctx, keys) = self.context(
+        let ctx = self.context(
+            &call,
             &BatchFields {
                 caller,
                 key_id: &req.key_id,
@@ -191,16 +219,23 @@ impl SignerService {
             req.items.len(),
         );
         let metrics = self.metrics.clone();
-        let here = self.few_ecdsa(&req.items, &ctx, &keys);
+        let here = self.few_ecdsa(&call.limits, &req.items, &ctx, &call.keys);
+        let admission = self.admit(here, items, &call.limits)?;
+        let keys = call.keys;
         let ((response, denied), timing) = self
             .pool
             .run_here_or_on_pool(here, move |site| {
+                let started = std::time::Instant::now();
                 let (results, stats) = sign_batch(&req.items, &ctx, &keys, site);
                 // The results own copies of what they need: free the request (MBs for a
                 // 10,000-URL playlist) before the response strings are built.
                 drop(req);
                 let denied = count_outcomes(&results, &metrics, Output::Url);
-                (url_response(results, stats, batch_index), denied)
+                let response = url_response(results, stats, batch_index);
+                if let Some(a) = admission {
+                    a.ran(started.elapsed());
+                }
+                (response, denied)
             })
             .await
             .map_err(ApiError::from)?;
@@ -214,8 +249,14 @@ impl SignerService {
     /// Whether a batch is at most `[signing] inline_ecdsa_max_items` ECDSA signatures, which
     /// cost less on this thread than the hand-off to the pool and back (see
     /// `signing::pool`). Any RSA key sends the batch to the pool.
-    fn few_ecdsa<T: AsItemSpec>(&self, items: &[T], ctx: &BatchContext, keys: &KeySet) -> bool {
-        items.len() <= self.limits.inline_ecdsa_max_items
+    fn few_ecdsa<T: AsItemSpec>(
+        &self,
+        limits: &SigningConfig,
+        items: &[T],
+        ctx: &BatchContext,
+        keys: &KeySet,
+    ) -> bool {
+        items.len() <= limits.inline_ecdsa_max_items
             && items.iter().all(|item| {
                 let ecdsa = |k: &SigningKey| k.kind() == KeyKind::EcdsaP256;
                 let id = item.item_spec().key_id;
@@ -435,8 +476,8 @@ impl Signer for Arc<SignerService> {
     ) -> Result<Response<proto::SignCookiesResponse>, Status> {
         let caller = caller_of(&request)?;
         let req = request.into_inner();
-        self.check_limits(req.items.len(), req.encoded_len())?;
-        self.charge_rate(&caller, req.items.len())?;
+        let call = self.call_config();
+        SignerService::check_limits(&call.limits, req.items.len())?;
         let items = req.items.len();
         let attrs = req.attributes.clone().unwrap_or_default();
         check_attribute("attributes.domain", &attrs.domain)?;
@@ -448,8 +489,10 @@ impl Signer for Arc<SignerService> {
             }
             .into());
         }
+        self.charge_rate(&caller, req.items.len())?;
         self.metrics.batch_cookies.record(req.items.len() as f64);
-        let (ctx, keys) = self.context(
+        let ctx = self.context(
+            &call,
             &BatchFields {
                 caller: &caller,
                 key_id: &req.key_id,
@@ -460,14 +503,21 @@ impl Signer for Arc<SignerService> {
             req.items.len(),
         );
         let metrics = self.metrics.clone();
-        let here = self.few_ecdsa(&req.items, &ctx, &keys);
+        let here = self.few_ecdsa(&call.limits, &req.items, &ctx, &call.keys);
+        let admission = self.admit(here, items, &call.limits)?;
+        let keys = call.keys;
         let ((response, denied), timing) = self
             .pool
             .run_here_or_on_pool(here, move |site| {
+                let started = std::time::Instant::now();
                 let (results, stats) = sign_batch(&req.items, &ctx, &keys, site);
                 drop(req);
                 let denied = count_outcomes(&results, &metrics, Output::Cookie);
-                (cookie_response(results, stats, &attrs), denied)
+                let response = cookie_response(results, stats, &attrs);
+                if let Some(a) = admission {
+                    a.ran(started.elapsed());
+                }
+                (response, denied)
             })
             .await
             .map_err(ApiError::from)?;
@@ -487,14 +537,17 @@ impl Signer for Arc<SignerService> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let service = Arc::clone(self);
         tokio::spawn(async move {
-            let max = service.limits.max_stream_batches;
+            let max = service.live.snapshot().config.signing.max_stream_batches;
             let mut batch_index = 0u64;
             loop {
                 let msg = match inbound.message().await {
                     Ok(Some(msg)) => msg,
                     Ok(None) => break,
                     Err(status) => {
+                        // An oversized message, or the client's stream broke: say so (if
+                        // the client still listens) rather than end the stream as if OK.
                         tracing::debug!(%status, "SignUrlsStream: client stream ended with error");
+                        let _ = tx.send(Err(status)).await;
                         break;
                     }
                 };

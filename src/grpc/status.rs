@@ -2,7 +2,10 @@
 //! [`tonic::Status`], item-level errors a per-item [`proto::ItemError`]. Both matches are
 //! exhaustive, so a new error variant does not compile until it has a code.
 
+use std::time::Duration;
+
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::proto;
 use crate::proto::item_error::Code as ItemCode;
@@ -21,14 +24,9 @@ pub enum ApiError {
         /// The limit.
         max: usize,
     },
-    /// Encoded request larger than `[server] max_message_bytes`.
-    #[error("request is {size} bytes, over the server.max_message_bytes limit of {max}")]
-    MessageTooLarge {
-        /// Encoded size.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
+    /// A batch with no items.
+    #[error("items: the request has no items; send at least one")]
+    NoItems,
     /// More stream messages than `[signing] max_stream_batches`.
     #[error("stream sent more than the signing.max_stream_batches limit of {max} messages")]
     StreamTooLong {
@@ -48,26 +46,88 @@ pub enum ApiError {
     RateLimited {
         /// Configured client name.
         client: String,
-        /// Which limit and when to retry.
-        source: crate::auth::RateError,
+        /// Which limit (`urls_per_second`, `purge_paths_per_minute`).
+        limit: &'static str,
+        /// How much and when to retry.
+        source: crate::access::RateError,
+    },
+    /// The signing pool has more work queued than `[signing] max_queued_items`.
+    #[error(
+        "signing queue is full ({queued} items queued, signing.max_queued_items is {limit}); retry in {:.1}s",
+        retry_after.as_secs_f64()
+    )]
+    QueueFull {
+        /// Items queued now.
+        queued: usize,
+        /// The limit.
+        limit: usize,
+        /// When the queue should have room again.
+        retry_after: Duration,
     },
     /// The signing pool lost the job (a bug; logged where it happened).
     #[error("signing pool failed to complete the batch")]
     Pool(#[from] PoolError),
 }
 
-impl From<ApiError> for Status {
-    fn from(e: ApiError) -> Status {
-        let code = match &e {
+impl ApiError {
+    /// The gRPC code for this refusal.
+    pub fn code(&self) -> Code {
+        match self {
             ApiError::TooManyItems { .. }
-            | ApiError::MessageTooLarge { .. }
+            | ApiError::NoItems
             | ApiError::StreamTooLong { .. }
             | ApiError::InvalidField { .. } => Code::InvalidArgument,
-            ApiError::RateLimited { .. } => Code::ResourceExhausted,
+            ApiError::RateLimited { .. } | ApiError::QueueFull { .. } => Code::ResourceExhausted,
             ApiError::Pool(PoolError::Lost) => Code::Internal,
-        };
-        Status::new(code, e.to_string())
+        }
     }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let code = e.code();
+        let message = e.to_string();
+        let details = match &e {
+            ApiError::RateLimited {
+                client,
+                limit,
+                source,
+            } => {
+                let mut d = match source.retry_after() {
+                    Some(s) => ErrorDetails::with_retry_info(Some(Duration::from_secs_f64(s))),
+                    None => ErrorDetails::new(),
+                };
+                d.add_quota_failure_violation(
+                    format!("client:{client}"),
+                    format!("{limit}: {source}"),
+                );
+                d
+            }
+            ApiError::QueueFull { retry_after, .. } => {
+                ErrorDetails::with_retry_info(Some(*retry_after))
+            }
+            _ => return Status::new(code, message),
+        };
+        Status::with_error_details(code, message, details)
+    }
+}
+
+/// Refusal by the concurrency limit (`[server] max_concurrent_requests`), with a retry hint.
+pub fn shed(limit: usize) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "server is at its limit of {limit} concurrent calls (server.max_concurrent_requests); retry with backoff"
+        ),
+        ErrorDetails::with_retry_info(Some(Duration::from_millis(100))),
+    )
+}
+
+/// A request message over `[server] max_message_bytes`, refused before it is read.
+pub fn message_too_large(len: u64, limit: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "request message is {len} bytes, over the server.max_message_bytes limit of {limit}"
+    ))
 }
 
 /// Per-item error for item `index`; `field` is the full path, e.g. `items[3].url`.

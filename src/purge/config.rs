@@ -125,18 +125,19 @@ impl Default for PurgeConfig {
     }
 }
 
-/// Checks `[[targets]]` and `[purge]`; the message names the key at fault.
-pub fn validate(targets: &[TargetConfig], purge: &PurgeConfig) -> Result<(), String> {
+/// Checks `[[targets]]` and `[purge]`, adding one message per problem, each naming the key
+/// at fault.
+pub fn validate(targets: &[TargetConfig], purge: &PurgeConfig, problems: &mut Vec<String>) {
     let mut seen = std::collections::HashSet::new();
     for (i, t) in targets.iter().enumerate() {
         if t.name.is_empty() {
-            return Err(format!("targets[{i}].name must not be empty"));
+            problems.push(format!("targets[{i}].name must not be empty"));
         }
         match t.provider {
             ProviderKind::Cloudfront => {
                 let id = t.distribution_id.as_deref().unwrap_or_default();
                 if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    return Err(format!(
+                    problems.push(format!(
                         "targets[{i}] ({}): provider \"cloudfront\" needs distribution_id (ASCII letters and digits)",
                         t.name
                     ));
@@ -145,13 +146,13 @@ pub fn validate(targets: &[TargetConfig], purge: &PurgeConfig) -> Result<(), Str
             ProviderKind::Aliyun => {
                 let d = t.domain.as_deref().unwrap_or_default();
                 if d.is_empty() || d.contains('/') || d.contains(char::is_whitespace) {
-                    return Err(format!(
+                    problems.push(format!(
                         "targets[{i}] ({}): provider \"aliyun\" needs domain (a host name, no scheme or path)",
                         t.name
                     ));
                 }
                 if t.scheme != "http" && t.scheme != "https" {
-                    return Err(format!(
+                    problems.push(format!(
                         "targets[{i}] ({}): scheme must be \"http\" or \"https\"",
                         t.name
                     ));
@@ -161,13 +162,13 @@ pub fn validate(targets: &[TargetConfig], purge: &PurgeConfig) -> Result<(), Str
         if let Some(e) = &t.endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))
         {
-            return Err(format!(
+            problems.push(format!(
                 "targets[{i}] ({}): endpoint {e:?} must start with http:// or https://",
                 t.name
             ));
         }
         if !seen.insert((t.name.clone(), t.provider, t.resource().to_owned())) {
-            return Err(format!(
+            problems.push(format!(
                 "targets[{i}] ({}): the same {} {} appears twice",
                 t.name,
                 t.provider.as_str(),
@@ -176,19 +177,18 @@ pub fn validate(targets: &[TargetConfig], purge: &PurgeConfig) -> Result<(), Str
         }
     }
     if purge.max_paths == 0 {
-        return Err("purge.max_paths must be at least 1".into());
+        problems.push("purge.max_paths must be at least 1".into());
     }
     if purge.poll_interval_ms == 0 || purge.watch_interval_ms == 0 {
-        return Err("purge.poll_interval_ms and purge.watch_interval_ms must be positive".into());
+        problems.push("purge.poll_interval_ms and purge.watch_interval_ms must be positive".into());
     }
     if purge.cloudfront_max_paths_per_request == 0
         || purge.cloudfront_max_files_in_progress == 0
         || purge.cloudfront_max_wildcards_in_progress == 0
     {
-        return Err("purge.cloudfront_max_* limits must be at least 1".into());
+        problems.push("purge.cloudfront_max_* limits must be at least 1".into());
     }
     if purge.retry_base_ms == 0 || purge.retry_max_ms < purge.retry_base_ms {
-        return Err("purge.retry_base_ms must be positive and at most purge.retry_max_ms".into());
+        problems.push("purge.retry_base_ms must be positive and at most purge.retry_max_ms".into());
     }
-    Ok(())
 }

@@ -185,8 +185,10 @@ pub struct PurgeInput {
     pub paths: Vec<String>,
     /// Kind.
     pub kind: PurgeKind,
-    /// Caller's idempotency key; empty for none.
+    /// Caller's idempotency key; empty for none. Scoped to `client`.
     pub idempotency_key: String,
+    /// The calling client's configured name (empty when authentication is off).
+    pub client: String,
 }
 
 /// A stored purge and whether this call found it by its idempotency key.
@@ -516,7 +518,9 @@ impl Purger {
             aliyun::sha256_hex(text.as_bytes())
         };
         if !input.idempotency_key.is_empty()
-            && let Some(rec) = self.store.get_by_key(&input.idempotency_key)?
+            && let Some(rec) = self
+                .store
+                .get_by_key(&store::key_slot(&input.client, &input.idempotency_key))?
         {
             return self.deduplicated(rec, &fingerprint);
         }
@@ -561,7 +565,7 @@ impl Purger {
                         }
                     }
                     let items = collapse(items, self.cfg.cloudfront_collapse_threshold);
-                    jobs.extend(self.batch_cloudfront(t, &key, items));
+                    jobs.extend(self.batch_cloudfront(t, &id, items));
                 }
                 LegClient::Aliyun(client) => {
                     let mut seen = HashSet::new();
@@ -639,6 +643,7 @@ impl Purger {
             id,
             seq: 0,
             idempotency_key: key,
+            client: input.client.clone(),
             fingerprint: fingerprint.clone(),
             target: input.target.clone(),
             kind: input.kind,
@@ -694,10 +699,13 @@ impl Purger {
         })
     }
 
+    /// CloudFront batches for a purge; each `CallerReference` derives from the purge's own
+    /// id, the target and the batch, never from a caller's key (two clients' purges must
+    /// never share one, or CloudFront hands the second the first one's invalidation).
     fn batch_cloudfront(
         &self,
         t: &TargetConfig,
-        key: &str,
+        purge_id: &str,
         items: Vec<CloudFrontPath>,
     ) -> Vec<JobRecord> {
         let per_request = self.cfg.cloudfront_max_paths_per_request as usize;
@@ -727,7 +735,7 @@ impl Purger {
             .into_iter()
             .enumerate()
             .map(|(i, (paths, _, wild))| {
-                let mut text = format!("{key}\n{}\n{i}\n", t.resource());
+                let mut text = format!("{purge_id}\n{}\n{i}\n", t.resource());
                 for p in &paths {
                     text.push_str(p);
                     text.push('\n');

@@ -130,6 +130,10 @@ pub struct PurgeRecord {
     pub id: String,
     /// Acceptance order; set by the store.
     pub seq: u64,
+    /// The client that made it (its configured name; empty when authentication is off).
+    /// Idempotency keys are scoped to it.
+    #[serde(default)]
+    pub client: String,
     /// Caller's key, or the id when the caller gave none.
     pub idempotency_key: String,
     /// SHA-256 of target, kind and paths: the same key with another request is refused.
@@ -148,7 +152,17 @@ pub struct PurgeRecord {
     pub quota: Vec<QuotaRecord>,
 }
 
+/// Where an idempotency key is stored: per client, so two clients' keys never meet.
+pub fn key_slot(client: &str, key: &str) -> String {
+    format!("{client}\u{1f}{key}")
+}
+
 impl PurgeRecord {
+    /// This record's idempotency key slot ([`key_slot`]).
+    pub fn key_slot(&self) -> String {
+        key_slot(&self.client, &self.idempotency_key)
+    }
+
     /// Every job finished.
     pub fn is_finished(&self) -> bool {
         self.jobs.iter().all(|j| j.state.is_finished())
@@ -181,7 +195,7 @@ pub trait PurgeStore: Send + Sync + 'static {
     fn update(&self, record: &PurgeRecord) -> Result<(), StoreError>;
     /// One purge by id.
     fn get(&self, id: &str) -> Result<Option<PurgeRecord>, StoreError>;
-    /// The purge that holds an idempotency key.
+    /// The purge that holds an idempotency key slot ([`key_slot`]).
     fn get_by_key(&self, key: &str) -> Result<Option<PurgeRecord>, StoreError>;
     /// Newest first, with `seq < before` when given, at most `limit`, optionally one target.
     fn list(
@@ -235,8 +249,9 @@ impl PurgeStore for RedbStore {
         {
             let mut keys = tx.open_table(KEYS).map_err(se)?;
             let mut purges = tx.open_table(PURGES).map_err(se)?;
+            let slot = record.key_slot();
             let existing = keys
-                .get(record.idempotency_key.as_str())
+                .get(slot.as_str())
                 .map_err(se)?
                 .map(|v| v.value().to_owned());
             if let Some(id) = existing {
@@ -253,8 +268,7 @@ impl PurgeStore for RedbStore {
             purges
                 .insert(record.id.as_str(), json.as_slice())
                 .map_err(se)?;
-            keys.insert(record.idempotency_key.as_str(), record.id.as_str())
-                .map_err(se)?;
+            keys.insert(slot.as_str(), record.id.as_str()).map_err(se)?;
             order.insert(seq, record.id.as_str()).map_err(se)?;
             if !record.is_finished() {
                 let mut active = tx.open_table(ACTIVE).map_err(se)?;
@@ -366,10 +380,7 @@ impl MemoryStore {
 impl PurgeStore for MemoryStore {
     fn insert(&self, mut record: PurgeRecord) -> Result<Inserted, StoreError> {
         let mut all = self.lock()?;
-        if let Some(r) = all
-            .iter()
-            .find(|r| r.idempotency_key == record.idempotency_key)
-        {
+        if let Some(r) = all.iter().find(|r| r.key_slot() == record.key_slot()) {
             return Ok(Inserted::Existing(r.clone()));
         }
         record.seq = all.last().map_or(1, |r| r.seq + 1);
@@ -393,11 +404,7 @@ impl PurgeStore for MemoryStore {
     }
 
     fn get_by_key(&self, key: &str) -> Result<Option<PurgeRecord>, StoreError> {
-        Ok(self
-            .lock()?
-            .iter()
-            .find(|r| r.idempotency_key == key)
-            .cloned())
+        Ok(self.lock()?.iter().find(|r| r.key_slot() == key).cloned())
     }
 
     fn list(
@@ -435,6 +442,7 @@ mod tests {
         PurgeRecord {
             id: id.into(),
             seq: 0,
+            client: String::new(),
             idempotency_key: key.into(),
             fingerprint: "f".into(),
             target: "site".into(),
@@ -524,7 +532,9 @@ mod tests {
         let s = RedbStore::open(dir.path()).expect("reopen");
         assert_eq!(s.get("pg_b").expect("get"), None);
         assert_eq!(
-            s.get_by_key("k1").expect("key").map(|r| r.id),
+            s.get_by_key(&key_slot("", "k1"))
+                .expect("key")
+                .map(|r| r.id),
             Some("pg_a".into())
         );
         let active: Vec<_> = s

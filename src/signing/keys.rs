@@ -587,21 +587,41 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Reads and parses every key; the first failure fails the whole set, so a reload
-    /// never half-applies.
+    /// Reads and parses every key; any failure fails the whole set, so a reload never
+    /// half-applies. The error is the first key that failed.
     pub fn load(specs: &[KeySpec], backend: Backend) -> Result<KeySet, KeyError> {
+        Self::load_all(specs, backend).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// [`load`](Self::load), reporting every key that failed (never an empty list).
+    pub fn load_all(specs: &[KeySpec], backend: Backend) -> Result<KeySet, Vec<KeyError>> {
         let mut keys = HashMap::with_capacity(specs.len());
+        let mut errors = Vec::new();
         for spec in specs {
             let pem = match &spec.pem {
                 PemSource::Builtin(text) => std::borrow::Cow::Borrowed(*text),
-                PemSource::File(path) => std::borrow::Cow::Owned(read_key_file(&spec.id, path)?),
+                PemSource::File(path) => match read_key_file(&spec.id, path) {
+                    Ok(text) => std::borrow::Cow::Owned(text),
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                },
             };
-            let key = SigningKey::from_pem(&spec.id, &pem, spec.hash, backend)?;
-            if keys.insert(spec.id.clone(), Arc::new(key)).is_some() {
-                return Err(KeyError::Duplicate(spec.id.clone()));
+            match SigningKey::from_pem(&spec.id, &pem, spec.hash, backend) {
+                Ok(key) => {
+                    if keys.insert(spec.id.clone(), Arc::new(key)).is_some() {
+                        errors.push(KeyError::Duplicate(spec.id.clone()));
+                    }
+                }
+                Err(e) => errors.push(e),
             }
         }
-        Ok(KeySet { keys })
+        if errors.is_empty() {
+            Ok(KeySet { keys })
+        } else {
+            Err(errors)
+        }
     }
 
     /// Builds a set from already parsed keys (tests, benches).

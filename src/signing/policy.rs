@@ -193,12 +193,13 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
+        // A `*` in the pattern is always a wildcard, even where the text has a `*` too.
+        if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
             pi = sp + 1;
             ti = st + 1;
@@ -323,6 +324,8 @@ mod tests {
         assert!(wildcard_match("*", ""));
         assert!(!wildcard_match("", "x"));
         assert!(wildcard_match("a*b*c", "aXXbYYc"));
+        // A '*' in the text does not stop the pattern's '*' from matching more.
+        assert!(wildcard_match("https://d/hls*", "https://d/hls*/x"));
         assert!(!wildcard_match("a*b*c", "aXXbYY"));
     }
 

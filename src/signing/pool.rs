@@ -18,7 +18,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -69,11 +69,62 @@ pub enum PoolError {
     Lost,
 }
 
+/// The pool's queue is full: the request was refused before any work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("signing queue full: {queued} items queued, limit {limit}")]
+pub struct QueueFull {
+    /// Items queued when the request came.
+    pub queued: usize,
+    /// The limit.
+    pub limit: usize,
+    /// When there should be room again, from the pool's recent pace.
+    pub retry_after: Duration,
+}
+
 /// Gauges the pool keeps for metrics.
 #[derive(Debug, Default)]
 struct Counters {
     queued: AtomicUsize,
     busy: AtomicUsize,
+    /// Items admitted ([`SigningPool::admit`]) and not yet finished.
+    queued_items: AtomicUsize,
+    /// Recent thread time per item, nanoseconds (a moving average).
+    item_nanos: AtomicU64,
+    /// Jobs skipped because their caller had gone.
+    abandoned: AtomicU64,
+}
+
+/// A place for `items` items in the pool's queue, given back when dropped (when the job
+/// that holds it has run, or was skipped).
+#[derive(Debug)]
+pub struct Admission {
+    counters: Arc<Counters>,
+    items: usize,
+}
+
+impl Admission {
+    /// Records how long the admitted items took on a thread, for the retry estimate.
+    pub fn ran(&self, elapsed: Duration) {
+        if self.items == 0 {
+            return;
+        }
+        let per_item = (elapsed.as_nanos() / self.items as u128).min(u128::from(u32::MAX)) as u64;
+        let old = self.counters.item_nanos.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            per_item
+        } else {
+            (old * 7 + per_item) / 8
+        };
+        self.counters.item_nanos.store(new, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.counters
+            .queued_items
+            .fetch_sub(self.items, Ordering::AcqRel);
+    }
 }
 
 /// Timing of one job, for metrics: time waiting for a thread, then time running.
@@ -126,6 +177,43 @@ impl SigningPool {
         self.counters.busy.load(Ordering::Relaxed)
     }
 
+    /// Items admitted and not finished.
+    pub fn queued_items(&self) -> usize {
+        self.counters.queued_items.load(Ordering::Relaxed)
+    }
+
+    /// Jobs skipped so far because their caller had gone before their turn came.
+    pub fn abandoned(&self) -> u64 {
+        self.counters.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Reserves room for `items` items, or refuses when that would take the queue past
+    /// `limit`. An idle pool admits any request, so a batch larger than the limit can run
+    /// when nothing else is waiting.
+    pub fn admit(&self, items: usize, limit: usize) -> Result<Admission, QueueFull> {
+        let before = self
+            .counters
+            .queued_items
+            .fetch_add(items, Ordering::AcqRel);
+        let admission = Admission {
+            counters: Arc::clone(&self.counters),
+            items,
+        };
+        if before > 0 && before.saturating_add(items) > limit {
+            drop(admission);
+            let per_item = Duration::from_nanos(self.counters.item_nanos.load(Ordering::Relaxed));
+            let threads = self.threads().max(1) as u32;
+            let drain =
+                per_item.saturating_mul(u32::try_from(before).unwrap_or(u32::MAX)) / threads;
+            return Err(QueueFull {
+                queued: before,
+                limit,
+                retry_after: drain.clamp(Duration::from_millis(100), Duration::from_secs(30)),
+            });
+        }
+        Ok(admission)
+    }
+
     /// Runs `job` on the pool and awaits its result without blocking the async worker.
     pub async fn run<F, R>(&self, job: F) -> Result<(R, JobTiming), PoolError>
     where
@@ -138,6 +226,12 @@ impl SigningPool {
         counters.queued.fetch_add(1, Ordering::Relaxed);
         self.pool.spawn(move || {
             counters.queued.fetch_sub(1, Ordering::Relaxed);
+            // The caller has gone (deadline passed, call cancelled): sign nothing for nobody.
+            if tx.is_closed() {
+                counters.abandoned.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::SIGN_ABANDONED).increment(1);
+                return;
+            }
             counters.busy.fetch_add(1, Ordering::Relaxed);
             // Decrement `busy` even if the job panics.
             let busy = BusyGuard(&counters);
@@ -264,5 +358,60 @@ mod tests {
         // The pool still works afterwards.
         assert_eq!(pool.run(|_| 7).await.expect("run").0, 7);
         assert_eq!(pool.busy(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_whose_caller_has_gone_is_not_run() {
+        use std::future::Future as _;
+        use std::sync::atomic::AtomicBool;
+
+        let pool = Arc::new(SigningPool::new(1).expect("pool"));
+        // Hold the only thread until released.
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let p = Arc::clone(&pool);
+        let blocker = tokio::spawn(async move {
+            p.run(move |_| {
+                let _ = started_tx.send(());
+                let _ = release_rx.recv();
+            })
+            .await
+        });
+        started_rx.await.expect("blocker started");
+
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = Arc::clone(&ran);
+        let mut victim = Box::pin(pool.run(move |_| r.store(true, Ordering::SeqCst)));
+        // Poll once: the job is queued behind the blocker. Then the caller goes away.
+        std::future::poll_fn(|cx| {
+            assert!(victim.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        assert_eq!(pool.queued(), 1);
+        drop(victim);
+
+        release_tx.send(()).expect("release");
+        blocker.await.expect("join").expect("blocker ran");
+        // Jobs from outside the pool run in order: once this one has run, so has the victim.
+        pool.run(|_| ()).await.expect("after");
+        assert!(!ran.load(Ordering::SeqCst), "an abandoned job was signed");
+        assert_eq!(pool.abandoned(), 1);
+    }
+
+    #[test]
+    fn admission_bounds_the_queue_but_never_starves_a_big_batch() {
+        let pool = SigningPool::new(1).expect("pool");
+        let big = pool.admit(100, 15).expect("an idle pool takes any batch");
+        let refused = pool.admit(1, 15).expect_err("over the limit");
+        assert_eq!((refused.queued, refused.limit), (100, 15));
+        assert!(refused.retry_after >= Duration::from_millis(100));
+        drop(big);
+        let a = pool.admit(10, 15).expect("room");
+        assert!(pool.admit(10, 15).is_err());
+        let b = pool.admit(5, 15).expect("fits exactly");
+        assert_eq!(pool.queued_items(), 15);
+        drop((a, b));
+        assert_eq!(pool.queued_items(), 0);
     }
 }

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use super::keys::{KeySet, SigningKey};
 use super::policy::{IpRange, PolicySpec, canned_json};
 use super::{Field, SignError};
-use crate::auth::Grant;
+use crate::access::resource::find_dot_segment;
+use crate::access::{Grant, TextKind};
 
 /// Longest URL or resource accepted, in bytes (after percent-encoding). CloudFront's own
 /// limit on a request URL is 8,192 bytes; the signature adds several hundred more.
@@ -345,6 +346,9 @@ pub fn prepare(
     } else {
         check_url_shape(Field::Url, &url)?;
     }
+    if let Some(dot) = find_dot_segment(&url, TextKind::Url) {
+        return Err(invalid(Field::Url, dot.to_string()));
+    }
     check_reserved_params(&url)?;
 
     let expires = resolve_expiry(spec, ctx)?;
@@ -375,6 +379,9 @@ pub fn prepare(
             let r = clean_text(Field::PolicyResource, r)?;
             if !spec.bare_resource && !r.starts_with('*') {
                 check_resource_scheme(&r)?;
+            }
+            if let Some(dot) = find_dot_segment(&r, TextKind::Pattern) {
+                return Err(invalid(Field::PolicyResource, dot.to_string()));
             }
             Some(r)
         }
@@ -411,8 +418,8 @@ pub fn prepare(
     })
 }
 
-/// The caller may use this key, and both the URL and the policy resource fall under one of
-/// its URL prefixes (after normalisation; see [`crate::auth::normalize_for_grant`]).
+/// The caller may use this key, and both the URL and the policy resource, exactly as they
+/// will be signed, lie under one of its URL prefixes ([`Grant::covers`]).
 fn check_grant(
     grant: &Grant,
     key: &SigningKey,
@@ -427,12 +434,12 @@ fn check_grant(
         ));
     }
     grant
-        .allows_resource(url, false)
-        .map_err(|r| denied(Field::Url, r))?;
+        .covers(url, TextKind::Url)
+        .map_err(|d| denied(Field::Url, d.to_string()))?;
     if let Some(r) = resource {
         grant
-            .allows_resource(r, true)
-            .map_err(|r| denied(Field::PolicyResource, r))?;
+            .covers(r, TextKind::Pattern)
+            .map_err(|d| denied(Field::PolicyResource, d.to_string()))?;
     }
     Ok(())
 }

@@ -1,5 +1,3 @@
-//! Cross-cutting concerns as tower layers around every gRPC service.
-//!
 //! [`ObserveLayer`]: one span per call (`method`, `request_id`, `peer`, plus `batch_size`
 //! and `key_id` recorded by the handler), the request id echoed in `x-request-id`
 //! response metadata, one `grpc call` log line, and the request metrics by method and
@@ -18,6 +16,8 @@ use metrics::{Counter, Histogram, counter, histogram};
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
+use super::take_ready;
+use crate::conn::Peer;
 use crate::metrics::{GRPC_DURATION, GRPC_REQUESTS};
 
 /// Request metadata key for the request id.
@@ -152,13 +152,6 @@ impl<S> std::fmt::Debug for Observe<S> {
     }
 }
 
-/// Takes the service that `poll_ready` readied, leaving a fresh clone in its place (the
-/// usual tower pattern for moving a service into a boxed future).
-pub(crate) fn take_ready<S: Clone>(slot: &mut S) -> S {
-    let clone = slot.clone();
-    std::mem::replace(slot, clone)
-}
-
 /// A caller's request id is used only if it is short and plain, so it cannot forge log
 /// fields or carry a secret-sized blob; otherwise a fresh one is made.
 fn caller_request_id(value: Option<&HeaderValue>) -> Option<String> {
@@ -192,10 +185,7 @@ where
         let method = GrpcMetrics::method_index(req.uri().path());
         let request_id = caller_request_id(req.headers().get(REQUEST_ID_HEADER))
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let peer = req
-            .extensions()
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|i| i.remote_addr());
+        let peer = req.extensions().get::<Peer>().and_then(|p| p.remote);
         let span = tracing::info_span!(
             "grpc",
             method = GrpcMetrics::method_label(method),

@@ -1,0 +1,289 @@
+//! Accepting connections: plain TCP or TLS, with what the server knows of each peer.
+//!
+//! TLS is terminated here rather than by tonic so that the certificate and the client CA
+//! can change on SIGHUP: each handshake uses the TLS config in force when the connection
+//! arrived ([`TlsSource`]), and connections already open keep theirs. Handshakes run in
+//! their own tasks with a deadline, so a slow or silent client never holds up the next
+//! accept. Accept errors (out of file descriptors, say) back off instead of spinning.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::rustls;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+use crate::linger::{Gentle, Lingering};
+
+/// What the server knows about the other end of a connection, in every request's
+/// extensions.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The client's address.
+    pub remote: Option<SocketAddr>,
+    /// The client certificate (DER) it presented over mTLS, verified against the client CA.
+    pub certificate: Option<Arc<[u8]>>,
+}
+
+/// Where each new TLS handshake gets its config (the live configuration's, on reload).
+pub trait TlsSource: Send + Sync + 'static {
+    /// The config for a connection arriving now.
+    fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>>;
+}
+
+/// An accepted connection.
+#[derive(Debug)]
+pub enum Conn {
+    /// Plain TCP.
+    Plain(Gentle, Peer),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<Gentle>>, Peer),
+}
+
+impl Connected for Conn {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Peer {
+        match self {
+            Conn::Plain(_, p) | Conn::Tls(_, p) => p.clone(),
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s, _) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s, _) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s, _) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s, _) => s.is_write_vectored(),
+            Conn::Tls(s, _) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections accepted but not yet taken by the server.
+const BACKLOG: usize = 64;
+
+/// Accepts on `listener` until the returned stream is dropped. With `tls`, every connection
+/// is a TLS handshake using the config `tls` gives at that moment.
+pub fn incoming(
+    listener: TcpListener,
+    lingering: Lingering,
+    tls: Option<Arc<dyn TlsSource>>,
+) -> ReceiverStream<io::Result<Conn>> {
+    let (tx, rx) = mpsc::channel(BACKLOG);
+    tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
+        loop {
+            let accepted = tokio::select! {
+                () = tx.closed() => return,
+                a = listener.accept() => a,
+            };
+            let (stream, remote) = match accepted {
+                Ok(a) => {
+                    backoff.reset();
+                    a
+                }
+                Err(error) => {
+                    let wait = backoff.failed();
+                    tracing::warn!(%error, ?wait, "accept failed; backing off");
+                    tokio::select! {
+                        () = tx.closed() => return,
+                        () = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let peer = Peer {
+                remote: Some(remote),
+                certificate: None,
+            };
+            let gentle = lingering.wrap(stream);
+            match tls.as_ref().and_then(|t| t.tls_config()) {
+                None => {
+                    if tx.send(Ok(Conn::Plain(gentle, peer))).await.is_err() {
+                        return;
+                    }
+                }
+                Some(config) => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        if let Some(conn) = handshake(config, gentle, peer).await {
+                            let _ = tx.send(Ok(conn)).await;
+                        }
+                    });
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+async fn handshake(
+    config: Arc<rustls::ServerConfig>,
+    stream: Gentle,
+    mut peer: Peer,
+) -> Option<Conn> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            peer.certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .map(|c| Arc::from(c.as_ref()));
+            Some(Conn::Tls(Box::new(tls), peer))
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, peer = ?peer.remote, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(peer = ?peer.remote, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Doubling waits after consecutive accept errors, 10 ms up to 1 s.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    /// The wait after one more failure.
+    pub fn failed(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let ms = 10u64 << (self.failures.min(8) - 1);
+        Duration::from_millis(ms.min(1_000))
+    }
+
+    /// An accept succeeded.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Reads PEM files into a rustls server config: the certificate chain and key, and with a
+/// client CA, verification of client certificates (required unless `client_optional`).
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: Option<&[u8]>,
+    client_optional: bool,
+) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cert: {e}"))?;
+    if certs.is_empty() {
+        return Err("cert: no certificate in the file".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca) {
+                let cert = cert.map_err(|e| format!("client_ca: {e}"))?;
+                roots.add(cert).map_err(|e| format!("client_ca: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err("client_ca: no certificate in the file".into());
+            }
+            let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            if client_optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            builder
+                .with_client_cert_verifier(verifier.build().map_err(|e| format!("client_ca: {e}"))?)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("cert and key: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_doubles_to_a_second_and_resets() {
+        let mut b = AcceptBackoff::default();
+        let waits: Vec<u64> = (0..10).map(|_| b.failed().as_millis() as u64).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.failed(), Duration::from_millis(10));
+    }
+}
