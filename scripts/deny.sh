@@ -85,6 +85,9 @@ advisories_done=0
 if [[ -n "${CARGO_DENY_ADVISORY_DB:-}" ]]; then
     src="$CARGO_DENY_ADVISORY_DB"
     [[ -d "$src/crates" ]] || die "CARGO_DENY_ADVISORY_DB=$src has no crates/ directory"
+    if [[ -f "$src/SNAPSHOT.txt" ]]; then
+        log "advisory database snapshot: $(grep -m1 -oE 'commit [0-9a-f]{7,} of [0-9-]{10}' "$src/SNAPSHOT.txt" || head -n1 "$src/SNAPSHOT.txt")"
+    fi
     db_path="$tmp/advisory-dbs"
     mkdir -p -- "$db_path"
     dest="$(db_dir_under "$db_path")"

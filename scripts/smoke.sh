@@ -59,3 +59,40 @@ if [[ $rc -ne 0 ]]; then
     exit 1
 fi
 echo "smoke: server stopped cleanly on SIGTERM"
+
+# A second server with one granted client (a config file, as production has): the grant
+# escapes of tests/fixtures/escapes/grant_escapes.json, from grpcio with its bearer token.
+TOKEN="smoke-granted-token-TEST-ONLY"
+CONF_DIR=$(mktemp -d)
+GRPC_PORT=$(free_port)
+cat >"$CONF_DIR/cdnsign.toml" <<EOF
+[server]
+listen = "127.0.0.1:$GRPC_PORT"
+[metrics]
+listen = ""
+[signing]
+default_key_id = "K2JCJMDEHXQW5F"
+[[keys]]
+id = "K2JCJMDEHXQW5F"
+path = "$REPO_ROOT/config/dev-keys/TEST-ONLY-cloudfront.pem"
+[[clients]]
+name = "smoke-granted"
+token_sha256 = "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)"
+keys = ["K2JCJMDEHXQW5F"]
+url_prefixes = ["https://d111111abcdef8.cloudfront.net/hls/"]
+EOF
+target/debug/cdnsign check-config --config "$CONF_DIR/cdnsign.toml"
+LOG=$(mktemp)
+target/debug/cdnsign serve --config "$CONF_DIR/cdnsign.toml" >"$LOG" 2>&1 &
+PID=$!
+trap 'kill "$PID" 2>/dev/null || true; rm -rf "$LOG" "$CONF_DIR"' EXIT
+for _ in $(seq 1 100); do
+    grep -q "cdnsign gRPC listening" "$LOG" && break
+    kill -0 "$PID" 2>/dev/null || { cat "$LOG"; echo "smoke: granted server exited" >&2; exit 1; }
+    sleep 0.1
+done
+"$PY" tests/python/smoke_grpc.py --addr "127.0.0.1:$GRPC_PORT" --timeout 10 \
+    --token "$TOKEN" --only-escapes
+kill -TERM "$PID"
+wait "$PID" || { cat "$LOG"; echo "smoke: granted server did not exit 0" >&2; exit 1; }
+echo "smoke: grant escapes refused for a granted client over grpcio"

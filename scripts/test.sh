@@ -10,7 +10,7 @@
 # 4. a smoke test from a client we did not write: Python grpcio against the real server,
 #    then promtool check metrics on its /metrics
 # 5. the deployment files: hadolint, promtool rule tests, manifests, dashboard
-# 6. cargo deny (licenses, bans, sources, and advisories when the RustSec DB is reachable)
+# 6. cargo deny (licenses, bans, sources, and advisories from ../shared's RustSec snapshot)
 #    and every cargo-fuzz target for a bounded time
 set -euo pipefail
 REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -28,7 +28,14 @@ cargo fmt --all -- --check
 step "cargo clippy (all features, all targets, -D warnings)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "cargo deny (licenses, bans, sources; advisories when a database is reachable)"
+step "cargo deny (licenses, bans, sources, and RustSec advisories)"
+# The team's RustSec snapshot beside the checkout (these machines cannot reach the
+# database's git repository): when it is there, advisories are checked on every run.
+SHARED_ADVISORY_DB="$REPO_ROOT/../shared/rustsec-advisory-db"
+if [[ -z "${CARGO_DENY_ADVISORY_DB:-}" && -d "$SHARED_ADVISORY_DB/crates" ]]; then
+    export CARGO_DENY_ADVISORY_DB="$SHARED_ADVISORY_DB"
+    export CDNSIGN_REQUIRE_ADVISORIES=1
+fi
 bash scripts/deny.sh
 
 step "build without OpenSSL (pure-rust backend only)"

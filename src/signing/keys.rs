@@ -1,8 +1,9 @@
 //! The pre-parsed key cache.
 //!
 //! Every key is parsed once, when the server starts or reloads, into a [`SigningKey`]
-//! held in an immutable [`KeySet`]; [`KeyStore`] swaps whole sets atomically, so a request
-//! sees either the old set or the new one, never a mix, and never waits for a reload.
+//! held in an immutable [`KeySet`]; the live configuration (`crate::live`) swaps whole sets
+//! atomically, so a request sees either the old set or the new one, never a mix, and never
+//! waits for a reload.
 //! Private key material never leaves this module: `Debug` prints the id, kind and size,
 //! and errors name the key id and file, never the bytes.
 
@@ -11,7 +12,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use super::pool::OnPool;
@@ -683,31 +683,6 @@ fn warn_if_world_readable(id: &str, path: &Path) {
 
 #[cfg(not(unix))]
 fn warn_if_world_readable(_id: &str, _path: &Path) {}
-
-/// The live key set, swapped atomically on reload.
-#[derive(Debug)]
-pub struct KeyStore {
-    current: ArcSwap<KeySet>,
-}
-
-impl KeyStore {
-    /// A store serving `set`.
-    pub fn new(set: KeySet) -> KeyStore {
-        KeyStore {
-            current: ArcSwap::from_pointee(set),
-        }
-    }
-
-    /// The set in force now; hold it for a whole batch so every item sees the same keys.
-    pub fn snapshot(&self) -> Arc<KeySet> {
-        self.current.load_full()
-    }
-
-    /// Replaces the set. Readers holding the old snapshot finish with it.
-    pub fn replace(&self, set: KeySet) {
-        self.current.store(Arc::new(set));
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,14 @@ Checks, one line each:
   (b) grpc.health.v1.Health/Check for service "" is SERVING;
   (c) reflection (v1alpha) lists cdnsign.v1.Signer;
   (d) Signer/SignCookies with a custom policy returns CloudFront-Policy,
-      CloudFront-Signature and CloudFront-Key-Pair-Id, signature verified.
+      CloudFront-Signature and CloudFront-Key-Pair-Id, signature verified;
+  (e) the grant escapes of tests/fixtures/escapes/grant_escapes.json through
+      SignUrls, SignCookies and SignUrlsStream: without --token (no grant) every
+      dot segment is INVALID_ARGUMENT naming its field; with --token (a client
+      granted the fixture's prefix) every escape gets the fixture's code.
+
+With --token TOKEN every call carries `authorization: Bearer TOKEN`, and
+--only-escapes runs (e) alone (the granted run of scripts/smoke.sh).
 
 Every call has a 10 s deadline (--timeout). The last line is
 "N passed, M failed"; the exit status is 0 only when M is 0.
@@ -44,6 +51,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = REPO_ROOT / "proto"
 PROTO_FILE = "cdnsign/v1/signer.proto"
 DEFAULT_PUBKEY = REPO_ROOT / "config/dev-keys/TEST-ONLY-cloudfront.pub.pem"
+DEFAULT_ESCAPES = REPO_ROOT / "tests/fixtures/escapes/grant_escapes.json"
 KEY_ID = "K2JCJMDEHXQW5F"
 HOST = "https://d111111abcdef8.cloudfront.net"
 BATCH = 1000
@@ -183,13 +191,14 @@ class DeadlineInterceptor:
     """Gives every call on the channel a deadline, including the reflection
     client's stream call, which takes no timeout argument of its own."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, token: str | None = None) -> None:
         self.timeout = timeout
+        self.token = token
 
     def _details(self, details):
         import grpc
 
-        if details.timeout is not None:
+        if details.timeout is not None and self.token is None:
             return details
 
         class _D(grpc.ClientCallDetails):
@@ -197,8 +206,10 @@ class DeadlineInterceptor:
 
         d = _D()
         d.method = details.method
-        d.timeout = self.timeout
-        d.metadata = details.metadata
+        d.timeout = details.timeout if details.timeout is not None else self.timeout
+        d.metadata = list(details.metadata or [])
+        if self.token is not None:
+            d.metadata.append(("authorization", f"Bearer {self.token}"))
         d.credentials = details.credentials
         d.wait_for_ready = getattr(details, "wait_for_ready", None)
         d.compression = getattr(details, "compression", None)
@@ -217,7 +228,7 @@ class DeadlineInterceptor:
         return continuation(self._details(details), request_iterator)
 
 
-def make_interceptor(timeout: float):
+def make_interceptor(timeout: float, token: str | None = None):
     import grpc
 
     class _I(
@@ -229,7 +240,7 @@ def make_interceptor(timeout: float):
     ):
         pass
 
-    return _I(timeout)
+    return _I(timeout, token)
 
 
 # ------------------------------------------------------------------ checks
@@ -244,6 +255,11 @@ def main() -> int:
                     help="where to write generated stubs (default: a temp dir removed at exit)")
     ap.add_argument("--allow-non-loopback", action="store_true",
                     help="allow a server address outside 127.0.0.0/8 / ::1")
+    ap.add_argument("--token", default=None,
+                    help="bearer token of a client granted the escapes fixture's prefix")
+    ap.add_argument("--escapes", type=Path, default=DEFAULT_ESCAPES,
+                    help="grant escapes fixture (JSON)")
+    ap.add_argument("--only-escapes", action="store_true", help="run check (e) only")
     args = ap.parse_args()
 
     host, port = parse_addr(args.addr)
@@ -283,10 +299,12 @@ def main() -> int:
             raw_channel.close()
             return report.finish()
         report.ok("connect", args.addr)
-        channel = grpc.intercept_channel(raw_channel, make_interceptor(args.timeout))
+        channel = grpc.intercept_channel(raw_channel, make_interceptor(args.timeout, args.token))
         try:
-            run_all(report, channel, pb, pb_grpc, health_pb2, health_pb2_grpc,
-                    ProtoReflectionDescriptorDatabase, pubkey, args)
+            if not args.only_escapes:
+                run_all(report, channel, pb, pb_grpc, health_pb2, health_pb2_grpc,
+                        ProtoReflectionDescriptorDatabase, pubkey, args)
+            run_escapes(report, channel, pb, pb_grpc, args)
         finally:
             raw_channel.close()
         return report.finish()
@@ -438,6 +456,58 @@ def run_all(report, channel, pb, pb_grpc, health_pb2, health_pb2_grpc, Reflectio
         return "CloudFront-Policy, CloudFront-Signature, CloudFront-Key-Pair-Id; policy " + policy.decode()
 
     run_check(report, "d  SignCookies custom policy", cookies)
+
+
+def run_escapes(report, channel, pb, pb_grpc, args) -> None:
+    """(e): attempts to sign outside a grant, from the shared fixture."""
+    stub = pb_grpc.SignerStub(channel)
+    fixture = json.loads(args.escapes.read_text())
+    prefix = fixture["prefix"]
+    granted = args.token is not None
+    cases = [e for e in fixture["escapes"] if granted or e["code"] == "INVALID_ARGUMENT"]
+    items = []
+    for i, e in enumerate(cases):
+        if e["field"] == "url":
+            items.append(pb.SignItem(url=e["text"]))
+        else:
+            items.append(pb.SignItem(url=f"{prefix}ok/{i}.ts", policy_resource=e["text"]))
+    items.append(pb.SignItem(url=f"{prefix}a/in-prefix.ts"))
+    items.append(pb.SignItem(url=f"{prefix}a/seg.ts", policy_resource=f"{prefix}a/*"))
+
+    def check(results, rpc):
+        expect(len(results) == len(items), f"{rpc}: {len(results)} results for {len(items)} items")
+        for i, (e, r) in enumerate(zip(cases, results)):
+            expect(r.WhichOneof("outcome") == "error", f"{rpc}: {e['text']!r} was signed")
+            got = pb.ItemError.Code.Name(r.error.code)
+            expect(got == e["code"], f"{rpc}: {e['text']!r}: {got}, expected {e['code']}")
+            want_field = f"items[{i}].{e['field']}"
+            if e["code"] == "INVALID_ARGUMENT":
+                expect(r.error.field == want_field, f"{rpc}: field {r.error.field!r}, expected {want_field!r}")
+                expect("dot segment" in r.error.message, f"{rpc}: message {r.error.message!r}")
+        for r in results[len(cases):]:
+            expect(r.WhichOneof("outcome") != "error", f"{rpc}: in-prefix item refused: {r.error.message!r}")
+        return f"{len(cases)} escapes refused as the fixture says, 2 in-prefix items signed"
+
+    def sign_urls():
+        resp = stub.SignUrls(pb.SignUrlsRequest(items=items, key_id=args.key_id, ttl_seconds=TTL),
+                             timeout=args.timeout)
+        return check(resp.results, "SignUrls")
+
+    def sign_cookies():
+        resp = stub.SignCookies(pb.SignCookiesRequest(items=items, key_id=args.key_id, ttl_seconds=TTL),
+                                timeout=args.timeout)
+        return check(resp.results, "SignCookies")
+
+    def sign_urls_stream():
+        batch = pb.SignUrlsRequest(items=items, key_id=args.key_id, ttl_seconds=TTL)
+        out = list(stub.SignUrlsStream(iter([batch, batch]), timeout=args.timeout))
+        expect(len(out) == 2, f"{len(out)} stream responses for 2 batches")
+        return "; ".join(check(r.results, f"SignUrlsStream[{r.batch_index}]") for r in out)
+
+    who = "granted client" if granted else "no grant"
+    run_check(report, f"e1 escapes via SignUrls ({who})", sign_urls)
+    run_check(report, f"e2 escapes via SignCookies ({who})", sign_cookies)
+    run_check(report, f"e3 escapes via SignUrlsStream ({who})", sign_urls_stream)
 
 
 if __name__ == "__main__":
