@@ -12,8 +12,6 @@ use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-use crate::signing::keys::{HashAlg, KeyKind};
-
 /// URLs signed, by `key_id` and `algorithm`.
 pub const URLS_SIGNED: &str = "cdnsign_urls_signed_total";
 /// Cookie sets signed, by `key_id` and `algorithm`.
@@ -186,9 +184,9 @@ pub struct KeyCounters {
 }
 
 impl KeyCounters {
-    /// Handles labelled with the key id (from config) and its algorithm.
-    pub fn new(key_id: &str, kind: KeyKind, hash: HashAlg) -> KeyCounters {
-        let algorithm = algorithm_label(kind, hash);
+    /// Handles labelled with the key id (from config) and its algorithm label (a bounded
+    /// value such as `rsa_sha1`, from the signing module's enums).
+    pub fn new(key_id: &str, algorithm: &'static str) -> KeyCounters {
         let labels = [
             ("key_id", key_id.to_owned()),
             ("algorithm", algorithm.to_owned()),
@@ -204,16 +202,6 @@ impl KeyCounters {
 impl std::fmt::Debug for KeyCounters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("KeyCounters")
-    }
-}
-
-/// Bounded `algorithm` label.
-pub fn algorithm_label(kind: KeyKind, hash: HashAlg) -> &'static str {
-    match (kind, hash) {
-        (KeyKind::Rsa, HashAlg::Sha1) => "rsa_sha1",
-        (KeyKind::Rsa, HashAlg::Sha256) => "rsa_sha256",
-        (KeyKind::EcdsaP256, HashAlg::Sha1) => "ecdsa_sha1",
-        (KeyKind::EcdsaP256, HashAlg::Sha256) => "ecdsa_sha256",
     }
 }
 

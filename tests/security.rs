@@ -806,19 +806,31 @@ async fn a_reload_swaps_the_client_ca_for_new_connections() {
     let task = tokio::spawn(server.serve(async {
         let _ = stopped.await;
     }));
-    assert!(mtls_signs(addr, "client").await, "the configured CA's client");
-    assert!(!mtls_signs(addr, "rogue-client").await, "another CA's client");
+    assert!(
+        mtls_signs(addr, "client").await,
+        "the configured CA's client"
+    );
+    assert!(
+        !mtls_signs(addr, "rogue-client").await,
+        "another CA's client"
+    );
 
     std::fs::copy(tls.join("rogue-ca.pem"), &ca).expect("rotate the CA file");
     live.reload().expect("reload");
-    assert!(mtls_signs(addr, "rogue-client").await, "the new CA's client");
+    assert!(
+        mtls_signs(addr, "rogue-client").await,
+        "the new CA's client"
+    );
     assert!(!mtls_signs(addr, "client").await, "the old CA's client");
 
     // A broken CA file is refused and the current one stays.
     std::fs::write(&ca, "not a certificate").expect("break");
     let err = live.reload().expect_err("refused");
     assert!(err.to_string().contains("client_ca"), "{err}");
-    assert!(mtls_signs(addr, "rogue-client").await, "still the last good CA");
+    assert!(
+        mtls_signs(addr, "rogue-client").await,
+        "still the last good CA"
+    );
     let _ = stop.send(());
     task.await.expect("task").expect("stop");
 }

@@ -58,6 +58,16 @@ impl KeyKind {
     }
 }
 
+/// Bounded `algorithm` metric label of a key.
+pub fn algorithm_label(kind: KeyKind, hash: HashAlg) -> &'static str {
+    match (kind, hash) {
+        (KeyKind::Rsa, HashAlg::Sha1) => "rsa_sha1",
+        (KeyKind::Rsa, HashAlg::Sha256) => "rsa_sha256",
+        (KeyKind::EcdsaP256, HashAlg::Sha1) => "ecdsa_sha1",
+        (KeyKind::EcdsaP256, HashAlg::Sha256) => "ecdsa_sha256",
+    }
+}
+
 /// Which crypto library signs. Both give byte-identical RSA signatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -279,7 +289,7 @@ impl SigningKey {
                         hash,
                         backend,
                         bits,
-                        counters: KeyCounters::new(id, kind, hash),
+                        counters: KeyCounters::new(id, algorithm_label(kind, hash)),
                         inner,
                     })
                 }
@@ -320,7 +330,10 @@ impl SigningKey {
                                 hash,
                                 backend,
                                 bits: 256,
-                                counters: KeyCounters::new(id, KeyKind::EcdsaP256, hash),
+                                counters: KeyCounters::new(
+                                    id,
+                                    algorithm_label(KeyKind::EcdsaP256, hash),
+                                ),
                                 inner: Inner::RustEcdsa(Box::new(ec)),
                             });
                         }
@@ -341,7 +354,7 @@ impl SigningKey {
                         hash,
                         backend,
                         bits,
-                        counters: KeyCounters::new(id, KeyKind::Rsa, hash),
+                        counters: KeyCounters::new(id, algorithm_label(KeyKind::Rsa, hash)),
                         inner,
                     })
                 }
