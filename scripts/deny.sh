@@ -86,7 +86,7 @@ if [[ -n "${CARGO_DENY_ADVISORY_DB:-}" ]]; then
     src="$CARGO_DENY_ADVISORY_DB"
     [[ -d "$src/crates" ]] || die "CARGO_DENY_ADVISORY_DB=$src has no crates/ directory"
     if [[ -f "$src/SNAPSHOT.txt" ]]; then
-        log "advisory database snapshot: $(grep -m1 -oE 'commit [0-9a-f]{7,} of [0-9-]{10}' "$src/SNAPSHOT.txt" || head -n1 "$src/SNAPSHOT.txt")"
+        log "advisory database: snapshot dated $(grep -m1 -oE '[0-9]{4}-[0-9]{2}-[0-9]{2}' "$src/SNAPSHOT.txt" || echo unknown) ($src/SNAPSHOT.txt)"
     fi
     db_path="$tmp/advisory-dbs"
     mkdir -p -- "$db_path"
