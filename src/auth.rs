@@ -131,10 +131,6 @@ impl Authenticator {
                     .map_or_else(|| rate.max(max_batch as f64), f64::from);
                 keep_or_new(old.and_then(|g| g.url_bucket()), rate, burst)
             });
-            let purge_paths = c.purge_paths_per_minute.map(|per_min| {
-                let per_min = f64::from(per_min);
-                keep_or_new(old.and_then(|g| g.purge_bucket()), per_min / 60.0, per_min)
-            });
             let grant = Arc::new(Grant::new(GrantParts {
                 name: c.name.clone(),
                 keys: c.keys.clone(),
@@ -142,7 +138,7 @@ impl Authenticator {
                 max_ttl_seconds: c.max_ttl_seconds,
                 purge_targets: c.purge_targets.clone(),
                 urls,
-                purge_paths,
+                purge_paths_per_minute: c.purge_paths_per_minute,
             }));
             if !c.token_sha256.is_empty() {
                 match parse_sha256_hex(&c.token_sha256) {

@@ -1,4 +1,5 @@
-//! What one client may do: keys, URL prefixes, TTL, purge targets and rates.
+//! What one client may do: keys, URL prefixes, TTL, purge targets and rates (the URL
+//! signing bucket lives here, per replica; the purge bucket in the purge store, shared).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -39,7 +40,8 @@ pub struct Grant {
     pub max_ttl_seconds: Option<i64>,
     purge_targets: HashSet<String>,
     urls: Option<Arc<TokenBucket>>,
-    purge_paths: Option<Arc<TokenBucket>>,
+    /// Purge paths per minute (the bucket lives in the purge store, shared by replicas).
+    pub purge_paths_per_minute: Option<u32>,
 }
 
 /// Everything a [`Grant`] is made of.
@@ -57,8 +59,8 @@ pub struct GrantParts {
     pub purge_targets: Vec<String>,
     /// URL signing rate limit.
     pub urls: Option<Arc<TokenBucket>>,
-    /// Purge path rate limit.
-    pub purge_paths: Option<Arc<TokenBucket>>,
+    /// Purge paths per minute.
+    pub purge_paths_per_minute: Option<u32>,
 }
 
 impl Grant {
@@ -71,7 +73,7 @@ impl Grant {
             max_ttl_seconds: parts.max_ttl_seconds,
             purge_targets: parts.purge_targets.into_iter().collect(),
             urls: parts.urls,
-            purge_paths: parts.purge_paths,
+            purge_paths_per_minute: parts.purge_paths_per_minute,
         }
     }
 
@@ -115,19 +117,9 @@ impl Grant {
         self.urls.as_ref().map_or(Ok(()), |b| b.take(n))
     }
 
-    /// Takes `n` paths from the purge rate limit.
-    pub fn take_purge_paths(&self, n: u64) -> Result<(), RateError> {
-        self.purge_paths.as_ref().map_or(Ok(()), |b| b.take(n))
-    }
-
     /// The URL bucket, for a reload to keep when the rate did not change.
     pub fn url_bucket(&self) -> Option<&Arc<TokenBucket>> {
         self.urls.as_ref()
-    }
-
-    /// The purge bucket, for a reload to keep when the rate did not change.
-    pub fn purge_bucket(&self) -> Option<&Arc<TokenBucket>> {
-        self.purge_paths.as_ref()
     }
 }
 

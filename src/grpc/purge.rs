@@ -12,12 +12,13 @@ use tokio::time::Instant;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::access::RateError;
 use crate::auth::{AUDIT_TARGET, Caller};
 use crate::grpc::status::ApiError;
 use crate::metrics::RATE_LIMITED;
 use crate::proto;
 use crate::proto::purger_server::Purger as PurgerApi;
-use crate::purge::store::{JobState, PurgeRecord, StoredKind};
+use crate::purge::model::{JobRecord, JobState, PurgeKind, PurgeRecord};
 use crate::purge::{PurgeError, PurgeInput, Purger, paths_billed};
 
 /// The gRPC service.
@@ -93,21 +94,22 @@ fn after(d: Duration) -> Instant {
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))
 }
 
-fn kind_to_proto(k: StoredKind) -> proto::PurgeKind {
+fn kind_to_proto(k: PurgeKind) -> proto::PurgeKind {
     match k {
-        StoredKind::File => proto::PurgeKind::File,
-        StoredKind::Directory => proto::PurgeKind::Directory,
-        StoredKind::CacheTag => proto::PurgeKind::CacheTag,
-        StoredKind::Prewarm => proto::PurgeKind::Prewarm,
+        PurgeKind::File => proto::PurgeKind::File,
+        PurgeKind::Directory => proto::PurgeKind::Directory,
+        PurgeKind::CacheTag => proto::PurgeKind::CacheTag,
+        PurgeKind::Prewarm => proto::PurgeKind::Prewarm,
     }
 }
 
-fn job_to_proto(j: &crate::purge::store::JobRecord) -> proto::PurgeJob {
+fn job_to_proto(j: &JobRecord) -> proto::PurgeJob {
     proto::PurgeJob {
         provider: j.provider.as_str().to_owned(),
         provider_job_id: j.provider_job_id.clone(),
         status: match j.state {
             JobState::Waiting => proto::JobStatus::Waiting,
+            JobState::Sending => proto::JobStatus::Sending,
             JobState::InProgress => proto::JobStatus::InProgress,
             JobState::Completed => proto::JobStatus::Completed,
             JobState::Failed => proto::JobStatus::Failed,
@@ -197,31 +199,46 @@ impl PurgerApi for PurgerService {
         let caller = caller_of(&request)?;
         let req = request.into_inner();
         check_target(&caller, &req.target)?;
-        if let Some(g) = caller.grant() {
-            g.take_purge_paths(req.paths.len() as u64)
-                .map_err(|source| {
-                    metrics::counter!(RATE_LIMITED, "client" => g.name.clone(), "kind" => "purge_paths")
-                        .increment(1);
-                    tracing::warn!(
-                        target: AUDIT_TARGET,
-                        event = "rate_limited",
-                        client = %g.name,
-                        paths = req.paths.len(),
-                        "purge refused by the client's rate limit"
-                    );
-                    ApiError::RateLimited {
-                        client: g.name.clone(),
-                        limit: "purge_paths_per_minute",
-                        source,
+        if let Some(g) = caller.grant()
+            && let Some(per_minute) = g.purge_paths_per_minute
+        {
+            // The bucket lives in the store, so the rate holds across replicas.
+            let n = req.paths.len() as u64;
+            if let Err(retry_after) = self.purger.take_paths(&g.name, n, per_minute).await? {
+                metrics::counter!(RATE_LIMITED, "client" => g.name.clone(), "kind" => "purge_paths")
+                    .increment(1);
+                tracing::warn!(
+                    target: AUDIT_TARGET,
+                    event = "rate_limited",
+                    client = %g.name,
+                    paths = req.paths.len(),
+                    "purge refused by the client's rate limit"
+                );
+                let source = if retry_after.is_finite() {
+                    RateError::Exceeded {
+                        rate: f64::from(per_minute) / 60.0,
+                        retry_after,
                     }
-                })?;
+                } else {
+                    RateError::TooLarge {
+                        asked: n,
+                        burst: f64::from(per_minute),
+                    }
+                };
+                return Err(ApiError::RateLimited {
+                    client: g.name.clone(),
+                    limit: "purge_paths_per_minute",
+                    source,
+                }
+                .into());
+            }
         }
         let (target, paths) = (req.target.clone(), req.paths.len());
         let kind = match proto::PurgeKind::try_from(req.kind) {
-            Ok(proto::PurgeKind::Unspecified | proto::PurgeKind::File) => StoredKind::File,
-            Ok(proto::PurgeKind::Directory) => StoredKind::Directory,
-            Ok(proto::PurgeKind::CacheTag) => StoredKind::CacheTag,
-            Ok(proto::PurgeKind::Prewarm) => StoredKind::Prewarm,
+            Ok(proto::PurgeKind::Unspecified | proto::PurgeKind::File) => PurgeKind::File,
+            Ok(proto::PurgeKind::Directory) => PurgeKind::Directory,
+            Ok(proto::PurgeKind::CacheTag) => PurgeKind::CacheTag,
+            Ok(proto::PurgeKind::Prewarm) => PurgeKind::Prewarm,
             Err(_) => {
                 return Err(PurgeError::Invalid {
                     field: "kind",
@@ -284,7 +301,7 @@ impl PurgerApi for PurgerService {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
             .min(Instant::now() + Duration::from_secs(1));
         let id = request.into_inner().purge_id;
-        check_target(&caller, &self.purger.get(&id)?.record.target)?;
+        check_target(&caller, &self.purger.get(&id).await?.record.target)?;
         let view = self.purger.get_fresh(&id, deadline).await?;
         Ok(Response::new(get_response(&view.record)))
     }
@@ -304,7 +321,7 @@ impl PurgerApi for PurgerService {
             req.page_size as usize
         };
         let target = (!req.target.is_empty()).then_some(req.target.as_str());
-        let (recs, next) = self.purger.list(target, size, &req.page_token)?;
+        let (recs, next) = self.purger.list(target, size, &req.page_token).await?;
         // A client sees only its targets' purges (pages may come back shorter).
         let visible = |r: &&PurgeRecord| {
             caller
@@ -327,7 +344,7 @@ impl PurgerApi for PurgerService {
         let caller = caller_of(&request)?;
         let id = request.into_inner().purge_id;
         let purger = Arc::clone(&self.purger);
-        let first = purger.get(&id)?.record;
+        let first = purger.get(&id).await?.record;
         check_target(&caller, &first.target)?;
         let mut changes = purger.subscribe();
         let interval = Duration::from_millis(purger.config().watch_interval_ms);
@@ -362,7 +379,7 @@ impl PurgerApi for PurgerService {
                     () = stop => return,
                     () = tx.closed() => return,
                 }
-                let now = match purger.get(&id) {
+                let now = match purger.get(&id).await {
                     Ok(v) => v.record,
                     Err(e) => {
                         let _ = tx.send(Err(e.into())).await;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Which CDN a `[[targets]]` entry talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// Amazon CloudFront (API 2020-05-31).
@@ -78,12 +78,39 @@ impl TargetConfig {
     }
 }
 
+/// A PostgreSQL URL; it may hold a password, so `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
+    }
+}
+
 /// `[purge]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PurgeConfig {
-    /// Directory of the embedded purge store (redb). Relative to the working directory.
+    /// PostgreSQL shared by every replica (`postgres://user@host:5432/db`; the password
+    /// from the URL or `PGPASSWORD`). Unset: the embedded store in `data_dir`.
+    pub database_url: Option<DatabaseUrl>,
+    /// Directory of the embedded purge store (redb), for one process. Relative to the
+    /// working directory.
     pub data_dir: PathBuf,
+    /// Seconds a replica's hold on a queue lasts unless renewed; a replica that dies loses
+    /// its queues after this, and another replica finishes their jobs.
+    pub lease_seconds: u64,
+    /// Days finished purges (and their idempotency keys) are kept.
+    pub retention_days: u32,
     /// Most paths in one `Purge` call.
     pub max_paths: usize,
     /// How often in-progress jobs are polled and waiting jobs retried, milliseconds.
@@ -110,7 +137,10 @@ pub struct PurgeConfig {
 impl Default for PurgeConfig {
     fn default() -> Self {
         PurgeConfig {
+            database_url: None,
             data_dir: PathBuf::from("./data"),
+            lease_seconds: 30,
+            retention_days: 30,
             max_paths: 10_000,
             poll_interval_ms: 5_000,
             background_deadline_seconds: 30,
@@ -187,6 +217,17 @@ pub fn validate(targets: &[TargetConfig], purge: &PurgeConfig, problems: &mut Ve
         || purge.cloudfront_max_wildcards_in_progress == 0
     {
         problems.push("purge.cloudfront_max_* limits must be at least 1".into());
+    }
+    if purge.lease_seconds == 0 {
+        problems.push("purge.lease_seconds must be at least 1".into());
+    }
+    if purge.retention_days == 0 {
+        problems.push("purge.retention_days must be at least 1".into());
+    }
+    if let Some(url) = &purge.database_url
+        && let Err(e) = crate::purge::store::postgres::connection_config(url.expose())
+    {
+        problems.push(e);
     }
     if purge.retry_base_ms == 0 || purge.retry_max_ms < purge.retry_base_ms {
         problems.push("purge.retry_base_ms must be positive and at most purge.retry_max_ms".into());

@@ -7,6 +7,7 @@
 //! escapes kept as they are, and `*` only as the last character.
 
 use crate::purge::config::TargetConfig;
+use crate::purge::model::PurgeKind;
 
 /// Longest path accepted (CloudFront's documented maximum is 4,000 characters).
 pub const MAX_PATH_LEN: usize = 4_000;
@@ -127,21 +128,8 @@ impl CloudFrontPath {
     }
 }
 
-/// How the caller meant the items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemKind {
-    /// Files (CloudFront also takes `/prefix*` and `#tag` here).
-    File,
-    /// Directories.
-    Directory,
-    /// Cache tags.
-    CacheTag,
-    /// Pre-warm (Aliyun only).
-    Prewarm,
-}
-
 /// Normalises one item for a CloudFront target.
-pub fn cloudfront(t: &TargetConfig, kind: ItemKind, item: &str) -> Result<CloudFrontPath, String> {
+pub fn cloudfront(t: &TargetConfig, kind: PurgeKind, item: &str) -> Result<CloudFrontPath, String> {
     let item = item.trim();
     if item.is_empty() {
         return Err("empty path".into());
@@ -153,22 +141,22 @@ pub fn cloudfront(t: &TargetConfig, kind: ItemKind, item: &str) -> Result<CloudF
         return Err("control characters are not allowed".into());
     }
     match kind {
-        ItemKind::Prewarm => {
+        PurgeKind::Prewarm => {
             return Err("CloudFront has no pre-warm; use kind FILE or DIRECTORY".into());
         }
-        ItemKind::CacheTag => {
+        PurgeKind::CacheTag => {
             let tag = item.strip_prefix('#').unwrap_or(item);
             if tag.is_empty() || tag.contains(char::is_whitespace) || tag.contains('*') {
                 return Err("a cache tag must be non-empty, without spaces or '*'".into());
             }
             return Ok(CloudFrontPath::Tag(format!("#{tag}")));
         }
-        ItemKind::File | ItemKind::Directory => {}
+        PurgeKind::File | PurgeKind::Directory => {}
     }
-    if kind == ItemKind::File
+    if kind == PurgeKind::File
         && let Some(tag) = item.strip_prefix('#')
     {
-        return cloudfront(t, ItemKind::CacheTag, tag);
+        return cloudfront(t, PurgeKind::CacheTag, tag);
     }
     let path = url_to_path(t, item)?;
     let mut path = if path.starts_with('/') {
@@ -180,7 +168,7 @@ pub fn cloudfront(t: &TargetConfig, kind: ItemKind, item: &str) -> Result<CloudF
     if let Some(i) = path.find('#') {
         path.truncate(i);
     }
-    if kind == ItemKind::Directory {
+    if kind == PurgeKind::Directory {
         let trimmed = path.trim_end_matches('*');
         path = if trimmed.ends_with('/') {
             format!("{trimmed}*")
@@ -202,7 +190,7 @@ pub fn cloudfront(t: &TargetConfig, kind: ItemKind, item: &str) -> Result<CloudF
 
 /// Normalises one item for an Aliyun target: a full URL on the target's domain
 /// (`https://cdn.example.com/a/b.png`; directories end with `/`).
-pub fn aliyun(t: &TargetConfig, kind: ItemKind, item: &str) -> Result<String, String> {
+pub fn aliyun(t: &TargetConfig, kind: PurgeKind, item: &str) -> Result<String, String> {
     let item = item.trim();
     if item.is_empty() {
         return Err("empty path".into());
@@ -213,7 +201,7 @@ pub fn aliyun(t: &TargetConfig, kind: ItemKind, item: &str) -> Result<String, St
     if item.bytes().any(|b| b.is_ascii_control()) {
         return Err("control characters are not allowed".into());
     }
-    if kind == ItemKind::CacheTag || item.starts_with('#') {
+    if kind == PurgeKind::CacheTag || item.starts_with('#') {
         return Err("Alibaba Cloud CDN has no cache-tag purge".into());
     }
     let path = url_to_path(t, item)?;
@@ -225,7 +213,7 @@ pub fn aliyun(t: &TargetConfig, kind: ItemKind, item: &str) -> Result<String, St
     if path.contains('*') {
         return Err("Alibaba Cloud CDN takes no '*' here; use kind DIRECTORY".into());
     }
-    if kind == ItemKind::Directory && !path.ends_with('/') {
+    if kind == PurgeKind::Directory && !path.ends_with('/') {
         path.push('/');
     }
     let domain = t.domain.as_deref().unwrap_or_default();
@@ -253,7 +241,7 @@ mod tests {
     #[test]
     fn cloudfront_paths_are_written_the_way_cloudfront_matches_them() {
         let t = cf();
-        let f = |s| cloudfront(&t, ItemKind::File, s);
+        let f = |s| cloudfront(&t, PurgeKind::File, s);
         assert_eq!(
             f("img/a.png"),
             Ok(CloudFrontPath::File("/img/a.png".into()))
@@ -293,14 +281,14 @@ mod tests {
                 .contains("not a domain")
         );
         assert_eq!(
-            cloudfront(&t, ItemKind::Directory, "/img"),
+            cloudfront(&t, PurgeKind::Directory, "/img"),
             Ok(CloudFrontPath::Wildcard("/img/*".into()))
         );
         assert_eq!(
-            cloudfront(&t, ItemKind::Directory, "/img/"),
+            cloudfront(&t, PurgeKind::Directory, "/img/"),
             Ok(CloudFrontPath::Wildcard("/img/*".into()))
         );
-        assert!(cloudfront(&t, ItemKind::Prewarm, "/a").is_err());
+        assert!(cloudfront(&t, PurgeKind::Prewarm, "/a").is_err());
     }
 
     #[test]
@@ -308,15 +296,15 @@ mod tests {
         let mut t = cf();
         t.provider = ProviderKind::Aliyun;
         assert_eq!(
-            aliyun(&t, ItemKind::File, "/a b.png").as_deref(),
+            aliyun(&t, PurgeKind::File, "/a b.png").as_deref(),
             Ok("https://cdn.example.com/a%20b.png")
         );
         assert_eq!(
-            aliyun(&t, ItemKind::Directory, "https://cdn.example.com/img").as_deref(),
+            aliyun(&t, PurgeKind::Directory, "https://cdn.example.com/img").as_deref(),
             Ok("https://cdn.example.com/img/")
         );
-        assert!(aliyun(&t, ItemKind::File, "/img/*").is_err());
-        assert!(aliyun(&t, ItemKind::CacheTag, "x").is_err());
-        assert!(aliyun(&t, ItemKind::File, "http://other.example/x").is_err());
+        assert!(aliyun(&t, PurgeKind::File, "/img/*").is_err());
+        assert!(aliyun(&t, PurgeKind::CacheTag, "x").is_err());
+        assert!(aliyun(&t, PurgeKind::File, "http://other.example/x").is_err());
     }
 }

@@ -1,6 +1,6 @@
 """Test helper: sets up and inspects CloudFront state in a running moto server.
 
-Used by tests/purge_moto.rs (run with the venv python from scripts/setup.sh):
+Used by tests/it/purge_moto.rs (run with the venv python from scripts/setup.sh):
 
     moto_cloudfront.py setup --endpoint URL [--iam]
         Creates a distribution and prints {"distribution_id", "domain"} as JSON. With

@@ -1,14 +1,12 @@
 //! Purges under the caller's grant: `[[clients]] purge_targets` and
 //! `purge_paths_per_minute`, with bearer-token callers.
 
-mod purge_support;
-
 use std::time::Duration;
 
+use crate::purge_support::cloudfront_fake::CloudFrontFake;
+use crate::purge_support::{TestServer, aws_credentials};
 use cdnsign::proto::purger_client::PurgerClient;
 use cdnsign::proto::{GetPurgeRequest, ListPurgesRequest, PurgeKind, PurgeRequest};
-use purge_support::cloudfront_fake::CloudFrontFake;
-use purge_support::{TestServer, aws_credentials};
 use sha2::Digest as _;
 use tonic::transport::Channel;
 

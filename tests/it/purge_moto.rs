@@ -6,15 +6,15 @@
 //! botocore's model of CloudFront) accepts, the right invalidations land, idempotency
 //! sends nothing new, and — with moto's IAM checks on — our SigV4 signature verifies.
 
-mod purge_support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::purge_support::{
+    Moto, TestServer, aws_credentials, base_config, python_json, watch_to_end,
+};
 use cdnsign::proto::{
     GetPurgeRequest, JobStatus, ListPurgesRequest, PurgeKind, PurgeRequest, PurgeStatus,
 };
-use purge_support::{Moto, TestServer, aws_credentials, base_config, python_json, watch_to_end};
 
 fn target(dist: &str, domain: &str, endpoint: &str) -> String {
     format!(

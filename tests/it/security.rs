@@ -1,14 +1,12 @@
 //! Who may sign what: identity (bearer token, mTLS), grants (keys, URL prefixes, TTL),
 //! prefix escapes, rate limits and load shedding, over the real server.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{KEY_ID, repo, start};
 use cdnsign::config::Config;
 use cdnsign::proto::signer_client::SignerClient;
 use cdnsign::proto::{SignItem, SignUrlsRequest, item_error, sign_url_result};
-use common::{KEY_ID, repo, start};
 use sha2::{Digest as _, Sha256};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -277,7 +275,7 @@ async fn grant_escapes_are_refused_on_every_signing_rpc() {
         assert_eq!(n, 2, "{who}: one response per batch");
     }
     // Without a grant the dot segments are still refused: no answer is safe.
-    let open = start(common::test_config("", "")).await;
+    let open = start(crate::common::test_config("", "")).await;
     let mut c = SignerClient::connect(open.url()).await.expect("connect");
     let dotted: Vec<SignItem> = escapes()
         .iter()
@@ -492,7 +490,7 @@ async fn streams_hold_their_concurrency_permit_until_they_end() {
 }
 
 fn anonymous_config(extra_signing: &str) -> Config {
-    common::test_config(extra_signing, "")
+    crate::common::test_config(extra_signing, "")
 }
 
 /// Past `[signing] max_queued_items` a request is refused before any work, with

@@ -1,13 +1,11 @@
 //! Operability: metrics families after real calls, request ids, graceful shutdown with an
 //! in-flight batch, health turning NOT_SERVING before the listener closes.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{start, test_config};
 use cdnsign::proto::signer_client::SignerClient;
 use cdnsign::proto::{SignCookiesRequest, SignItem, SignUrlsRequest};
-use common::{start, test_config};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::transport::Channel;
 
@@ -203,7 +201,7 @@ async fn small_ecdsa_requests_skip_the_pool_and_rsa_never_does() {
     use cdnsign::proto::sign_url_result::Outcome;
     use cdnsign::signing::verify::{VerifyKey, verify_url};
 
-    let ec_key = common::repo("tests/fixtures/keys/ec-p256.pem");
+    let ec_key = crate::common::repo("tests/fixtures/keys/ec-p256.pem");
     let mut config = test_config(
         "inline_ecdsa_max_items = 2",
         &format!(
@@ -219,7 +217,7 @@ async fn small_ecdsa_requests_skip_the_pool_and_rsa_never_does() {
         .await
         .expect("connect");
 
-    let read = |rel: &str| std::fs::read_to_string(common::repo(rel)).expect("key file");
+    let read = |rel: &str| std::fs::read_to_string(crate::common::repo(rel)).expect("key file");
     let rsa_pub = VerifyKey::from_pem(&read("config/dev-keys/TEST-ONLY-cloudfront.pub.pem"))
         .expect("rsa pub");
     let ec_pub = VerifyKey::from_pem(&read("tests/fixtures/keys/ec-p256.pub.pem")).expect("ec");

@@ -4,14 +4,12 @@
 //! but before it learnt the invalidation's id, the resend carries the same CallerReference
 //! and CloudFront answers with the existing invalidation: still exactly once.
 
-mod purge_support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::purge_support::cloudfront_fake::CloudFrontFake;
+use crate::purge_support::{Binary, binary_config, free_port, watch_to_end};
 use cdnsign::proto::{JobStatus, PurgeKind, PurgeRequest, PurgeStatus};
-use purge_support::cloudfront_fake::CloudFrontFake;
-use purge_support::{Binary, binary_config, free_port, watch_to_end};
 
 const DIST: &str = "EDURABLE00001";
 
@@ -92,7 +90,7 @@ async fn sigkill_while_paths_wait_then_restart_sends_them_exactly_once() {
         assert_eq!((st.created, st.replayed), (2, 0));
     }
     assert!(
-        second.logs().contains("purge job sent"),
+        second.logs().contains("purge request sent"),
         "the restarted server sent the waiting job: {}",
         second.logs()
     );

@@ -1,4 +1,4 @@
-//! Shared harness for the purge tests (kept apart from `tests/common`): the test Python
+//! Shared harness for the purge tests (kept apart from `common`): the test Python
 //! (moto, boto3, Aliyun SDKs), moto on a free loopback port, the real server bound on
 //! 127.0.0.1:0 or run as the real binary, and the local CloudFront / Aliyun fakes.
 #![allow(dead_code, unreachable_pub)]

@@ -1,13 +1,11 @@
 //! The `cdnsign` binary as operators and scripts use it: `sign`, `cookies`, `verify`,
 //! `check-config`, and `serve` with a SIGHUP configuration reload.
 
-mod common;
-
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{KEY_ID, repo};
+use crate::common::{KEY_ID, repo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cdnsign");
 

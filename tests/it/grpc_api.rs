@@ -1,14 +1,12 @@
 //! The gRPC signing API, called over a real socket on 127.0.0.1.
 
-mod common;
-
+use crate::common::{KEY_ID, repo, start, test_config};
 use cdnsign::proto::signer_client::SignerClient;
 use cdnsign::proto::{
     CookieAttributes, SignCookiesRequest, SignItem, SignUrlsRequest, item_error,
     sign_cookies_result, sign_url_result,
 };
 use cdnsign::signing::verify::{VerifyKey, verify_url};
-use common::{KEY_ID, repo, start, test_config};
 use tonic::Code;
 use tonic::transport::Channel;
 

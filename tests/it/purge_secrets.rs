@@ -4,14 +4,12 @@
 //! its logs, in any gRPC answer, or on its `/metrics` page (whose purge families are
 //! there, with static label values).
 
-mod purge_support;
-
 use std::time::Duration;
 
+use crate::purge_support::aliyun_fake::AliyunFake;
+use crate::purge_support::cloudfront_fake::CloudFrontFake;
+use crate::purge_support::{Binary, binary_config_with_metrics, free_port, watch_to_end};
 use cdnsign::proto::{PurgeKind, PurgeRequest};
-use purge_support::aliyun_fake::AliyunFake;
-use purge_support::cloudfront_fake::CloudFrontFake;
-use purge_support::{Binary, binary_config_with_metrics, free_port, watch_to_end};
 
 const ALI_ID: &str = "LTAI5tSecretsTestId";
 const ALI_SECRET: &str = "AliSecret-7Hq2pX9vLr4kZ0-MUST-NOT-LEAK";
@@ -122,7 +120,7 @@ endpoint = "{}"
     promtool_check(&metrics);
     let logs = server.logs();
     assert!(logs.contains("TRACE"), "trace logging was on");
-    assert!(logs.contains("purge job sent"));
+    assert!(logs.contains("purge request sent"));
     assert!(
         logs.contains("SignatureDoesNotMatch"),
         "the refusal was logged"

@@ -1,7 +1,7 @@
-//! CloudFront through the official AWS SDK (`aws-sdk-cloudfront`, API 2020-05-31):
-//! CreateInvalidation, GetInvalidation, ListInvalidations. The SDK signs (SigV4) with the
-//! standard AWS credential chain; the SDK's own retries are off so [`mod@super::retry`] alone
-//! decides (and stops at the caller's deadline).
+//! The CloudFront API through the official AWS SDK (`aws-sdk-cloudfront`, API
+//! 2020-05-31): CreateInvalidation, GetInvalidation, ListInvalidations. The SDK signs
+//! (SigV4) with the standard AWS credential chain; its own retries are off, so the
+//! scheduler and [`mod@crate::purge::retry`] alone decide.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use aws_sdk_cloudfront::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 
 use crate::purge::config::ProviderKind;
-use crate::purge::{ErrorClass, ProviderError};
+use crate::purge::error::{ErrorClass, ProviderError};
 
 /// One CloudFront API endpoint (the real one or an override), with its SDK client.
 #[derive(Clone, Debug)]

@@ -1,11 +1,11 @@
 //! Alibaba Cloud CDN: our signatures against the official SDKs' vectors, and the whole
 //! purge path against a local fake that checks requests as the API documents them.
 
-mod purge_support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::purge_support::aliyun_fake::AliyunFake;
+use crate::purge_support::{TestServer, base_config, watch_to_end};
 use cdnsign::proto::{JobStatus, PurgeKind, PurgeRequest, PurgeStatus};
 use cdnsign::purge::PurgeOptions;
 use cdnsign::purge::aliyun::{
@@ -13,10 +13,8 @@ use cdnsign::purge::aliyun::{
     sign_v3,
 };
 use cdnsign::purge::config::SignatureVersion;
-use purge_support::aliyun_fake::AliyunFake;
-use purge_support::{TestServer, base_config, watch_to_end};
 
-const VECTORS: &str = include_str!("fixtures/aliyun_vectors.json");
+const VECTORS: &str = include_str!("../fixtures/aliyun_vectors.json");
 const AK: &str = "LTAI5tFakeTestKey01";
 const SECRET: &str = "FakeSecret-9f8e7d6c5b4a-DoNotLog";
 
@@ -407,7 +405,8 @@ async fn quota_throttling_and_credentials_map_to_clear_statuses() {
     assert!(err.message().contains("3 left"), "{}", err.message());
     assert!(fake.calls("RefreshObjectCaches").is_empty());
 
-    // Throttled twice, then accepted: retried with backoff within the deadline.
+    // Throttled twice, then accepted: the job waits (never fails) and is sent again after
+    // a backoff, by the scheduler.
     fake.state.lock().expect("state").url_remain = 100;
     fake.state.lock().expect("state").throttle_next = 2;
     let resp = client
@@ -418,9 +417,29 @@ async fn quota_throttling_and_credentials_map_to_clear_statuses() {
             idempotency_key: "t".into(),
         })
         .await
-        .expect("throttled then accepted")
+        .expect("throttled, accepted for later")
         .into_inner();
-    assert_eq!(resp.jobs[0].status(), JobStatus::InProgress);
+    assert_eq!(
+        resp.jobs[0].status(),
+        JobStatus::Waiting,
+        "{:?}",
+        resp.jobs[0]
+    );
+    assert!(
+        resp.jobs[0].detail.contains("Throttling.User"),
+        "{:?}",
+        resp.jobs[0]
+    );
+    let seen = watch_to_end(&mut client, &resp.purge_id, Duration::from_secs(20)).await;
+    assert_eq!(
+        seen.last().expect("m").status(),
+        cdnsign::proto::PurgeStatus::PurgeCompleted
+    );
+    assert_eq!(
+        fake.calls("RefreshObjectCaches").len(),
+        1,
+        "sent once it was let through"
+    );
     assert_eq!(
         fake.refused()
             .iter()

@@ -1,0 +1,250 @@
+//! What a purge is, as stored and as answered: one record per accepted purge with its
+//! provider jobs. The store keeps these; the scheduler moves jobs through their states.
+
+use serde::{Deserialize, Serialize};
+
+use crate::purge::config::ProviderKind;
+
+/// What the caller's items name. One enum from the API to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeKind {
+    /// Files (CloudFront also takes `/prefix*` and `#tag` here).
+    File,
+    /// Directories.
+    Directory,
+    /// Cache tags.
+    CacheTag,
+    /// Pre-warm (Aliyun only).
+    Prewarm,
+}
+
+impl PurgeKind {
+    /// Stable name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurgeKind::File => "file",
+            PurgeKind::Directory => "directory",
+            PurgeKind::CacheTag => "cache_tag",
+            PurgeKind::Prewarm => "prewarm",
+        }
+    }
+}
+
+/// Lifecycle of a job.
+///
+/// `Waiting` → `Sending` (stored before the provider call, with the request's reference)
+/// → `InProgress` (the provider accepted; its ids stored) → `Completed` or `Failed`. A job
+/// found in `Sending` (a crash, a lost lease, a save that failed after the call) is
+/// reconciled with the provider before anything is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Not sent yet.
+    Waiting,
+    /// Being sent, or sent when the worker stopped: reconcile before sending again.
+    Sending,
+    /// Accepted by the provider.
+    InProgress,
+    /// Done.
+    Completed,
+    /// Given up.
+    Failed,
+}
+
+impl JobState {
+    /// Completed or failed.
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Completed | JobState::Failed)
+    }
+
+    /// Stable name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Waiting => "waiting",
+            JobState::Sending => "sending",
+            JobState::InProgress => "in_progress",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+/// What a job asks of its provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobAction {
+    /// CloudFront CreateInvalidation.
+    Invalidate,
+    /// Aliyun RefreshObjectCaches, ObjectType File.
+    RefreshFile,
+    /// Aliyun RefreshObjectCaches, ObjectType Directory.
+    RefreshDirectory,
+    /// Aliyun PushObjectCache.
+    Push,
+    /// Aliyun RefreshObjectCacheByCacheTag.
+    RefreshTag,
+}
+
+/// One provider request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Provider.
+    pub provider: ProviderKind,
+    /// Distribution id or domain.
+    pub resource: String,
+    /// What to ask.
+    pub action: JobAction,
+    /// Normalised paths (CloudFront) or URLs (Aliyun).
+    pub paths: Vec<String>,
+    /// How many of `paths` are wildcards.
+    pub wildcards: u32,
+    /// State.
+    pub state: JobState,
+    /// Provider's id(s), once accepted (Aliyun: task ids, comma-separated).
+    pub provider_job_id: String,
+    /// Provider's own status text.
+    pub status_text: String,
+    /// Why it waits / what failed.
+    pub detail: String,
+    /// CloudFront CallerReference (empty for Aliyun): from the purge id and the job, fixed
+    /// before the first send, the same on every resend.
+    pub caller_reference: String,
+    /// Submission attempts so far.
+    pub attempts: u32,
+    /// After a retryable failure, not tried again before this (unix ms; backoff + jitter).
+    #[serde(default)]
+    pub not_before_ms: i64,
+    /// When it was last put in `Sending`, unix ms (reconciliation looks from here).
+    #[serde(default)]
+    pub sent_at_ms: i64,
+    /// Last change, unix ms.
+    pub updated_at_ms: i64,
+}
+
+impl JobRecord {
+    /// A job for `paths`, not sent yet.
+    pub fn waiting(
+        provider: ProviderKind,
+        resource: &str,
+        action: JobAction,
+        paths: Vec<String>,
+        wildcards: u32,
+        now_ms: i64,
+    ) -> JobRecord {
+        JobRecord {
+            provider,
+            resource: resource.to_owned(),
+            action,
+            paths,
+            wildcards,
+            state: JobState::Waiting,
+            provider_job_id: String::new(),
+            status_text: String::new(),
+            detail: "accepted; not sent yet".into(),
+            caller_reference: String::new(),
+            attempts: 0,
+            not_before_ms: 0,
+            sent_at_ms: 0,
+            updated_at_ms: now_ms,
+        }
+    }
+
+    /// The queue this job belongs to.
+    pub fn queue(&self) -> QueueKey {
+        QueueKey {
+            provider: self.provider,
+            resource: self.resource.clone(),
+        }
+    }
+}
+
+/// A path that could not be purged as given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedRecord {
+    /// As the caller sent it.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Aliyun quota seen when the purge was accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRecord {
+    /// Provider.
+    pub provider: ProviderKind,
+    /// Domain.
+    pub resource: String,
+    /// URLs left today.
+    pub url_remain: i64,
+    /// Directories left today.
+    pub dir_remain: i64,
+    /// Pre-warms left today.
+    pub preload_remain: i64,
+}
+
+/// One accepted purge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeRecord {
+    /// `pg_` + 32 hex digits.
+    pub id: String,
+    /// Acceptance order; set by the store.
+    pub seq: u64,
+    /// The client that made it (its configured name; empty when authentication is off).
+    /// Idempotency keys are scoped to it.
+    #[serde(default)]
+    pub client: String,
+    /// Caller's key, or the id when the caller gave none.
+    pub idempotency_key: String,
+    /// SHA-256 of target, kind and paths: the same key with another request is refused.
+    pub fingerprint: String,
+    /// Target name.
+    pub target: String,
+    /// Kind.
+    pub kind: PurgeKind,
+    /// Accepted, unix ms.
+    pub created_at_ms: i64,
+    /// Rejected items.
+    pub rejected: Vec<RejectedRecord>,
+    /// Provider requests, in the order they were made (a batch sized to the room there
+    /// was when it was sent is a job of its own).
+    pub jobs: Vec<JobRecord>,
+    /// Aliyun quota at acceptance.
+    pub quota: Vec<QuotaRecord>,
+}
+
+impl PurgeRecord {
+    /// Every job finished.
+    pub fn is_finished(&self) -> bool {
+        self.jobs.iter().all(|j| j.state.is_finished())
+    }
+
+    /// Finished, and every job failed: the idempotency key is free again, so the caller
+    /// can retry with the same key.
+    pub fn wholly_failed(&self) -> bool {
+        !self.jobs.is_empty() && self.jobs.iter().all(|j| j.state == JobState::Failed)
+    }
+}
+
+/// Jobs of one provider resource are sent in order and limited together: one queue per
+/// CloudFront distribution or Aliyun domain, worked by one replica at a time (its lease).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QueueKey {
+    /// Provider.
+    pub provider: ProviderKind,
+    /// Distribution id or domain.
+    pub resource: String,
+}
+
+impl std::fmt::Display for QueueKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.provider.as_str(), self.resource)
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,664 @@
+//! Sending purges, on every replica at once: claim, admit, send, poll.
+//!
+//! Jobs form one queue per provider resource (a CloudFront distribution, an Aliyun domain).
+//! A replica works a queue only while it holds the queue's lease in the store: the main
+//! loop ([`Scheduler::run`]) claims queues whose lease is free or expired, and runs a worker
+//! task for each; the worker renews the lease while it works and gives it up when the
+//! queue is empty. A replica that dies stops renewing, its leases expire after
+//! `[purge] lease_seconds`, and another replica's loop claims them and finishes the work.
+//!
+//! One pass of a worker over its queue, oldest purge first:
+//! 1. jobs found `Sending` (a crash, a lost answer) are reconciled with the provider before
+//!    anything is sent again (CloudFront: the same CallerReference returns the existing
+//!    invalidation; Aliyun: its tasks are looked up by ObjectPath);
+//! 2. jobs in progress are polled;
+//! 3. waiting jobs are sent in order while there is room (CloudFront's in-progress limits,
+//!    counted from ListInvalidations and every replica's jobs in the store); a job larger
+//!    than the room is cut, and the part that fits goes out as a request of its own. Each
+//!    job is stored as `Sending` before the provider is called, and with the provider's ids
+//!    straight after; a store that fails stops the pass, so a failed save never causes a
+//!    resend (the job is reconciled instead).
+//!
+//! Every write names the lease; a worker whose lease was taken over writes nothing more.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::purge::config::PurgeConfig;
+use crate::purge::error::{ErrorClass, ProviderError};
+use crate::purge::model::{JobRecord, JobState, QueueKey, now_ms};
+use crate::purge::provider::{Fit, Polled, Provider, Submitted};
+use crate::purge::retry::Backoff;
+use crate::purge::store::{Lease, PurgeStore, QueuedJob, StoreError, StoreSlot};
+
+/// First errors a pass met, per purge: a purge whose every job failed at once reports it.
+#[derive(Debug, Clone, Default)]
+pub struct PassReport {
+    /// Purge id → the first non-retryable provider error of one of its jobs.
+    pub failures: HashMap<String, ProviderError>,
+    /// When the earliest job that backs off may be tried again (unix ms).
+    pub next_due_ms: Option<i64>,
+}
+
+impl PassReport {
+    fn merge(&mut self, other: PassReport) {
+        for (k, v) in other.failures {
+            self.failures.entry(k).or_insert(v);
+        }
+        self.next_due_ms = match (self.next_due_ms, other.next_due_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// The providers of every configured target.
+#[derive(Debug, Default)]
+pub struct Providers {
+    by_target: BTreeMap<String, Vec<Arc<dyn Provider>>>,
+    by_queue: HashMap<QueueKey, Arc<dyn Provider>>,
+}
+
+impl Providers {
+    /// Registers a provider under its target's name.
+    pub fn add(&mut self, provider: Arc<dyn Provider>) {
+        let t = provider.target();
+        let queue = QueueKey {
+            provider: provider.kind(),
+            resource: t.resource().to_owned(),
+        };
+        self.by_queue
+            .entry(queue)
+            .or_insert_with(|| Arc::clone(&provider));
+        self.by_target
+            .entry(t.name.clone())
+            .or_default()
+            .push(provider);
+    }
+
+    /// The providers a target name fans out to.
+    pub fn target(&self, name: &str) -> Option<&[Arc<dyn Provider>]> {
+        self.by_target.get(name).map(Vec::as_slice)
+    }
+
+    /// Whether a target name is configured.
+    pub fn has_target(&self, name: &str) -> bool {
+        self.by_target.contains_key(name)
+    }
+
+    fn queue(&self, q: &QueueKey) -> Option<&Arc<dyn Provider>> {
+        self.by_queue.get(q)
+    }
+}
+
+type Kick = oneshot::Sender<PassReport>;
+
+/// Counts a job's state change: jobs by outcome, and paths once it finished.
+fn count_transition(job: &JobRecord, from: JobState) {
+    use crate::metrics::{PURGE_JOBS, PURGE_PATHS};
+    let provider = job.provider.as_str();
+    if from == JobState::Waiting && job.state == JobState::Sending {
+        metrics::counter!(PURGE_JOBS, "provider" => provider, "outcome" => "submitted")
+            .increment(1);
+    }
+    let outcome = match job.state {
+        JobState::Completed => "completed",
+        JobState::Failed => "failed",
+        _ => return,
+    };
+    metrics::counter!(PURGE_JOBS, "provider" => provider, "outcome" => outcome).increment(1);
+    metrics::counter!(PURGE_PATHS, "provider" => provider, "outcome" => outcome)
+        .increment(job.paths.len() as u64);
+}
+
+/// Records what the provider said about a request it accepted.
+fn accept(job: &mut JobRecord, s: Submitted) {
+    job.provider_job_id = s.provider_job_id;
+    job.state = if s.completed {
+        JobState::Completed
+    } else {
+        JobState::InProgress
+    };
+    job.status_text = s.status_text;
+    job.detail = String::new();
+    job.not_before_ms = 0;
+}
+
+/// One replica's scheduler (see the module docs).
+pub struct Scheduler {
+    slot: Arc<StoreSlot>,
+    providers: Arc<Providers>,
+    cfg: PurgeConfig,
+    owner: String,
+    backoff: Backoff,
+    workers: Mutex<HashMap<QueueKey, mpsc::Sender<Kick>>>,
+    changes: broadcast::Sender<String>,
+    wake: Notify,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler for this replica (`owner` names it in leases).
+    pub fn new(
+        slot: Arc<StoreSlot>,
+        providers: Arc<Providers>,
+        cfg: PurgeConfig,
+        owner: String,
+        changes: broadcast::Sender<String>,
+    ) -> Scheduler {
+        let backoff = Backoff {
+            base: Duration::from_millis(cfg.retry_base_ms),
+            max: Duration::from_millis(cfg.retry_max_ms),
+        };
+        Scheduler {
+            slot,
+            providers,
+            cfg,
+            owner,
+            backoff,
+            workers: Mutex::new(HashMap::new()),
+            changes,
+            wake: Notify::new(),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    /// This replica's name in leases.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.cfg.lease_seconds.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.cfg.poll_interval_ms)
+    }
+
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<QueueKey, mpsc::Sender<Kick>>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims free queues and runs a worker for each until `shutdown`; deletes purges past
+    /// the retention once an hour.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut last_retention: Option<Instant> = None;
+        let mut store_down_logged = false;
+        loop {
+            match self.slot.get() {
+                Ok(store) => {
+                    store_down_logged = false;
+                    if let Err(e) = self.claim_free(&store).await {
+                        tracing::warn!(error = %e, "purge scheduler cannot claim work; retrying");
+                    }
+                    if last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+                        last_retention = Some(Instant::now());
+                        self.retention(&store).await;
+                    }
+                }
+                Err(e) if !store_down_logged => {
+                    store_down_logged = true;
+                    tracing::warn!(error = %e, "purge scheduler waiting for the store");
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = self.wake.notified() => {}
+                () = self.slot.ready() => {}
+                () = tokio::time::sleep(self.poll_interval()) => {}
+            }
+        }
+        // Workers give their leases up, so another replica can take over at once.
+        let _ = self.stop.send(true);
+        let senders: Vec<_> = self.workers().drain().map(|(_, tx)| tx).collect();
+        for tx in senders {
+            let _ = tokio::time::timeout(Duration::from_secs(5), tx.closed()).await;
+        }
+    }
+
+    async fn claim_free(self: &Arc<Self>, store: &Arc<dyn PurgeStore>) -> Result<(), StoreError> {
+        for _ in 0..64 {
+            let held: Vec<QueueKey> = self.workers().keys().cloned().collect();
+            let Some(lease) = store
+                .claim(&self.owner, now_ms(), self.lease_ms(), &held)
+                .await?
+            else {
+                return Ok(());
+            };
+            tracing::debug!(queue = %lease.queue, epoch = lease.epoch, "claimed purge queue");
+            self.start_worker(Arc::clone(store), lease, None);
+        }
+        Ok(())
+    }
+
+    async fn retention(&self, store: &Arc<dyn PurgeStore>) {
+        let days = i64::from(self.cfg.retention_days);
+        let cutoff = now_ms().saturating_sub(days.saturating_mul(86_400_000));
+        match store.delete_finished_before(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purges = n, days, "deleted finished purges past retention"),
+            Err(e) => tracing::warn!(error = %e, "retention: cannot delete old purges"),
+        }
+    }
+
+    /// Wakes the main loop (new work was stored).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs a pass now on each of `queues` that this replica holds or can claim, and waits
+    /// for them until `deadline`. Queues another replica works are left to it.
+    pub async fn kick(self: &Arc<Self>, queues: &[QueueKey], deadline: Instant) -> PassReport {
+        let mut report = PassReport::default();
+        let Ok(store) = self.slot.get() else {
+            return report;
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for q in queues {
+            let (me, store, q) = (Arc::clone(self), Arc::clone(&store), q.clone());
+            set.spawn(async move { me.kick_one(&store, &q).await });
+        }
+        let collect = async {
+            while let Some(done) = set.join_next().await {
+                if let Ok(Some(r)) = done {
+                    report.merge(r);
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, collect).await;
+        report
+    }
+
+    async fn kick_one(
+        self: &Arc<Self>,
+        store: &Arc<dyn PurgeStore>,
+        queue: &QueueKey,
+    ) -> Option<PassReport> {
+        for _ in 0..2 {
+            let (tx, rx) = oneshot::channel();
+            let local = self.workers().get(queue).cloned();
+            let sent = match local {
+                Some(worker) => worker.send(tx).await.is_ok(),
+                None => match store
+                    .claim_queue(queue, &self.owner, now_ms(), self.lease_ms())
+                    .await
+                {
+                    Ok(Some(lease)) => {
+                        self.start_worker(Arc::clone(store), lease, Some(tx));
+                        true
+                    }
+                    // Another replica works it.
+                    Ok(None) => return None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, queue = %queue, "cannot claim purge queue");
+                        return None;
+                    }
+                },
+            };
+            if sent && let Ok(report) = rx.await {
+                return Some(report);
+            }
+            // The worker was finishing as we asked: ask again (it may have to be claimed).
+        }
+        None
+    }
+
+    fn start_worker(
+        self: &Arc<Self>,
+        store: Arc<dyn PurgeStore>,
+        lease: Lease,
+        first: Option<Kick>,
+    ) {
+        let (tx, rx) = mpsc::channel(16);
+        self.workers().insert(lease.queue.clone(), tx.clone());
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let queue = lease.queue.clone();
+            me.worker(store, lease, rx, first).await;
+            let mut workers = me.workers();
+            if workers.get(&queue).is_some_and(|t| t.same_channel(&tx)) {
+                workers.remove(&queue);
+            }
+        });
+    }
+
+    async fn worker(
+        &self,
+        store: Arc<dyn PurgeStore>,
+        mut lease: Lease,
+        mut kicks: mpsc::Receiver<Kick>,
+        first: Option<Kick>,
+    ) {
+        let lease_ms = self.lease_ms();
+        let mut pending: Vec<Kick> = first.into_iter().collect();
+        let mut stop = self.stop.subscribe();
+        loop {
+            let renew_every = Duration::from_millis((lease_ms / 3).max(100) as u64);
+            let keep = async {
+                let mut tick = tokio::time::interval(renew_every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match store.renew(&lease, now_ms(), lease_ms).await {
+                        Ok(_) => {}
+                        Err(StoreError::LeaseLost(_)) => return,
+                        Err(e) => tracing::warn!(error = %e, "cannot renew purge queue lease"),
+                    }
+                }
+            };
+            let outcome = tokio::select! {
+                r = self.pass(&store, &lease) => Some(r),
+                () = keep => None,
+            };
+            let (more, report) = match outcome {
+                Some(Ok(done)) => done,
+                None | Some(Err(StoreError::LeaseLost(_))) => {
+                    tracing::info!(queue = %lease.queue, "purge queue lease taken over; stopping its worker");
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, queue = %lease.queue, "purge pass stopped: store failed; the queue will be claimed again");
+                    break;
+                }
+            };
+            for k in pending.drain(..) {
+                let _ = k.send(report.clone());
+            }
+            if !more {
+                let _ = store.release(&lease).await;
+                break;
+            }
+            // Next pass at the poll interval, or sooner when a job's backoff ends first.
+            let nap = report.next_due_ms.map_or(self.poll_interval(), |due| {
+                let ms = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0);
+                self.poll_interval().min(Duration::from_millis(ms.max(10)))
+            });
+            tokio::select! {
+                k = kicks.recv() => match k {
+                    Some(k) => pending.push(k),
+                    None => break,
+                },
+                () = tokio::time::sleep(nap) => {}
+                _ = stop.changed() => {
+                    let _ = store.release(&lease).await;
+                    break;
+                }
+            }
+            while let Ok(k) = kicks.try_recv() {
+                pending.push(k);
+            }
+            match store.renew(&lease, now_ms(), lease_ms).await {
+                Ok(l) => lease = l,
+                Err(StoreError::LeaseLost(_)) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew purge queue lease");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Stores a job that changed, counts the transition and announces its purge.
+    async fn save(
+        &self,
+        store: &Arc<dyn PurgeStore>,
+        lease: &Lease,
+        qj: &QueuedJob,
+        before: &JobRecord,
+    ) -> Result<(), StoreError> {
+        if qj.job == *before {
+            return Ok(());
+        }
+        store
+            .update_job(lease, now_ms(), &qj.purge_id, qj.index, &qj.job)
+            .await?;
+        if qj.job.state != before.state {
+            count_transition(&qj.job, before.state);
+        }
+        let _ = self.changes.send(qj.purge_id.clone());
+        Ok(())
+    }
+
+    /// One pass over a queue (see the module docs): whether it still has unfinished work.
+    async fn pass(
+        &self,
+        store: &Arc<dyn PurgeStore>,
+        lease: &Lease,
+    ) -> Result<(bool, PassReport), StoreError> {
+        let mut report = PassReport::default();
+        let mut jobs = store.queue_jobs(lease).await?;
+        if jobs.is_empty() {
+            return Ok((false, report));
+        }
+        let Some(provider) = self.providers.queue(&lease.queue).cloned() else {
+            for qj in &mut jobs {
+                let before = qj.job.clone();
+                qj.job.state = JobState::Failed;
+                qj.job.detail = format!("{} is no longer configured in [[targets]]", lease.queue);
+                qj.job.updated_at_ms = now_ms();
+                self.save(store, lease, qj, &before).await?;
+            }
+            return Ok((false, report));
+        };
+        let deadline =
+            Instant::now() + Duration::from_secs(self.cfg.background_deadline_seconds.min(86_400));
+
+        // 1. Reconcile what was being sent.
+        for qj in jobs.iter_mut().filter(|j| j.job.state == JobState::Sending) {
+            let before = qj.job.clone();
+            match provider.reconcile(&qj.job, deadline).await {
+                Ok(Some(s)) => {
+                    tracing::info!(queue = %lease.queue, purge_id = %qj.purge_id, provider_job_id = %s.provider_job_id, "reconciled a request whose answer was lost");
+                    accept(&mut qj.job, s);
+                }
+                Ok(None) => {
+                    qj.job.state = JobState::Waiting;
+                    qj.job.detail =
+                        "the provider has no record of an earlier send; sending again".into();
+                }
+                Err(e) if e.class.is_retryable() => {
+                    qj.job.detail = format!("answer lost; reconciling before sending again: {e}");
+                }
+                Err(e) => {
+                    qj.job.state = JobState::Failed;
+                    qj.job.detail = e.to_string();
+                    report.failures.entry(qj.purge_id.clone()).or_insert(e);
+                }
+            }
+            if qj.job != before {
+                qj.job.updated_at_ms = now_ms();
+            }
+            self.save(store, lease, qj, &before).await?;
+        }
+
+        // 2. Poll what is in progress.
+        for qj in jobs
+            .iter_mut()
+            .filter(|j| j.job.state == JobState::InProgress)
+        {
+            let before = qj.job.clone();
+            match provider.poll(&qj.job, deadline).await {
+                Ok(Polled::Completed(text)) => {
+                    qj.job.state = JobState::Completed;
+                    qj.job.status_text = text;
+                }
+                Ok(Polled::InProgress(text)) => qj.job.status_text = text,
+                Ok(Polled::Failed(why)) => {
+                    qj.job.state = JobState::Failed;
+                    qj.job.status_text = "Failed".into();
+                    qj.job.detail = why;
+                }
+                Ok(Polled::Gone(why)) => {
+                    qj.job.state = JobState::Failed;
+                    qj.job.status_text = "Unknown".into();
+                    qj.job.detail = why;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot poll purge job"),
+            }
+            if qj.job != before {
+                qj.job.updated_at_ms = now_ms();
+            }
+            self.save(store, lease, qj, &before).await?;
+        }
+
+        // 3. Send what waits, in order, while there is room.
+        let mut parts_open = false;
+        let waiting: Vec<usize> = (0..jobs.len())
+            .filter(|&i| jobs[i].job.state == JobState::Waiting)
+            .collect();
+        if !waiting.is_empty() {
+            let busy: Vec<&JobRecord> = jobs
+                .iter()
+                .filter(|j| matches!(j.job.state, JobState::InProgress | JobState::Sending))
+                .map(|j| &j.job)
+                .collect();
+            let mut room = provider.room(&busy, deadline).await;
+            for i in waiting {
+                let now = now_ms();
+                let before = jobs[i].job.clone();
+                if before.not_before_ms > now {
+                    // The head backs off; the jobs behind it keep their place.
+                    break;
+                }
+                let fit = room.fit(&before);
+                let mut sending = match fit {
+                    Fit::Wait => {
+                        let why = room.describe(&before);
+                        if jobs[i].job.detail != why {
+                            jobs[i].job.detail = why;
+                            jobs[i].job.updated_at_ms = now;
+                            self.save(store, lease, &jobs[i], &before).await?;
+                        }
+                        break;
+                    }
+                    Fit::All => jobs[i].clone(),
+                    Fit::First(n) => {
+                        let qj = &mut jobs[i];
+                        let mut part = qj.job.clone();
+                        part.paths.truncate(n);
+                        part.wildcards =
+                            part.paths.iter().filter(|p| p.ends_with('*')).count() as u32;
+                        provider.name_part(&mut part, &qj.purge_id, qj.index);
+                        mark_sending(&mut part, now);
+                        qj.job.paths.drain(..n);
+                        qj.job.wildcards =
+                            qj.job.paths.iter().filter(|p| p.ends_with('*')).count() as u32;
+                        qj.job.detail = format!(
+                            "{n} of its paths went out as a request of their own (the room there was); the rest wait"
+                        );
+                        qj.job.updated_at_ms = now;
+                        let index = store
+                            .split_job(lease, now, &qj.purge_id, qj.index, &part, &qj.job)
+                            .await?;
+                        count_transition(&part, JobState::Waiting);
+                        QueuedJob {
+                            purge_id: qj.purge_id.clone(),
+                            index,
+                            target: qj.target.clone(),
+                            job: part,
+                        }
+                    }
+                };
+                if fit == Fit::All {
+                    let unsent = sending.job.clone();
+                    mark_sending(&mut sending.job, now);
+                    self.save(store, lease, &sending, &unsent).await?;
+                }
+                // Stored as Sending: from here a lost answer is reconciled, never resent.
+                let stored = sending.job.clone();
+                let stop = match provider.submit(&sending.job, deadline).await {
+                    Ok(s) => {
+                        accept(&mut sending.job, s);
+                        room.take(&sending.job);
+                        tracing::info!(
+                            queue = %lease.queue,
+                            purge_id = %sending.purge_id,
+                            provider_job_id = %sending.job.provider_job_id,
+                            paths = sending.job.paths.len(),
+                            "purge request sent"
+                        );
+                        false
+                    }
+                    Err(e) => self.refused(&mut sending, e, &mut report),
+                };
+                sending.job.updated_at_ms = now_ms();
+                self.save(store, lease, &sending, &stored).await?;
+                if fit == Fit::All {
+                    jobs[i].job = sending.job.clone();
+                } else if !sending.job.state.is_finished() {
+                    parts_open = true;
+                }
+                if stop {
+                    room.exhaust();
+                    break;
+                }
+            }
+        }
+        let unfinished = jobs.iter().any(|j| !j.job.state.is_finished()) || parts_open;
+        report.next_due_ms = jobs
+            .iter()
+            .filter(|j| j.job.state == JobState::Waiting && j.job.not_before_ms > 0)
+            .map(|j| j.job.not_before_ms)
+            .min();
+        Ok((unfinished, report))
+    }
+
+    /// A send that failed: wait and retry, reconcile first, or give up. Whether to stop
+    /// sending to this queue for the rest of the pass.
+    fn refused(&self, qj: &mut QueuedJob, e: ProviderError, report: &mut PassReport) -> bool {
+        let job = &mut qj.job;
+        match e.class {
+            // The provider refused it: it was not taken, so it can go again later.
+            ErrorClass::Busy | ErrorClass::Throttled | ErrorClass::QuotaExhausted => {
+                let wait = self.backoff.delay(job.attempts).max(Duration::from_millis(
+                    if e.class == ErrorClass::Busy {
+                        1_000
+                    } else {
+                        0
+                    },
+                ));
+                job.state = JobState::Waiting;
+                job.not_before_ms = now_ms() + wait.as_millis() as i64;
+                job.detail = format!("not sent yet, next try in {} ms: {e}", wait.as_millis());
+                tracing::warn!(error = %e, "purge request refused for now; will retry");
+                true
+            }
+            // No answer (timeout, 5xx): it may have arrived. Reconcile before any resend.
+            ErrorClass::Unavailable => {
+                job.detail = format!("answer lost; reconciling before sending again: {e}");
+                tracing::warn!(error = %e, "purge request answer lost; will reconcile");
+                true
+            }
+            _ => {
+                tracing::warn!(error = %e, "purge request failed");
+                job.state = JobState::Failed;
+                job.detail = e.to_string();
+                report.failures.entry(qj.purge_id.clone()).or_insert(e);
+                false
+            }
+        }
+    }
+}
+
+fn mark_sending(job: &mut JobRecord, now: i64) {
+    job.state = JobState::Sending;
+    job.sent_at_ms = now;
+    job.attempts += 1;
+    job.detail = String::new();
+    job.updated_at_ms = now;
+}

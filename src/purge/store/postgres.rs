@@ -1,0 +1,856 @@
+//! The shared engine: PostgreSQL, for any number of replicas.
+//!
+//! `[purge] database_url = "postgres://user@host:5432/db"`; the password comes from the URL
+//! or the standard `PGPASSWORD` (and `PGUSER`, `PGHOST`, `PGPORT`, `PGDATABASE` fill what
+//! the URL leaves out). The URL and password are never logged, never in an error or a
+//! metric: messages name `user@host:port/db` only.
+//!
+//! The schema is versioned (`cdnsign_schema`); migrations are compiled in and applied at
+//! start under an advisory lock, and a server refuses a database whose schema is newer
+//! than it knows. Connections are made, and do all their socket I/O, on a runtime of the
+//! store's own, so no tokio worker that serves calls ever waits on the database's
+//! network. Queue leases use `FOR UPDATE SKIP LOCKED` to claim and a row lock on the
+//! queue to fence every job write.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_postgres::{Client, Config, GenericClient, NoTls, Transaction};
+
+use super::{Inserted, Lease, PurgeStore, QueuedJob, StoreError, bucket_take};
+use crate::purge::config::ProviderKind;
+use crate::purge::model::{JobRecord, PurgeRecord, QueueKey};
+
+/// The schema version this build migrates to.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Migrations, in order: `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE purges (
+    id TEXT PRIMARY KEY,
+    seq BIGSERIAL NOT NULL UNIQUE,
+    client TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    target TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    finished_at_ms BIGINT,
+    header JSONB NOT NULL
+);
+CREATE INDEX purges_by_target ON purges (target, seq DESC);
+CREATE INDEX purges_finished ON purges (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
+CREATE TABLE purge_keys (
+    client TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    purge_id TEXT NOT NULL REFERENCES purges (id) ON DELETE CASCADE,
+    PRIMARY KEY (client, idempotency_key)
+);
+CREATE INDEX purge_keys_by_purge ON purge_keys (purge_id);
+CREATE TABLE purge_jobs (
+    purge_id TEXT NOT NULL REFERENCES purges (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    purge_seq BIGINT NOT NULL,
+    provider TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    state TEXT NOT NULL,
+    job JSONB NOT NULL,
+    PRIMARY KEY (purge_id, idx)
+);
+CREATE INDEX purge_jobs_open ON purge_jobs (provider, resource, purge_seq, idx)
+    WHERE state NOT IN ('completed', 'failed');
+CREATE TABLE purge_queues (
+    provider TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    lease_owner TEXT NOT NULL DEFAULT '',
+    lease_epoch BIGINT NOT NULL DEFAULT 0,
+    lease_until_ms BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (provider, resource)
+);
+CREATE TABLE purge_rate (
+    client TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    tokens DOUBLE PRECISION NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    PRIMARY KEY (client, bucket)
+);
+"#];
+
+/// Most connections one replica opens.
+const MAX_CONNECTIONS: usize = 8;
+
+fn db_error(e: tokio_postgres::Error) -> StoreError {
+    // The driver's messages name the server's error, never the password.
+    StoreError::Unavailable(format!("postgresql: {e}"))
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Reads `database_url` and fills what it leaves out from the standard `PG*` variables.
+/// The error never repeats the URL (it may hold a password).
+pub fn connection_config(url: &str) -> Result<Config, String> {
+    let mut cfg: Config = url.parse().map_err(|_| {
+        "[purge] database_url is not a valid postgres:// URL or key=value string".to_owned()
+    })?;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if cfg.get_password().is_none()
+        && let Some(p) = env("PGPASSWORD")
+    {
+        cfg.password(p);
+    }
+    if cfg.get_user().is_none()
+        && let Some(u) = env("PGUSER")
+    {
+        cfg.user(u);
+    }
+    if cfg.get_hosts().is_empty() {
+        cfg.host(env("PGHOST").as_deref().unwrap_or("localhost"));
+    }
+    if cfg.get_ports().is_empty()
+        && let Some(p) = env("PGPORT").and_then(|p| p.parse().ok())
+    {
+        cfg.port(p);
+    }
+    if cfg.get_dbname().is_none()
+        && let Some(d) = env("PGDATABASE")
+    {
+        cfg.dbname(d);
+    }
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(5));
+    }
+    cfg.application_name("cdnsign");
+    Ok(cfg)
+}
+
+/// `user@host:port/db`, for logs: never the password.
+pub fn describe(cfg: &Config) -> String {
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    format!(
+        "{}@{host}:{}/{}",
+        cfg.get_user().unwrap_or("?"),
+        cfg.get_ports().first().copied().unwrap_or(5432),
+        cfg.get_dbname()
+            .unwrap_or_else(|| cfg.get_user().unwrap_or("?")),
+    )
+}
+
+/// The store's own runtime, where connections do their I/O. Dropped without blocking.
+struct IoRuntime(Option<tokio::runtime::Runtime>);
+
+impl IoRuntime {
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|r| r.handle().clone())
+    }
+}
+
+impl Drop for IoRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A few connections, made on demand and remade after a failure (database restarted).
+struct Pool {
+    cfg: Config,
+    io: IoRuntime,
+    idle: Mutex<Vec<Client>>,
+    permits: Semaphore,
+}
+
+/// A connection lent out; goes back to the pool when dropped, if still usable.
+struct Conn<'a> {
+    client: Option<Client>,
+    pool: &'a Pool,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take()
+            && !c.is_closed()
+        {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(c);
+        }
+    }
+}
+
+impl Pool {
+    async fn get(&self) -> Result<Conn<'_>, StoreError> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        loop {
+            let c = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match c {
+                Some(c) if !c.is_closed() => {
+                    return Ok(Conn {
+                        client: Some(c),
+                        pool: self,
+                        _permit: permit,
+                    });
+                }
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let cfg = self.cfg.clone();
+        let handle = self
+            .io
+            .handle()
+            .ok_or_else(|| StoreError::Unavailable("store closed".into()))?;
+        let client = handle
+            .clone()
+            .spawn(async move {
+                let (client, connection) = cfg.connect(NoTls).await.map_err(db_error)?;
+                handle.spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "postgresql connection closed");
+                    }
+                });
+                Ok::<_, StoreError>(client)
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))??;
+        Ok(Conn {
+            client: Some(client),
+            pool: self,
+            _permit: permit,
+        })
+    }
+}
+
+/// Purges in PostgreSQL (see the module docs).
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Arc<Pool>,
+    name: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("database", &self.name)
+            .finish()
+    }
+}
+
+fn provider_from(s: &str) -> Result<ProviderKind, StoreError> {
+    match s {
+        "cloudfront" => Ok(ProviderKind::Cloudfront),
+        "aliyun" => Ok(ProviderKind::Aliyun),
+        other => Err(corrupt(format!("unknown provider {other:?}"))),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, StoreError> {
+    serde_json::to_value(v).map_err(corrupt)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, StoreError> {
+    serde_json::from_value(v).map_err(|e| corrupt(format!("stored record: {e}")))
+}
+
+impl PgStore {
+    /// Connects, checks the schema version and migrates it. Fails on a newer schema.
+    pub async fn connect(database_url: &str) -> Result<PgStore, StoreError> {
+        let cfg = connection_config(database_url).map_err(StoreError::Unavailable)?;
+        let name = describe(&cfg);
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cdnsign-store")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("store runtime: {e}")))?;
+        let store = PgStore {
+            pool: Arc::new(Pool {
+                cfg,
+                io: IoRuntime(Some(io)),
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(MAX_CONNECTIONS),
+            }),
+            name,
+        };
+        store.migrate().await.map_err(|e| match e {
+            StoreError::Unavailable(m) => StoreError::Unavailable(format!("{} ({m})", store.name)),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// `user@host:port/db`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await.map_err(db_error)?;
+        // One replica migrates at a time; the others wait here, then find it done.
+        tx.execute("SELECT pg_advisory_xact_lock(7283512094451)", &[])
+            .await
+            .map_err(db_error)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS cdnsign_schema (version INTEGER NOT NULL)")
+            .await
+            .map_err(db_error)?;
+        let found: i32 = tx
+            .query_opt("SELECT version FROM cdnsign_schema", &[])
+            .await
+            .map_err(db_error)?
+            .map_or(0, |r| r.get(0));
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        for (from, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.batch_execute(sql).await.map_err(db_error)?;
+            tracing::info!(from, to = from + 1, "purge database schema migrated");
+        }
+        if found == 0 {
+            tx.execute(
+                "INSERT INTO cdnsign_schema (version) VALUES ($1)",
+                &[&SCHEMA_VERSION],
+            )
+            .await
+            .map_err(db_error)?;
+        } else if found < SCHEMA_VERSION {
+            tx.execute("UPDATE cdnsign_schema SET version = $1", &[&SCHEMA_VERSION])
+                .await
+                .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Loads purges by id with their jobs, in the order of `ids`.
+    async fn load<C: GenericClient + Sync>(
+        client: &C,
+        ids: &[String],
+    ) -> Result<Vec<PurgeRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let heads = client
+            .query(
+                "SELECT id, seq, header FROM purges WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(db_error)?;
+        let jobs = client
+            .query(
+                "SELECT purge_id, job FROM purge_jobs WHERE purge_id = ANY($1) ORDER BY purge_id, idx",
+                &[&ids],
+            )
+            .await
+            .map_err(db_error)?;
+        let mut by_id = std::collections::HashMap::new();
+        for row in heads {
+            let id: String = row.get(0);
+            let seq: i64 = row.get(1);
+            let mut rec: PurgeRecord = from_json(row.get(2))?;
+            rec.seq = seq as u64;
+            rec.jobs.clear();
+            by_id.insert(id, rec);
+        }
+        for row in jobs {
+            let id: String = row.get(0);
+            if let Some(rec) = by_id.get_mut(&id) {
+                rec.jobs.push(from_json(row.get(1))?);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
+    /// Holds the queue's row for the rest of the transaction if `lease` still owns it
+    /// (a claim by another replica waits until this write commits).
+    async fn fence(tx: &Transaction<'_>, lease: &Lease) -> Result<(), StoreError> {
+        let held = tx
+            .query_opt(
+                "SELECT 1 FROM purge_queues WHERE provider = $1 AND resource = $2 \
+                 AND lease_owner = $3 AND lease_epoch = $4 FOR SHARE",
+                &[
+                    &lease.queue.provider.as_str(),
+                    &lease.queue.resource,
+                    &lease.owner,
+                    &lease.epoch,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        held.map(|_| ())
+            .ok_or_else(|| StoreError::LeaseLost(lease.queue.clone()))
+    }
+
+    async fn mark_finished(
+        tx: &Transaction<'_>,
+        purge_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        tx.execute(
+            "UPDATE purges SET finished_at_ms = $2 WHERE id = $1 AND finished_at_ms IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM purge_jobs WHERE purge_id = $1 \
+                             AND state NOT IN ('completed', 'failed'))",
+            &[&purge_id, &now],
+        )
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn try_insert(&self, record: &mut PurgeRecord) -> Result<Option<Inserted>, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await.map_err(db_error)?;
+        let held = tx
+            .query_opt(
+                "SELECT purge_id FROM purge_keys WHERE client = $1 AND idempotency_key = $2 FOR UPDATE",
+                &[&record.client, &record.idempotency_key],
+            )
+            .await
+            .map_err(db_error)?
+            .map(|r| r.get::<_, String>(0));
+        if let Some(id) = &held {
+            let existing = Self::load(&tx, std::slice::from_ref(id)).await?;
+            if let Some(existing) = existing.into_iter().next()
+                && !existing.wholly_failed()
+            {
+                return Ok(Some(Inserted::Existing(existing)));
+            }
+        }
+        let mut header = record.clone();
+        header.jobs.clear();
+        let seq: i64 = tx
+            .query_one(
+                "INSERT INTO purges (id, client, idempotency_key, target, created_at_ms, header) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+                &[
+                    &record.id,
+                    &record.client,
+                    &record.idempotency_key,
+                    &record.target,
+                    &record.created_at_ms,
+                    &to_json(&header)?,
+                ],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
+        record.seq = seq as u64;
+        for (i, job) in record.jobs.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO purge_jobs (purge_id, idx, purge_seq, provider, resource, state, job) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &record.id,
+                    &(i as i32),
+                    &seq,
+                    &job.provider.as_str(),
+                    &job.resource,
+                    &job.state.as_str(),
+                    &to_json(job)?,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+            tx.execute(
+                "INSERT INTO purge_queues (provider, resource) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&job.provider.as_str(), &job.resource],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        if held.is_some() {
+            tx.execute(
+                "UPDATE purge_keys SET purge_id = $3 WHERE client = $1 AND idempotency_key = $2",
+                &[&record.client, &record.idempotency_key, &record.id],
+            )
+            .await
+            .map_err(db_error)?;
+        } else {
+            let took = tx
+                .execute(
+                    "INSERT INTO purge_keys (client, idempotency_key, purge_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                    &[&record.client, &record.idempotency_key, &record.id],
+                )
+                .await
+                .map_err(db_error)?;
+            if took == 0 {
+                // Another replica took the key meanwhile: look again.
+                tx.rollback().await.map_err(db_error)?;
+                return Ok(None);
+            }
+        }
+        if record.is_finished() {
+            Self::mark_finished(&tx, &record.id, record.created_at_ms).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(Inserted::New(record.clone())))
+    }
+}
+
+#[async_trait]
+impl PurgeStore for PgStore {
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn insert(&self, mut record: PurgeRecord) -> Result<Inserted, StoreError> {
+        for _ in 0..3 {
+            if let Some(done) = self.try_insert(&mut record).await? {
+                return Ok(done);
+            }
+        }
+        Err(StoreError::Unavailable(
+            "idempotency key contended; retry".into(),
+        ))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<PurgeRecord>, StoreError> {
+        let c = self.pool.get().await?;
+        Ok(Self::load(&*c, &[id.to_owned()]).await?.into_iter().next())
+    }
+
+    async fn get_by_key(&self, client: &str, key: &str) -> Result<Option<PurgeRecord>, StoreError> {
+        let c = self.pool.get().await?;
+        let id = c
+            .query_opt(
+                "SELECT purge_id FROM purge_keys WHERE client = $1 AND idempotency_key = $2",
+                &[&client, &key],
+            )
+            .await
+            .map_err(db_error)?
+            .map(|r| r.get::<_, String>(0));
+        match id {
+            Some(id) => Ok(Self::load(&*c, &[id]).await?.into_iter().next()),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+        target: Option<&str>,
+    ) -> Result<Vec<PurgeRecord>, StoreError> {
+        let c = self.pool.get().await?;
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match target {
+            Some(t) => c
+                .query(
+                    "SELECT id FROM purges WHERE target = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+                    &[&t, &before, &limit],
+                )
+                .await,
+            None => c
+                .query(
+                    "SELECT id FROM purges WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+                    &[&before, &limit],
+                )
+                .await,
+        }
+        .map_err(db_error)?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        Self::load(&*c, &ids).await
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        skip: &[QueueKey],
+    ) -> Result<Option<Lease>, StoreError> {
+        let c = self.pool.get().await?;
+        let skip: Vec<String> = skip
+            .iter()
+            .map(|q| format!("{}/{}", q.provider.as_str(), q.resource))
+            .collect();
+        let row = c
+            .query_opt(
+                "WITH c AS ( \
+                   SELECT q.provider, q.resource FROM purge_queues q \
+                   WHERE q.lease_until_ms < $2 \
+                     AND NOT (q.provider || '/' || q.resource = ANY($4)) \
+                     AND EXISTS (SELECT 1 FROM purge_jobs j WHERE j.provider = q.provider \
+                                 AND j.resource = q.resource \
+                                 AND j.state NOT IN ('completed', 'failed')) \
+                   ORDER BY q.lease_until_ms, q.provider, q.resource \
+                   LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 UPDATE purge_queues q SET lease_owner = $1, lease_until_ms = $2 + $3, \
+                   lease_epoch = q.lease_epoch + 1 \
+                 FROM c WHERE q.provider = c.provider AND q.resource = c.resource \
+                 RETURNING q.provider, q.resource, q.lease_epoch, q.lease_until_ms",
+                &[&owner, &now, &lease_ms, &skip],
+            )
+            .await
+            .map_err(db_error)?;
+        row.map(|r| {
+            Ok(Lease {
+                queue: QueueKey {
+                    provider: provider_from(r.get(0))?,
+                    resource: r.get(1),
+                },
+                owner: owner.to_owned(),
+                epoch: r.get(2),
+                until_ms: r.get(3),
+            })
+        })
+        .transpose()
+    }
+
+    async fn claim_queue(
+        &self,
+        queue: &QueueKey,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                "UPDATE purge_queues SET lease_owner = $3, lease_until_ms = $4 + $5, \
+                   lease_epoch = lease_epoch + 1 \
+                 WHERE provider = $1 AND resource = $2 AND lease_until_ms < $4 \
+                 RETURNING lease_epoch, lease_until_ms",
+                &[
+                    &queue.provider.as_str(),
+                    &queue.resource,
+                    &owner,
+                    &now,
+                    &lease_ms,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|r| Lease {
+            queue: queue.clone(),
+            owner: owner.to_owned(),
+            epoch: r.get(0),
+            until_ms: r.get(1),
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease, now: i64, lease_ms: i64) -> Result<Lease, StoreError> {
+        let c = self.pool.get().await?;
+        let until_ms = now.saturating_add(lease_ms);
+        let n = c
+            .execute(
+                "UPDATE purge_queues SET lease_until_ms = $5 WHERE provider = $1 AND resource = $2 \
+                 AND lease_owner = $3 AND lease_epoch = $4",
+                &[
+                    &lease.queue.provider.as_str(),
+                    &lease.queue.resource,
+                    &lease.owner,
+                    &lease.epoch,
+                    &until_ms,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        if n == 0 {
+            return Err(StoreError::LeaseLost(lease.queue.clone()));
+        }
+        Ok(Lease {
+            until_ms,
+            ..lease.clone()
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE purge_queues SET lease_until_ms = 0 WHERE provider = $1 AND resource = $2 \
+             AND lease_owner = $3 AND lease_epoch = $4",
+            &[
+                &lease.queue.provider.as_str(),
+                &lease.queue.resource,
+                &lease.owner,
+                &lease.epoch,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn queue_jobs(&self, lease: &Lease) -> Result<Vec<QueuedJob>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT j.purge_id, j.idx, p.target, j.job FROM purge_jobs j \
+                 JOIN purges p ON p.id = j.purge_id \
+                 WHERE j.provider = $1 AND j.resource = $2 AND j.state NOT IN ('completed', 'failed') \
+                 ORDER BY j.purge_seq, j.idx",
+                &[&lease.queue.provider.as_str(), &lease.queue.resource],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(QueuedJob {
+                    purge_id: r.get(0),
+                    index: r.get::<_, i32>(1) as u32,
+                    target: r.get(2),
+                    job: from_json(r.get(3))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn update_job(
+        &self,
+        lease: &Lease,
+        now: i64,
+        purge_id: &str,
+        index: u32,
+        job: &JobRecord,
+    ) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await.map_err(db_error)?;
+        Self::fence(&tx, lease).await?;
+        let json = to_json(job)?;
+        let changed = tx
+            .execute(
+                "UPDATE purge_jobs SET state = $3, job = $4 WHERE purge_id = $1 AND idx = $2 \
+                 AND job IS DISTINCT FROM $4",
+                &[&purge_id, &(index as i32), &job.state.as_str(), &json],
+            )
+            .await
+            .map_err(db_error)?;
+        if changed > 0 && job.state.is_finished() {
+            Self::mark_finished(&tx, purge_id, now).await?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn split_job(
+        &self,
+        lease: &Lease,
+        now: i64,
+        purge_id: &str,
+        index: u32,
+        part: &JobRecord,
+        rest: &JobRecord,
+    ) -> Result<u32, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await.map_err(db_error)?;
+        Self::fence(&tx, lease).await?;
+        tx.execute(
+            "UPDATE purge_jobs SET state = $3, job = $4 WHERE purge_id = $1 AND idx = $2",
+            &[
+                &purge_id,
+                &(index as i32),
+                &rest.state.as_str(),
+                &to_json(rest)?,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        let row = tx
+            .query_one(
+                "INSERT INTO purge_jobs (purge_id, idx, purge_seq, provider, resource, state, job) \
+                 SELECT $1::text, max(idx) + 1, max(purge_seq), $2::text, $3::text, $4::text, $5::jsonb \
+                 FROM purge_jobs WHERE purge_id = $1::text RETURNING idx",
+                &[
+                    &purge_id,
+                    &part.provider.as_str(),
+                    &part.resource,
+                    &part.state.as_str(),
+                    &to_json(part)?,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        if part.state.is_finished() && rest.state.is_finished() {
+            Self::mark_finished(&tx, purge_id, now).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(row.get::<_, i32>(0) as u32)
+    }
+
+    async fn take_tokens(
+        &self,
+        client: &str,
+        bucket: &str,
+        n: f64,
+        rate: f64,
+        burst: f64,
+        now: i64,
+    ) -> Result<Result<(), f64>, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await.map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO purge_rate (client, bucket, tokens, updated_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+            &[&client, &bucket, &burst, &now],
+        )
+        .await
+        .map_err(db_error)?;
+        let row = tx
+            .query_one(
+                "SELECT tokens, updated_ms FROM purge_rate WHERE client = $1 AND bucket = $2 FOR UPDATE",
+                &[&client, &bucket],
+            )
+            .await
+            .map_err(db_error)?;
+        let state = (row.get::<_, f64>(0), row.get::<_, i64>(1));
+        match bucket_take(Some(state), n, rate, burst, now) {
+            Ok((tokens, at)) => {
+                tx.execute(
+                    "UPDATE purge_rate SET tokens = $3, updated_ms = $4 WHERE client = $1 AND bucket = $2",
+                    &[&client, &bucket, &tokens, &at],
+                )
+                .await
+                .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
+                Ok(Ok(()))
+            }
+            Err(wait) => {
+                tx.rollback().await.map_err(db_error)?;
+                Ok(Err(wait))
+            }
+        }
+    }
+
+    async fn delete_finished_before(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "DELETE FROM purges WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1",
+            &[&cutoff],
+        )
+        .await
+        .map_err(db_error)
+    }
+}

@@ -1,0 +1,22 @@
+//! cdnsign's integration tests: one binary (one link of tonic, the AWS SDK and OpenSSL),
+//! a module per area, sharing the harness in `common` (the real server on 127.0.0.1:0)
+//! and `purge_support` (provider fakes, moto, the binary).
+//!
+//! The metrics recorder is process-global, so tests here assert metric families and
+//! relative changes, never absolute counts that another test could move.
+
+mod common;
+mod purge_support;
+
+mod cli;
+mod grpc_api;
+mod operability;
+mod purge_aliyun;
+mod purge_auth;
+mod purge_cloudfront_fake;
+mod purge_durability;
+mod purge_moto;
+mod purge_secrets;
+mod sdk_js_vectors;
+mod security;
+mod vectors;
