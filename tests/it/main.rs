@@ -6,6 +6,7 @@
 //! relative changes, never absolute counts that another test could move.
 
 mod common;
+mod pg;
 mod purge_support;
 
 mod cli;
@@ -17,6 +18,7 @@ mod purge_cloudfront_fake;
 mod purge_durability;
 mod purge_moto;
 mod purge_secrets;
+mod purge_store;
 mod sdk_js_vectors;
 mod security;
 mod vectors;

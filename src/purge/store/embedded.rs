@@ -402,8 +402,14 @@ impl PurgeStore for EmbeddedStore {
         lease_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
         let (queue, owner) = (queue.clone(), owner.to_owned());
-        self.run(move |inner| Ok(inner.mem().take(&queue, &owner, now, lease_ms)))
-            .await
+        self.run(move |inner| {
+            let mut mem = inner.mem();
+            if mem.queues.get(&queue).is_none_or(BTreeSet::is_empty) {
+                return Ok(None);
+            }
+            Ok(mem.take(&queue, &owner, now, lease_ms))
+        })
+        .await
     }
 
     async fn renew(&self, lease: &Lease, now: i64, lease_ms: i64) -> Result<Lease, StoreError> {

@@ -126,7 +126,7 @@ pub trait PurgeStore: Send + Sync + std::fmt::Debug {
         skip: &[QueueKey],
     ) -> Result<Option<Lease>, StoreError>;
 
-    /// Claims `queue` if its lease is free or expired at `now`.
+    /// Claims `queue` if it has unfinished jobs and its lease is free or expired at `now`.
     async fn claim_queue(
         &self,
         queue: &QueueKey,

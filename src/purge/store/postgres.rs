@@ -643,6 +643,8 @@ impl PurgeStore for PgStore {
                 "UPDATE purge_queues SET lease_owner = $3, lease_until_ms = $4 + $5, \
                    lease_epoch = lease_epoch + 1 \
                  WHERE provider = $1 AND resource = $2 AND lease_until_ms < $4 \
+                   AND EXISTS (SELECT 1 FROM purge_jobs j WHERE j.provider = $1 AND j.resource = $2 \
+                               AND j.state NOT IN ('completed', 'failed')) \
                  RETURNING lease_epoch, lease_until_ms",
                 &[
                     &queue.provider.as_str(),
