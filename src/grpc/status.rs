@@ -165,7 +165,7 @@ impl From<PurgeError> for Status {
             PurgeError::Invalid { .. } => Code::InvalidArgument,
             PurgeError::KeyReused(_) => Code::AlreadyExists,
             PurgeError::QuotaExhausted { .. } => Code::ResourceExhausted,
-            PurgeError::Store(_) => Code::Internal,
+            PurgeError::Store(_) => Code::Unavailable,
             PurgeError::Provider(p) => match p.class {
                 ErrorClass::Throttled | ErrorClass::Busy | ErrorClass::Unavailable => {
                     Code::Unavailable

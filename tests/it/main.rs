@@ -17,6 +17,7 @@ mod purge_auth;
 mod purge_cloudfront_fake;
 mod purge_durability;
 mod purge_moto;
+mod purge_replicas;
 mod purge_secrets;
 mod purge_store;
 mod sdk_js_vectors;

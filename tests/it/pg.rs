@@ -135,7 +135,14 @@ impl PgCluster {
         let out = as_db_user(&bin.join("initdb"))
             .arg("-D")
             .arg(&data)
-            .args(["-U", "cdnsign", "--auth=scram-sha-256", "--no-sync", "-E", "UTF8"])
+            .args([
+                "-U",
+                "cdnsign",
+                "--auth=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .output()
             .expect("run initdb");
@@ -225,10 +232,7 @@ impl PgCluster {
 
     /// A URL for `db`, with the password in it.
     pub fn url(&self, db: &str) -> String {
-        format!(
-            "postgres://cdnsign:{PASSWORD}@127.0.0.1:{}/{db}",
-            self.port
-        )
+        format!("postgres://cdnsign:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
     }
 
     /// A URL for `db` without the password (it comes from `PGPASSWORD`).

@@ -50,8 +50,12 @@ pub struct AliyunState {
     pub calls: Vec<Call>,
     /// Refused calls: (action, error code).
     pub refused: Vec<(String, String)>,
-    /// Task id → (created, object path, object type).
-    pub tasks: BTreeMap<u64, (Instant, String, String)>,
+    /// Task id → (created, unix seconds created, object paths, object type). One refresh
+    /// call is one task id; DescribeRefresh* list one entry per path.
+    pub tasks: BTreeMap<u64, (Instant, i64, Vec<String>, String)>,
+    /// Refresh/push calls are recorded, then answered only after this (a process killed
+    /// meanwhile has sent them without learning the task id).
+    pub refresh_delay: Duration,
     /// Next task id.
     pub next_task: u64,
     /// Quota left today.
@@ -72,6 +76,8 @@ pub struct AliyunFake {
     pub endpoint: String,
     /// Shared state.
     pub state: Arc<Mutex<AliyunState>>,
+    /// Signalled each time a refresh or push task is created.
+    pub refreshed: Arc<tokio::sync::Notify>,
 }
 
 impl AliyunFake {
@@ -89,10 +95,12 @@ impl AliyunFake {
             preload_remain: 1_000,
             complete_after: Duration::from_millis(300),
             throttle_next: 0,
+            refresh_delay: Duration::ZERO,
         }));
+        let refreshed = Arc::new(tokio::sync::Notify::new());
         let app = Router::new()
             .route("/", axum::routing::any(handle))
-            .with_state(Arc::clone(&state));
+            .with_state((Arc::clone(&state), Arc::clone(&refreshed)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake");
@@ -103,6 +111,7 @@ impl AliyunFake {
         AliyunFake {
             endpoint: format!("http://{addr}"),
             state,
+            refreshed,
         }
     }
 
@@ -182,6 +191,30 @@ fn parse_iso(s: &str) -> Option<i64> {
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
+/// One entry per path of a task, as DescribeRefresh* list them.
+fn task_entries(
+    id: &str,
+    t: &(Instant, i64, Vec<String>, String),
+    complete_after: Duration,
+) -> Vec<Value> {
+    let (created, created_unix, paths, kind) = t;
+    let done = created.elapsed() >= complete_after;
+    paths
+        .iter()
+        .map(|path| {
+            json!({
+                "TaskId": id,
+                "ObjectPath": path,
+                "ObjectType": kind,
+                "Status": if done { "Complete" } else { "Refreshing" },
+                "Process": if done { "100%" } else { "40%" },
+                "CreationTime": cdnsign::purge::aliyun::iso8601(*created_unix),
+                "Description": "",
+            })
+        })
+        .collect()
+}
+
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -202,18 +235,39 @@ fn error(status: StatusCode, code: &str, message: &str) -> (StatusCode, Value) {
     )
 }
 
+type FakeState = (Arc<Mutex<AliyunState>>, Arc<tokio::sync::Notify>);
+
 async fn handle(
-    State(state): State<Arc<Mutex<AliyunState>>>,
+    State((state, refreshed)): State<FakeState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut st = state.lock().expect("state");
-    let (status, json, action) = check(&mut st, &method, &uri, &headers, &body);
-    if status != StatusCode::OK {
-        let code = json["Code"].as_str().unwrap_or_default().to_owned();
-        st.refused.push((action, code));
+    let (status, json, delay) = {
+        let mut st = state.lock().expect("state");
+        let tasks_before = st.tasks.len();
+        let (status, json, action) = check(&mut st, &method, &uri, &headers, &body);
+        if status != StatusCode::OK {
+            let code = json["Code"].as_str().unwrap_or_default().to_owned();
+            st.refused.push((action, code));
+        }
+        let created = st.tasks.len() > tasks_before;
+        if created {
+            refreshed.notify_one();
+        }
+        (
+            status,
+            json,
+            if created {
+                st.refresh_delay
+            } else {
+                Duration::ZERO
+            },
+        )
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     (status, axum::Json(json)).into_response()
 }
@@ -555,7 +609,8 @@ fn check(
                 id,
                 (
                     Instant::now(),
-                    paths.clone(),
+                    now_unix(),
+                    urls.iter().map(|u| (*u).to_owned()).collect(),
                     object_type.to_ascii_lowercase(),
                 ),
             );
@@ -565,7 +620,7 @@ fn check(
                 json!({"RequestId": request_id, "RefreshTaskId": id.to_string()})
             }
         }
-        "DescribeRefreshTaskById" | "DescribeRefreshTasks" => {
+        "DescribeRefreshTaskById" => {
             let Some(ids) = params.get("TaskId").filter(|p| !p.is_empty()) else {
                 let (s, j) = error(bad, "MissingTaskId", "TaskId is mandatory for this action.");
                 return (s, j, action);
@@ -577,26 +632,78 @@ fn check(
             }
             let mut tasks = Vec::new();
             for id in ids {
-                if let Some((created, path, kind)) =
-                    id.parse::<u64>().ok().and_then(|i| st.tasks.get(&i))
-                {
-                    let done = created.elapsed() >= st.complete_after;
-                    tasks.push(json!({
-                        "TaskId": id,
-                        "ObjectPath": path,
-                        "ObjectType": kind,
-                        "Status": if done { "Complete" } else { "Refreshing" },
-                        "Process": if done { "100%" } else { "40%" },
-                        "CreationTime": "2026-01-02T03:04:05Z",
-                        "Description": "",
-                    }));
+                if let Some(t) = id.parse::<u64>().ok().and_then(|i| st.tasks.get(&i)) {
+                    tasks.extend(task_entries(id, t, st.complete_after));
                 }
             }
-            if action == "DescribeRefreshTasks" {
-                json!({"RequestId": request_id, "PageNumber": 1, "PageSize": 20, "TotalCount": tasks.len(), "Tasks": {"CDNTask": tasks}})
-            } else {
-                json!({"RequestId": request_id, "TotalCount": tasks.len(), "Tasks": tasks})
+            json!({"RequestId": request_id, "TotalCount": tasks.len(), "Tasks": tasks})
+        }
+        "DescribeRefreshTasks" => {
+            // By TaskId or ObjectPath, or by DomainName (ObjectType then required) and a
+            // time window; pages of at most 100.
+            let domain = params.get("DomainName").cloned();
+            let object_type = params.get("ObjectType").cloned();
+            if domain.is_some() && object_type.is_none() {
+                let (s, j) = error(
+                    bad,
+                    "MissingObjectType",
+                    "ObjectType is mandatory when DomainName is given.",
+                );
+                return (s, j, action);
             }
+            let page_size: usize = params
+                .get("PageSize")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(20);
+            let page: usize = params
+                .get("PageNumber")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(1);
+            if !(1..=100).contains(&page_size) || page == 0 {
+                let (s, j) = error(
+                    bad,
+                    "InvalidParameter",
+                    "PageSize is 1-100, PageNumber from 1.",
+                );
+                return (s, j, action);
+            }
+            let start = params.get("StartTime").and_then(|t| parse_iso(t));
+            let end = params.get("EndTime").and_then(|t| parse_iso(t));
+            let mut all = Vec::new();
+            for (id, t) in &st.tasks {
+                let (_, created_unix, _, kind) = t;
+                if params
+                    .get("TaskId")
+                    .is_some_and(|want| *want != id.to_string())
+                    || object_type.as_ref().is_some_and(|o| o != kind)
+                    || start.is_some_and(|s| *created_unix < s)
+                    || end.is_some_and(|e| *created_unix > e)
+                {
+                    continue;
+                }
+                for entry in task_entries(&id.to_string(), t, st.complete_after) {
+                    let path = entry["ObjectPath"].as_str().unwrap_or_default().to_owned();
+                    let host = path
+                        .split("://")
+                        .nth(1)
+                        .and_then(|r| r.split('/').next())
+                        .unwrap_or_default()
+                        .to_owned();
+                    if domain.as_ref().is_some_and(|d| *d != host)
+                        || params.get("ObjectPath").is_some_and(|p| *p != path)
+                    {
+                        continue;
+                    }
+                    all.push(entry);
+                }
+            }
+            let total = all.len();
+            let tasks: Vec<Value> = all
+                .into_iter()
+                .skip((page - 1) * page_size)
+                .take(page_size)
+                .collect();
+            json!({"RequestId": request_id, "PageNumber": page, "PageSize": page_size, "TotalCount": total, "Tasks": {"CDNTask": tasks}})
         }
         "DescribeRefreshQuota" => json!({
             "RequestId": request_id,

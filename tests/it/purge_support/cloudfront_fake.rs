@@ -94,6 +94,8 @@ pub struct CloudFrontFake {
     pub endpoint: String,
     /// Shared state.
     pub state: Arc<Mutex<CfState>>,
+    /// Signalled each time a new invalidation is made.
+    pub created_signal: Arc<tokio::sync::Notify>,
 }
 
 impl CloudFrontFake {
@@ -112,6 +114,7 @@ impl CloudFrontFake {
             created: 0,
             replayed: 0,
         }));
+        let created_signal = Arc::new(tokio::sync::Notify::new());
         let app = Router::new()
             .route(
                 "/2020-05-31/distribution/{dist}/invalidation",
@@ -121,7 +124,7 @@ impl CloudFrontFake {
                 "/2020-05-31/distribution/{dist}/invalidation/{id}",
                 axum::routing::get(get),
             )
-            .with_state(Arc::clone(&state));
+            .with_state((Arc::clone(&state), Arc::clone(&created_signal)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake");
@@ -132,6 +135,7 @@ impl CloudFrontFake {
         CloudFrontFake {
             endpoint: format!("http://{addr}"),
             state,
+            created_signal,
         }
     }
 
@@ -276,12 +280,18 @@ fn load(st: &CfState, dist: &str) -> (usize, usize) {
         .fold((st.hidden_files, 0), |(f, w), (a, b)| (f + a, w + b))
 }
 
+type Shared = (Arc<Mutex<CfState>>, Arc<tokio::sync::Notify>);
+
 async fn create(
-    State(state): State<Arc<Mutex<CfState>>>,
+    State((state, created_signal)): State<Shared>,
     Path(dist): Path<String>,
     body: Bytes,
 ) -> Response {
+    let before = state.lock().expect("state").created;
     let resp = create_now(&state, dist, &body);
+    if state.lock().expect("state").created > before {
+        created_signal.notify_one();
+    }
     let delay = state.lock().expect("state").create_delay;
     if resp.status() == StatusCode::CREATED && !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -386,7 +396,7 @@ fn create_now(state: &Mutex<CfState>, dist: String, body: &Bytes) -> Response {
 }
 
 async fn get(
-    State(state): State<Arc<Mutex<CfState>>>,
+    State((state, _)): State<Shared>,
     Path((dist, id)): Path<(String, String)>,
 ) -> Response {
     let mut st = state.lock().expect("state");
@@ -410,7 +420,7 @@ async fn get(
 }
 
 async fn list(
-    State(state): State<Arc<Mutex<CfState>>>,
+    State((state, _)): State<Shared>,
     Path(dist): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
