@@ -13,6 +13,7 @@ mod cli;
 mod grpc_api;
 mod operability;
 mod purge_aliyun;
+mod purge_bench;
 mod purge_auth;
 mod purge_cloudfront_fake;
 mod purge_durability;
