@@ -256,6 +256,7 @@ impl PurgerApi for PurgerService {
                     kind,
                     idempotency_key: req.idempotency_key,
                     client: caller.grant().map(|g| g.name.clone()).unwrap_or_default(),
+                    max_wait_ms: i64::from(req.max_wait_seconds) * 1000,
                 },
                 deadline,
             )

@@ -167,9 +167,10 @@ impl From<PurgeError> for Status {
             PurgeError::QuotaExhausted { .. } => Code::ResourceExhausted,
             PurgeError::Store(_) => Code::Unavailable,
             PurgeError::Provider(p) => match p.class {
-                ErrorClass::Throttled | ErrorClass::Busy | ErrorClass::Unavailable => {
-                    Code::Unavailable
-                }
+                ErrorClass::Throttled
+                | ErrorClass::Busy
+                | ErrorClass::Unavailable
+                | ErrorClass::RateWindow => Code::Unavailable,
                 ErrorClass::Denied => Code::PermissionDenied,
                 ErrorClass::NotFound | ErrorClass::Clock | ErrorClass::Credentials => {
                     Code::FailedPrecondition

@@ -111,6 +111,9 @@ pub struct PurgeConfig {
     pub lease_seconds: u64,
     /// Days finished purges (and their idempotency keys) are kept.
     pub retention_days: u32,
+    /// Seconds a job waits after Aliyun says "try again later" for its short window
+    /// (`QuotaPerMinuteExceeded.Refresh`, `TooMany.Refresh`).
+    pub aliyun_quota_backoff_seconds: u64,
     /// Most paths in one `Purge` call.
     pub max_paths: usize,
     /// How often in-progress jobs are polled and waiting jobs retried, milliseconds.
@@ -141,6 +144,7 @@ impl Default for PurgeConfig {
             data_dir: PathBuf::from("./data"),
             lease_seconds: 30,
             retention_days: 30,
+            aliyun_quota_backoff_seconds: 60,
             max_paths: 10_000,
             poll_interval_ms: 5_000,
             background_deadline_seconds: 30,

@@ -22,8 +22,11 @@ pub enum ErrorClass {
     Invalid,
     /// CloudFront `InvalidationBatchAlreadyExists`.
     Conflict,
-    /// Daily quota used up.
+    /// Daily quota used up: wait for the provider's daily reset.
     QuotaExhausted,
+    /// The provider's short window is used up ("try again later": Aliyun's
+    /// `QuotaPerMinuteExceeded.Refresh`, `TooMany.Refresh`): wait for the window.
+    RateWindow,
     /// Our clock is too far from the provider's.
     Clock,
     /// No credentials configured.
@@ -130,6 +133,7 @@ impl PurgeError {
                 ErrorClass::Invalid => "provider_invalid",
                 ErrorClass::Conflict => "provider_conflict",
                 ErrorClass::QuotaExhausted => "provider_quota",
+                ErrorClass::RateWindow => "provider_rate_window",
                 ErrorClass::Clock => "provider_clock",
                 ErrorClass::Credentials => "provider_credentials",
                 ErrorClass::Other => "provider_other",

@@ -61,6 +61,9 @@ pub struct PurgeInput {
     pub idempotency_key: String,
     /// The calling client's configured name (empty when authentication is off).
     pub client: String,
+    /// Most milliseconds the purge may wait for a provider's quota to reset before it is
+    /// sent (0: as long as it takes); past it the paths are refused instead.
+    pub max_wait_ms: i64,
 }
 
 /// A stored purge and whether this call found it by its idempotency key.
@@ -128,6 +131,27 @@ fn describe_metrics() {
         ALIYUN_QUOTA_REMAINING,
         "Aliyun refresh/preload quota left today, by kind"
     );
+}
+
+/// Lists every path of a leg that admission refused, naming the provider.
+fn reject_leg(
+    rejected: &mut Vec<model::RejectedRecord>,
+    provider: &dyn Provider,
+    jobs: &[JobRecord],
+    why: &str,
+) {
+    for j in jobs {
+        for p in &j.paths {
+            rejected.push(model::RejectedRecord {
+                path: p.clone(),
+                reason: format!(
+                    "{} {}: {why}",
+                    provider.kind().as_str(),
+                    provider.target().resource()
+                ),
+            });
+        }
+    }
 }
 
 /// This replica's name in queue leases: host, process and a random part.
@@ -276,7 +300,12 @@ impl Purger {
                             field: "targets.endpoint",
                             reason,
                         })?;
-                    Arc::new(AliyunProvider::new(t.clone(), api, backoff))
+                    Arc::new(AliyunProvider::new(
+                        t.clone(),
+                        api,
+                        backoff,
+                        Duration::from_secs(cfg.aliyun_quota_backoff_seconds),
+                    ))
                 }
             };
             providers.add(provider);
@@ -402,13 +431,64 @@ impl Purger {
                 reason: format!("nothing can be purged as given ({})", reasons.join("; ")),
             });
         }
+        // Admission: a provider's quota is checked and reserved one purge at a time (the
+        // guards are held until the purge is stored).
+        let mut guards = Vec::new();
         let mut jobs = Vec::new();
         let mut quota = Vec::new();
-        for (i, leg_jobs) in planned.legs {
-            if let Some(q) = providers[i].admit(&leg_jobs, deadline).await? {
-                quota.push(q);
+        let mut rejected = planned.rejected;
+        let mut refused: Option<PurgeError> = None;
+        let mut legs = planned.legs;
+        legs.sort_by_key(|(i, jobs)| providers[*i].admission_key(jobs));
+        for (i, mut leg_jobs) in legs {
+            let provider = &providers[i];
+            let reserved = match provider.admission_key(&leg_jobs) {
+                Some(key) => {
+                    guards.push(store.lock_admission(&key).await?);
+                    store
+                        .unsent_paths(provider.kind(), leg_jobs[0].action)
+                        .await?
+                }
+                None => 0,
+            };
+            let admitted = match provider.admit(&leg_jobs, reserved, deadline).await {
+                Ok(a) => a,
+                // A quota that cannot serve this leg refuses its paths, never the others'.
+                Err(e @ PurgeError::QuotaExhausted { .. }) if providers.len() > 1 => {
+                    reject_leg(&mut rejected, provider.as_ref(), &leg_jobs, &e.to_string());
+                    refused.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            quota.extend(admitted.quota);
+            if let Some(at) = admitted.not_before_ms {
+                if input.max_wait_ms > 0 && at > now.saturating_add(input.max_wait_ms) {
+                    let e = PurgeError::QuotaExhausted {
+                        domain: provider.target().resource().to_owned(),
+                        what: "paths (not before the quota resets, past max_wait_seconds)",
+                        needed: leg_jobs.iter().map(|j| j.paths.len() as i64).sum(),
+                        remain: 0,
+                    };
+                    if providers.len() == 1 {
+                        return Err(e);
+                    }
+                    reject_leg(&mut rejected, provider.as_ref(), &leg_jobs, &admitted.why);
+                    refused.get_or_insert(e);
+                    continue;
+                }
+                for j in &mut leg_jobs {
+                    j.not_before_ms = at;
+                    j.detail = admitted.why.clone();
+                }
             }
             jobs.extend(leg_jobs);
+        }
+        if jobs.is_empty() {
+            return Err(refused.unwrap_or(PurgeError::Invalid {
+                field: "paths",
+                reason: "nothing can be purged as given".into(),
+            }));
         }
         let queues: Vec<QueueKey> = jobs
             .iter()
@@ -429,11 +509,13 @@ impl Purger {
             target: input.target.clone(),
             kind: input.kind,
             created_at_ms: now,
-            rejected: planned.rejected,
+            rejected,
             jobs,
             quota,
         };
-        let record = match store.insert(record).await? {
+        let inserted = store.insert(record).await?;
+        drop(guards);
+        let record = match inserted {
             Inserted::New(r) => r,
             Inserted::Existing(r) => return Self::deduplicated(r, &fingerprint),
         };

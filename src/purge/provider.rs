@@ -43,6 +43,17 @@ pub enum Polled {
     Gone(String),
 }
 
+/// What admission decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admitted {
+    /// The provider's quota as seen.
+    pub quota: Option<QuotaRecord>,
+    /// The jobs wait until then (unix ms) for the quota to reset; `None`: now.
+    pub not_before_ms: Option<i64>,
+    /// Why they wait, for their `detail`.
+    pub why: String,
+}
+
 /// How much of a waiting job may be sent now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fit {
@@ -79,13 +90,23 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// respect its per-request limits. `purge_id` seeds stable request references.
     fn plan(&self, kind: PurgeKind, items: &[String], purge_id: &str, now_ms: i64) -> Plan;
 
+    /// A name for what admission of these jobs reserves (Aliyun: the account's day quota
+    /// of their kind), if anything: purges with the same key are admitted one at a time,
+    /// across replicas.
+    fn admission_key(&self, jobs: &[JobRecord]) -> Option<String> {
+        let _ = jobs;
+        None
+    }
+
     /// Checks, before the purge is accepted, what must hold at the provider (Aliyun: the
-    /// day's quota); the quota seen, if any.
+    /// day's quota, less `reserved` paths of accepted purges not sent yet): when the jobs
+    /// can go (now, or after a quota reset) and the quota seen.
     async fn admit(
         &self,
         jobs: &[JobRecord],
+        reserved: u64,
         deadline: Instant,
-    ) -> Result<Option<QuotaRecord>, PurgeError>;
+    ) -> Result<Admitted, PurgeError>;
 
     /// The queue's room now, given its requests in progress (from the store, every
     /// replica's).
@@ -104,6 +125,21 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
     /// The request's state now.
     async fn poll(&self, job: &JobRecord, deadline: Instant) -> Result<Polled, ProviderError>;
+
+    /// Whether a queue's jobs must go out strictly in order (CloudFront: its room is
+    /// shared, so a later job must not overtake one that waits). Otherwise a job that waits
+    /// for its own reason (a quota reset) lets later ones go.
+    fn strict_order(&self) -> bool {
+        true
+    }
+
+    /// When a request the provider refused for now may be sent again (unix ms), for the
+    /// refusals whose wait the provider documents (a per-minute window, a daily quota);
+    /// `None`: the scheduler's backoff.
+    fn retry_at(&self, e: &ProviderError, now_ms: i64) -> Option<i64> {
+        let _ = (e, now_ms);
+        None
+    }
 
     /// Gives the part of a waiting job that fits now its own request identity (CloudFront:
     /// a CallerReference of its own), before it is stored and sent.

@@ -532,8 +532,11 @@ impl Scheduler {
                 let now = now_ms();
                 let before = jobs[i].job.clone();
                 if before.not_before_ms > now {
-                    // The head backs off; the jobs behind it keep their place.
-                    break;
+                    if provider.strict_order() {
+                        // The head backs off; the jobs behind it keep their place.
+                        break;
+                    }
+                    continue;
                 }
                 let fit = room.fit(&before);
                 let mut sending = match fit {
@@ -594,7 +597,7 @@ impl Scheduler {
                         );
                         false
                     }
-                    Err(e) => self.refused(&mut sending, e, &mut report),
+                    Err(e) => self.refused(&*provider, &mut sending, e, &mut report),
                 };
                 sending.job.updated_at_ms = now_ms();
                 self.save(store, lease, &sending, &stored).await?;
@@ -620,21 +623,37 @@ impl Scheduler {
 
     /// A send that failed: wait and retry, reconcile first, or give up. Whether to stop
     /// sending to this queue for the rest of the pass.
-    fn refused(&self, qj: &mut QueuedJob, e: ProviderError, report: &mut PassReport) -> bool {
+    fn refused(
+        &self,
+        provider: &dyn Provider,
+        qj: &mut QueuedJob,
+        e: ProviderError,
+        report: &mut PassReport,
+    ) -> bool {
         let job = &mut qj.job;
         match e.class {
-            // The provider refused it: it was not taken, so it can go again later.
-            ErrorClass::Busy | ErrorClass::Throttled | ErrorClass::QuotaExhausted => {
-                let wait = self.backoff.delay(job.attempts).max(Duration::from_millis(
-                    if e.class == ErrorClass::Busy {
-                        1_000
-                    } else {
-                        0
-                    },
-                ));
+            // The provider refused it for now: it was not taken, so it goes again later,
+            // after the wait the provider documents or a backoff; it never fails for it.
+            ErrorClass::Busy
+            | ErrorClass::Throttled
+            | ErrorClass::QuotaExhausted
+            | ErrorClass::RateWindow => {
+                let now = now_ms();
+                let floor = if e.class == ErrorClass::Busy {
+                    1_000
+                } else {
+                    0
+                };
+                let backoff = self
+                    .backoff
+                    .delay(job.attempts)
+                    .max(Duration::from_millis(floor));
+                let at = provider
+                    .retry_at(&e, now)
+                    .unwrap_or_else(|| now + backoff.as_millis() as i64);
                 job.state = JobState::Waiting;
-                job.not_before_ms = now_ms() + wait.as_millis() as i64;
-                job.detail = format!("not sent yet, next try in {} ms: {e}", wait.as_millis());
+                job.not_before_ms = at;
+                job.detail = format!("not sent yet, next try in {} ms: {e}", at - now);
                 tracing::warn!(error = %e, "purge request refused for now; will retry");
                 true
             }

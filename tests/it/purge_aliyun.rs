@@ -156,6 +156,7 @@ async fn purges_go_out_signed_v3_and_v1_split_at_the_per_call_limits_and_complet
             paths: paths.clone(),
             kind: PurgeKind::File.into(),
             idempotency_key: "ali-1".into(),
+            max_wait_seconds: 0,
         })
         .await
         .expect("purge")
@@ -199,6 +200,7 @@ async fn purges_go_out_signed_v3_and_v1_split_at_the_per_call_limits_and_complet
             paths,
             kind: PurgeKind::File.into(),
             idempotency_key: "ali-1".into(),
+            max_wait_seconds: 0,
         })
         .await
         .expect("again")
@@ -215,6 +217,7 @@ async fn purges_go_out_signed_v3_and_v1_split_at_the_per_call_limits_and_complet
             paths: dirs,
             kind: PurgeKind::Directory.into(),
             idempotency_key: String::new(),
+            max_wait_seconds: 0,
         })
         .await
         .expect("dir purge")
@@ -236,6 +239,7 @@ async fn purges_go_out_signed_v3_and_v1_split_at_the_per_call_limits_and_complet
             paths: vec!["/hot.mp4".into()],
             kind: PurgeKind::Prewarm.into(),
             idempotency_key: String::new(),
+            max_wait_seconds: 0,
         })
         .await
         .expect("push")
@@ -390,19 +394,62 @@ async fn quota_throttling_and_credentials_map_to_clear_statuses() {
     let server = TestServer::start(&toml, opts(SECRET)).await;
     let mut client = server.client().await;
 
-    // Quota for 3 URLs left; a purge of 5 is refused before anything is sent.
+    // Quota for 3 URLs left; a purge of 5 waits for the daily reset (midnight UTC+8)
+    // instead of failing, and nothing is sent now.
     fake.state.lock().expect("state").url_remain = 3;
-    let err = client
+    let waiting = client
         .purge(PurgeRequest {
             target: "v3site".into(),
             paths: (0..5).map(|i| format!("/q{i}")).collect(),
             kind: PurgeKind::File.into(),
             idempotency_key: "q".into(),
+            max_wait_seconds: 0,
         })
         .await
-        .expect_err("quota");
+        .expect("accepted to wait for the quota")
+        .into_inner();
+    assert_eq!(waiting.jobs[0].status(), JobStatus::Waiting);
+    assert!(
+        waiting.jobs[0].detail.contains("daily quota to reset")
+            && waiting.jobs[0].detail.contains("3 left"),
+        "{}",
+        waiting.jobs[0].detail
+    );
+    // Unless the caller cannot wait that long: then it is refused, nothing stored.
+    let err = client
+        .purge(PurgeRequest {
+            target: "v3site".into(),
+            paths: (0..5).map(|i| format!("/q{i}")).collect(),
+            kind: PurgeKind::File.into(),
+            idempotency_key: "q-now".into(),
+            max_wait_seconds: 60,
+        })
+        .await
+        .expect_err("cannot wait for the reset");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
-    assert!(err.message().contains("3 left"), "{}", err.message());
+    assert!(
+        err.message().contains("max_wait_seconds"),
+        "{}",
+        err.message()
+    );
+    // The waiting purge reserves its 5 URLs: a second purge cannot pass the same check.
+    fake.state.lock().expect("state").url_remain = 7;
+    let second = client
+        .purge(PurgeRequest {
+            target: "v3site".into(),
+            paths: (0..3).map(|i| format!("/r{i}")).collect(),
+            kind: PurgeKind::File.into(),
+            idempotency_key: "r".into(),
+            max_wait_seconds: 0,
+        })
+        .await
+        .expect("accepted")
+        .into_inner();
+    assert_eq!(
+        second.jobs[0].status(),
+        JobStatus::Waiting,
+        "7 left, 5 reserved: 3 wait"
+    );
     assert!(fake.calls("RefreshObjectCaches").is_empty());
 
     // Throttled twice, then accepted: the job waits (never fails) and is sent again after
@@ -415,6 +462,7 @@ async fn quota_throttling_and_credentials_map_to_clear_statuses() {
             paths: vec!["/t".into()],
             kind: PurgeKind::File.into(),
             idempotency_key: "t".into(),
+            max_wait_seconds: 0,
         })
         .await
         .expect("throttled, accepted for later")
@@ -461,6 +509,7 @@ async fn quota_throttling_and_credentials_map_to_clear_statuses() {
             paths: vec!["/x".into()],
             kind: PurgeKind::File.into(),
             idempotency_key: String::new(),
+            max_wait_seconds: 0,
         })
         .await
         .expect_err("denied");

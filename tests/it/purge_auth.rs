@@ -37,6 +37,7 @@ fn purge(target: &str, n: usize) -> PurgeRequest {
         paths: (0..n).map(|i| format!("/p/{i}")).collect(),
         kind: PurgeKind::File.into(),
         idempotency_key: String::new(),
+        max_wait_seconds: 0,
     }
 }
 

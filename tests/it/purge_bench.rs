@@ -54,7 +54,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn latency(clients: &mut [PurgerClient<Channel>], paths: usize, n: usize, tag: &str) -> (Duration, Duration) {
+async fn latency(
+    clients: &mut [PurgerClient<Channel>],
+    paths: usize,
+    n: usize,
+    tag: &str,
+) -> (Duration, Duration) {
     let mut took = Vec::with_capacity(n);
     for i in 0..n {
         let c = &mut clients[i % clients.len()];
@@ -63,6 +68,7 @@ async fn latency(clients: &mut [PurgerClient<Channel>], paths: usize, n: usize, 
             paths: (0..paths).map(|p| format!("/{tag}/{i}/{p}.js")).collect(),
             kind: PurgeKind::File.into(),
             idempotency_key: format!("{tag}-{i}"),
+            max_wait_seconds: 0,
         };
         let t = Instant::now();
         c.purge(req).await.expect("purge");
@@ -84,9 +90,12 @@ async fn throughput(clients: &[PurgerClient<Channel>], tag: &str, seconds: u64) 
             while Instant::now() < stop && i < 100_000 {
                 let req = PurgeRequest {
                     target: "site".into(),
-                    paths: (0..100).map(|p| format!("/{tag}/{w}/{i}/{p}.css")).collect(),
+                    paths: (0..100)
+                        .map(|p| format!("/{tag}/{w}/{i}/{p}.css"))
+                        .collect(),
                     kind: PurgeKind::File.into(),
                     idempotency_key: format!("{tag}-{w}-{i}"),
+                    max_wait_seconds: 0,
                 };
                 if c.purge(req).await.is_ok() {
                     done += 1;
@@ -145,7 +154,9 @@ async fn purge_store_benchmark() {
         ));
         drop(procs);
     }
-    println!("\n| store | 1 path p50 / p99 ms | 100 paths p50 / p99 ms | 3,000 paths p50 / p99 ms | purges/s accepted (100 paths, 16 callers) |");
+    println!(
+        "\n| store | 1 path p50 / p99 ms | 100 paths p50 / p99 ms | 3,000 paths p50 / p99 ms | purges/s accepted (100 paths, 16 callers) |"
+    );
     println!("| --- | --- | --- | --- | --- |");
     for r in rows {
         println!("{r}");

@@ -39,6 +39,7 @@ async fn purge(
             paths,
             kind: kind.into(),
             idempotency_key: key.into(),
+            max_wait_seconds: 0,
         })
         .await
         .expect("purge")

@@ -54,6 +54,7 @@ async fn sigkill_while_paths_wait_then_restart_sends_them_exactly_once() {
         paths: paths.clone(),
         kind: PurgeKind::File.into(),
         idempotency_key: "durable-1".into(),
+        max_wait_seconds: 0,
     };
     let resp = client.purge(req.clone()).await.expect("purge").into_inner();
     assert_eq!(resp.jobs[0].status(), JobStatus::InProgress);
@@ -112,6 +113,7 @@ async fn sigkill_after_cloudfront_accepted_but_before_recording_resends_the_same
         paths: paths.clone(),
         kind: PurgeKind::File.into(),
         idempotency_key: "window-1".into(),
+        max_wait_seconds: 0,
     };
     let pending = tokio::spawn(async move { client.purge(req).await });
     // CloudFront has the invalidation; cdnsign is still waiting for the answer. Kill it.

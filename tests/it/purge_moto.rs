@@ -76,6 +76,7 @@ async fn five_thousand_paths_become_the_right_invalidations_in_moto() {
             paths: paths.clone(),
             kind: PurgeKind::File.into(),
             idempotency_key: "release-42".into(),
+            max_wait_seconds: 0,
         })
         .await
         .expect("purge")
@@ -151,6 +152,7 @@ async fn five_thousand_paths_become_the_right_invalidations_in_moto() {
             paths,
             kind: PurgeKind::File.into(),
             idempotency_key: "release-42".into(),
+            max_wait_seconds: 0,
         })
         .await
         .expect("purge again")
@@ -166,6 +168,7 @@ async fn five_thousand_paths_become_the_right_invalidations_in_moto() {
             paths: vec!["/other".into()],
             kind: PurgeKind::File.into(),
             idempotency_key: "release-42".into(),
+            max_wait_seconds: 0,
         })
         .await
         .expect_err("key reuse");
@@ -178,6 +181,7 @@ async fn five_thousand_paths_become_the_right_invalidations_in_moto() {
             paths: vec!["/assets".into()],
             kind: PurgeKind::Directory.into(),
             idempotency_key: String::new(),
+            max_wait_seconds: 0,
         })
         .await
         .expect("dir purge")
@@ -277,6 +281,7 @@ async fn moto_with_iam_checks_accepts_our_sigv4_and_refuses_a_wrong_secret() {
             paths: vec!["/index.html".into(), "/img/*".into()],
             kind: PurgeKind::File.into(),
             idempotency_key: "iam-1".into(),
+            max_wait_seconds: 0,
         })
         .await
         .expect("signed purge accepted")
@@ -308,6 +313,7 @@ async fn moto_with_iam_checks_accepts_our_sigv4_and_refuses_a_wrong_secret() {
             paths: vec!["/index.html".into()],
             kind: PurgeKind::File.into(),
             idempotency_key: "iam-2".into(),
+            max_wait_seconds: 0,
         })
         .await
         .expect_err("wrong secret refused");

@@ -144,6 +144,7 @@ fn request(
         paths,
         kind: PurgeKind::File.into(),
         idempotency_key: key.into(),
+        max_wait_seconds: 0,
     });
     req.metadata_mut().insert(
         "authorization",

@@ -76,6 +76,7 @@ endpoint = "{}"
                 paths: vec!["/a.png".into(), "https://cdn.example.com/b c.png".into()],
                 kind: PurgeKind::File.into(),
                 idempotency_key: format!("secrets-{target}"),
+                max_wait_seconds: 0,
             })
             .await
             .expect("purge")
@@ -90,6 +91,7 @@ endpoint = "{}"
             paths: vec!["/a.png".into()],
             kind: PurgeKind::File.into(),
             idempotency_key: String::new(),
+            max_wait_seconds: 0,
         })
         .await
         .expect_err("refused");

@@ -50,6 +50,12 @@ pub struct Quota {
     pub dir_remain: i64,
     /// Pre-warms left.
     pub preload_remain: i64,
+    /// URLs a day.
+    pub url_quota: i64,
+    /// Directories a day.
+    pub dir_quota: i64,
+    /// Pre-warms a day.
+    pub preload_quota: i64,
 }
 
 /// A signed request, ready to send (POST).
@@ -62,6 +68,36 @@ pub struct SignedRequest {
     /// Form body.
     pub body: String,
 }
+
+/// Spaces calls of one action to Aliyun's documented per-account rate (DescribeRefreshTasks
+/// 5 per second, DescribeRefreshTaskById 30). One account per process (the credentials
+/// come from the environment), so one pacer per action per process.
+struct Pacer {
+    interval: Duration,
+    next: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Pacer {
+    const fn new(interval: Duration) -> Pacer {
+        Pacer {
+            interval,
+            next: tokio::sync::Mutex::const_new(None),
+        }
+    }
+
+    /// Waits for this call's slot (pacing real traffic, not waiting for an event).
+    async fn wait(&self) {
+        let mut next = self.next.lock().await;
+        let now = tokio::time::Instant::now();
+        let slot = next.map_or(now, |n| n.max(now));
+        *next = Some(slot + self.interval);
+        drop(next);
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+static DESCRIBE_TASKS_PACE: Pacer = Pacer::new(Duration::from_millis(200));
+static DESCRIBE_BY_ID_PACE: Pacer = Pacer::new(Duration::from_millis(34));
 
 /// Client for one endpoint with one signature version.
 #[derive(Clone)]
@@ -100,13 +136,22 @@ fn perr(
     }
 }
 
-/// Maps an Aliyun error code / HTTP status to what to do about it.
+/// Maps an Aliyun error code / HTTP status to what to do about it. The "try again
+/// later" answers documented for RefreshObjectCaches (`QuotaPerMinuteExceeded.Refresh`,
+/// `TooMany.Refresh`), throttling and `ServiceUnavailable` never fail a job: it waits.
 pub fn classify(code: &str, status: Option<u16>) -> ErrorClass {
+    if code.starts_with("QuotaPerMinuteExceeded") || code.starts_with("TooMany.") {
+        return ErrorClass::RateWindow;
+    }
     if code.starts_with("Throttling") || code == "ServiceBusy" {
         return ErrorClass::Throttled;
     }
-    if code.starts_with("QuotaExceeded") || code.contains("ExceedLimit") {
+    // The day's quota (QuotaExceeded.Refresh / .Push); a per-call limit is a bad request.
+    if code.starts_with("QuotaExceeded") {
         return ErrorClass::QuotaExhausted;
+    }
+    if code.starts_with("InvalidDomain") || code.ends_with(".NotFound") && code.contains("Domain") {
+        return ErrorClass::NotFound;
     }
     match code {
         // A fresh nonce is drawn per attempt, so a retry fixes a collision.
@@ -120,8 +165,14 @@ pub fn classify(code: &str, status: Option<u16>) -> ErrorClass {
         | "Forbidden"
         | "NoPermission" => ErrorClass::Denied,
         "InvalidTimeStamp.Expired" | "InvalidTimeStamp.Format" => ErrorClass::Clock,
-        c if c.starts_with("Missing") || c.starts_with("Invalid") => ErrorClass::Invalid,
-        c if c.starts_with("InvalidDomain") || c.contains("NotFound") => ErrorClass::NotFound,
+        c if c.starts_with("Missing")
+            || c.starts_with("Invalid")
+            || c.contains("ExceedLimit")
+            || c.contains("OverLimit") =>
+        {
+            ErrorClass::Invalid
+        }
+        c if c.contains("NotFound") => ErrorClass::NotFound,
         _ => match status {
             Some(429) => ErrorClass::Throttled,
             Some(s) if s >= 500 => ErrorClass::Unavailable,
@@ -273,6 +324,11 @@ impl Aliyun {
         action: &str,
         params: &[(&str, String)],
     ) -> Result<serde_json::Value, ProviderError> {
+        match action {
+            "DescribeRefreshTasks" => DESCRIBE_TASKS_PACE.wait().await,
+            "DescribeRefreshTaskById" => DESCRIBE_BY_ID_PACE.wait().await,
+            _ => {}
+        }
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -445,6 +501,9 @@ impl Aliyun {
             url_remain: int_field(&json, "UrlRemain"),
             dir_remain: int_field(&json, "DirRemain"),
             preload_remain: int_field(&json, "PreloadRemain"),
+            url_quota: int_field(&json, "UrlQuota"),
+            dir_quota: int_field(&json, "DirQuota"),
+            preload_quota: int_field(&json, "PreloadQuota"),
         })
     }
 }

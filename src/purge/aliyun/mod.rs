@@ -25,9 +25,9 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::purge::config::{ProviderKind, TargetConfig};
-use crate::purge::error::{ProviderError, PurgeError, retry_class};
+use crate::purge::error::{ErrorClass, ProviderError, PurgeError, retry_class};
 use crate::purge::model::{JobAction, JobRecord, PurgeKind, QuotaRecord, RejectedRecord, now_ms};
-use crate::purge::provider::{Plan, Polled, Provider, Room, Submitted, Unlimited};
+use crate::purge::provider::{Admitted, Plan, Polled, Provider, Room, Submitted, Unlimited};
 use crate::purge::retry::{Backoff, retry};
 
 /// Most pages of 100 tasks reconciliation reads.
@@ -35,11 +35,24 @@ const RECONCILE_PAGES: u32 = 20;
 /// How far before the recorded send time reconciliation looks (clock differences).
 const RECONCILE_SLACK_SECONDS: i64 = 120;
 
+/// Aliyun's daily refresh quotas reset at midnight China Standard Time (UTC+8).
+const QUOTA_RESET_OFFSET_MS: i64 = 8 * 3_600_000;
+
+/// The next daily quota reset after `now_ms` (unix ms).
+pub fn next_quota_reset(now_ms: i64) -> i64 {
+    let day = 86_400_000;
+    let local = now_ms + QUOTA_RESET_OFFSET_MS;
+    (local.div_euclid(day) + 1) * day - QUOTA_RESET_OFFSET_MS
+}
+
 /// One Aliyun domain of a target, as a [`Provider`].
 pub struct AliyunProvider {
     target: TargetConfig,
     api: Aliyun,
     backoff: Backoff,
+    /// How long a "try again later" refusal (`QuotaPerMinuteExceeded.Refresh`,
+    /// `TooMany.Refresh`) waits (`[purge] aliyun_quota_backoff_seconds`).
+    window_ms: i64,
 }
 
 impl std::fmt::Debug for AliyunProvider {
@@ -52,11 +65,17 @@ impl std::fmt::Debug for AliyunProvider {
 
 impl AliyunProvider {
     /// A provider for `target` through `api`.
-    pub fn new(target: TargetConfig, api: Aliyun, backoff: Backoff) -> AliyunProvider {
+    pub fn new(
+        target: TargetConfig,
+        api: Aliyun,
+        backoff: Backoff,
+        window: std::time::Duration,
+    ) -> AliyunProvider {
         AliyunProvider {
             target,
             api,
             backoff,
+            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
         }
     }
 
@@ -126,15 +145,26 @@ impl Provider for AliyunProvider {
         plan
     }
 
+    fn admission_key(&self, jobs: &[JobRecord]) -> Option<String> {
+        // One account (the credentials come from the environment), one quota per kind.
+        jobs.first()
+            .map(|j| format!("aliyun-quota:{}", Self::object_type(j.action)))
+    }
+
     async fn admit(
         &self,
         jobs: &[JobRecord],
+        reserved: u64,
         deadline: Instant,
-    ) -> Result<Option<QuotaRecord>, PurgeError> {
+    ) -> Result<Admitted, PurgeError> {
         let Some(action) = jobs.first().map(|j| j.action) else {
-            return Ok(None);
+            return Ok(Admitted::default());
         };
-        let needed: usize = jobs.iter().map(|j| j.paths.len()).sum();
+        if action == JobAction::RefreshTag {
+            // Cache-tag refreshes draw on no documented day quota.
+            return Ok(Admitted::default());
+        }
+        let needed: i64 = jobs.iter().map(|j| j.paths.len() as i64).sum();
         let (q, attempts) = retry(self.backoff, deadline, |_| self.api.quota(), retry_class).await;
         count_retries("DescribeRefreshQuota", attempts);
         let q = q?;
@@ -145,26 +175,43 @@ impl Provider for AliyunProvider {
         ] {
             metrics::gauge!(crate::metrics::ALIYUN_QUOTA_REMAINING, "kind" => kind).set(v as f64);
         }
-        let (remain, what) = match action {
-            JobAction::Push => (q.preload_remain, "pre-warm URLs"),
-            JobAction::RefreshDirectory => (q.dir_remain, "directories"),
-            _ => (q.url_remain, "URLs"),
+        let (remain, per_day, what) = match action {
+            JobAction::Push => (q.preload_remain, q.preload_quota, "pre-warm URLs"),
+            JobAction::RefreshDirectory => (q.dir_remain, q.dir_quota, "directories"),
+            _ => (q.url_remain, q.url_quota, "URLs"),
         };
-        if remain < needed as i64 {
-            return Err(PurgeError::QuotaExhausted {
-                domain: self.domain().to_owned(),
-                what,
-                needed: needed as i64,
-                remain,
-            });
-        }
-        Ok(Some(QuotaRecord {
+        let quota = Some(QuotaRecord {
             provider: ProviderKind::Aliyun,
             resource: self.domain().to_owned(),
             url_remain: q.url_remain,
             dir_remain: q.dir_remain,
             preload_remain: q.preload_remain,
-        }))
+        });
+        let available = remain - i64::try_from(reserved).unwrap_or(i64::MAX);
+        if needed <= available {
+            return Ok(Admitted {
+                quota,
+                ..Admitted::default()
+            });
+        }
+        // Never fits in one day: waiting would not help.
+        if per_day > 0 && needed > per_day {
+            return Err(PurgeError::QuotaExhausted {
+                domain: self.domain().to_owned(),
+                what,
+                needed,
+                remain: per_day,
+            });
+        }
+        let reset = next_quota_reset(now_ms());
+        Ok(Admitted {
+            quota,
+            not_before_ms: Some(reset),
+            why: format!(
+                "waiting for Aliyun's daily quota to reset at {}: {needed} {what} needed, {remain} left today, {reserved} of them reserved by purges not sent yet",
+                sign::iso8601(reset / 1000)
+            ),
+        })
     }
 
     async fn room(&self, _in_progress: &[&JobRecord], _deadline: Instant) -> Box<dyn Room> {
@@ -229,6 +276,18 @@ impl Provider for AliyunProvider {
         }))
     }
 
+    fn strict_order(&self) -> bool {
+        false
+    }
+
+    fn retry_at(&self, e: &ProviderError, now_ms: i64) -> Option<i64> {
+        match e.class {
+            ErrorClass::RateWindow => Some(now_ms.saturating_add(self.window_ms)),
+            ErrorClass::QuotaExhausted => Some(next_quota_reset(now_ms)),
+            _ => None,
+        }
+    }
+
     async fn poll(&self, job: &JobRecord, deadline: Instant) -> Result<Polled, ProviderError> {
         let ids: Vec<&str> = job
             .provider_job_id
@@ -246,29 +305,137 @@ impl Provider for AliyunProvider {
             )
             .await;
             count_retries("DescribeRefreshTaskById", attempts);
-            let mut t = r?;
-            if t.is_empty()
-                && let Ok(more) = self.api.tasks(chunk[0]).await
-            {
-                t = more;
-            }
-            tasks.extend(t);
+            tasks.extend(r?);
         }
-        if tasks.is_empty() {
-            return Ok(Polled::InProgress("Refreshing".into()));
+        let age_ms = now_ms().saturating_sub(job.sent_at_ms);
+        Ok(judge(&ids, &tasks, age_ms))
+    }
+}
+
+/// Aliyun keeps tasks for 3 days; a task it no longer reports after that is gone.
+const TASK_MEMORY_MS: i64 = 3 * 86_400_000;
+/// A task id Aliyun has never reported this long after it was given is unknown to it.
+const UNKNOWN_AFTER_MS: i64 = 10 * 60_000;
+
+/// A job's state from its tasks: COMPLETED only when every task id was seen, all
+/// `Complete`; a `Failed` (or timed-out, cancelled) task fails the job, naming its paths; a
+/// task no longer reported ends the job with a status that says so.
+fn judge(ids: &[&str], tasks: &[TaskStatus], age_ms: i64) -> Polled {
+    let failed: Vec<&TaskStatus> = tasks
+        .iter()
+        .filter(|t| matches!(t.status.as_str(), "Failed" | "Timeout" | "Canceled"))
+        .collect();
+    if !failed.is_empty() {
+        let paths: Vec<String> = failed
+            .iter()
+            .take(5)
+            .map(|t| {
+                format!(
+                    "{} ({}{})",
+                    if t.object_path.is_empty() {
+                        &t.task_id
+                    } else {
+                        &t.object_path
+                    },
+                    t.status,
+                    if t.description.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", t.description)
+                    }
+                )
+            })
+            .collect();
+        return Polled::Failed(format!(
+            "{} of its paths failed at Aliyun: {}{}",
+            failed.len(),
+            paths.join(", "),
+            if failed.len() > 5 { ", ..." } else { "" }
+        ));
+    }
+    let missing: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| !tasks.iter().any(|t| t.task_id == *id))
+        .collect();
+    if !missing.is_empty() {
+        if age_ms > TASK_MEMORY_MS || (tasks.is_empty() && age_ms > UNKNOWN_AFTER_MS) {
+            return Polled::Gone(format!(
+                "Aliyun no longer reports task(s) {} (it keeps tasks for 3 days): their outcome is unknown",
+                missing.join(",")
+            ));
         }
-        Ok(
-            if let Some(f) = tasks.iter().find(|t| t.status == "Failed") {
-                Polled::Failed(format!("task {} failed: {}", f.task_id, f.description))
-            } else if tasks.iter().all(|t| t.status == "Complete") {
-                Polled::Completed("Complete".into())
-            } else {
-                let done = tasks.iter().filter(|t| t.status == "Complete").count();
-                Polled::InProgress(format!(
-                    "Refreshing ({done} of {} tasks complete)",
-                    tasks.len()
-                ))
-            },
-        )
+        return Polled::InProgress("Refreshing".into());
+    }
+    let done = tasks.iter().filter(|t| t.status == "Complete").count();
+    if done == tasks.len() {
+        Polled::Completed("Complete".into())
+    } else {
+        Polled::InProgress(format!(
+            "Refreshing ({done} of {} paths complete)",
+            tasks.len()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, status: &str, path: &str) -> TaskStatus {
+        TaskStatus {
+            task_id: id.into(),
+            status: status.into(),
+            process: String::new(),
+            description: String::new(),
+            object_path: path.into(),
+        }
+    }
+
+    #[test]
+    fn a_job_completes_only_when_every_task_has() {
+        let both = ["1", "2"];
+        assert_eq!(
+            judge(&both, &[task("1", "Complete", "a")], 1_000),
+            Polled::InProgress("Refreshing".into()),
+            "task 2 not seen yet"
+        );
+        assert_eq!(
+            judge(
+                &both,
+                &[task("1", "Complete", "a"), task("2", "Complete", "b")],
+                1_000
+            ),
+            Polled::Completed("Complete".into())
+        );
+        assert!(matches!(
+            judge(&both, &[task("1", "Complete", "a"), task("2", "Failed", "https://d/b")], 1_000),
+            Polled::Failed(why) if why.contains("https://d/b")
+        ));
+        assert!(matches!(
+            judge(&["1"], &[task("1", "Timeout", "a")], 1_000),
+            Polled::Failed(_)
+        ));
+        assert!(matches!(
+            judge(&both, &[], TASK_MEMORY_MS + 1),
+            Polled::Gone(_)
+        ));
+        assert!(matches!(
+            judge(&["1"], &[], UNKNOWN_AFTER_MS + 1),
+            Polled::Gone(_)
+        ));
+        assert_eq!(
+            judge(&["1"], &[], 1_000),
+            Polled::InProgress("Refreshing".into())
+        );
+    }
+
+    #[test]
+    fn quotas_reset_at_midnight_in_china() {
+        // 2026-01-02T15:59:59Z is 23:59:59 in Beijing: the reset is one second later.
+        let before = 1_767_369_599_000;
+        assert_eq!(next_quota_reset(before), 1_767_369_600_000);
+        // Right at the reset, the next one is a day later.
+        assert_eq!(next_quota_reset(1_767_369_600_000), 1_767_456_000_000);
     }
 }

@@ -14,9 +14,9 @@ use tokio::time::Instant;
 
 use crate::purge::config::{ProviderKind, TargetConfig};
 use crate::purge::error::{ProviderError, PurgeError, retry_class};
-use crate::purge::model::{JobAction, JobRecord, PurgeKind, QuotaRecord, RejectedRecord};
+use crate::purge::model::{JobAction, JobRecord, PurgeKind, RejectedRecord};
 use crate::purge::paths::CloudFrontPath;
-use crate::purge::provider::{Fit, Plan, Polled, Provider, Room, Submitted};
+use crate::purge::provider::{Admitted, Fit, Plan, Polled, Provider, Room, Submitted};
 use crate::purge::retry::{Backoff, retry};
 
 /// CloudFront's documented limits as configured (`[purge] cloudfront_*`).
@@ -252,9 +252,10 @@ impl Provider for CloudFrontProvider {
     async fn admit(
         &self,
         _jobs: &[JobRecord],
+        _reserved: u64,
         _deadline: Instant,
-    ) -> Result<Option<QuotaRecord>, PurgeError> {
-        Ok(None)
+    ) -> Result<Admitted, PurgeError> {
+        Ok(Admitted::default())
     }
 
     async fn room(&self, in_progress: &[&JobRecord], deadline: Instant) -> Box<dyn Room> {

@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::{Inserted, Lease, PurgeStore, QueuedJob, StoreError, bucket_take};
-use crate::purge::model::{JobRecord, PurgeRecord, QueueKey};
+use super::{AdmissionLock, Inserted, Lease, PurgeStore, QueuedJob, StoreError, bucket_take};
+use crate::purge::config::ProviderKind;
+use crate::purge::model::{JobAction, JobRecord, JobState, PurgeRecord, QueueKey};
 
 const PURGES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("purges");
 const KEYS: TableDefinition<'_, &str, &str> = TableDefinition::new("keys");
@@ -119,6 +120,7 @@ impl Inner {
 #[derive(Clone)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
+    admissions: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -188,6 +190,7 @@ impl EmbeddedStore {
         }
         Ok(EmbeddedStore {
             inner: Arc::new(inner),
+            admissions: Arc::default(),
         })
     }
 
@@ -620,6 +623,56 @@ impl PurgeStore for EmbeddedStore {
                 mem.unindex(rec);
             }
             Ok(removed.len() as u64)
+        })
+        .await
+    }
+
+    async fn lock_admission(&self, key: &str) -> Result<Box<dyn AdmissionLock>, StoreError> {
+        let lock = Arc::clone(
+            self.admissions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key.to_owned())
+                .or_default(),
+        );
+        Ok(Box::new(lock.lock_owned().await))
+    }
+
+    async fn unsent_paths(
+        &self,
+        provider: ProviderKind,
+        action: JobAction,
+    ) -> Result<u64, StoreError> {
+        self.run(move |inner| {
+            let ids: Vec<String> = {
+                let mem = inner.mem();
+                let mut ids: Vec<String> = mem
+                    .queues
+                    .iter()
+                    .filter(|(q, _)| q.provider == provider)
+                    .flat_map(|(_, set)| set.iter().map(|(_, id, _)| id.clone()))
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                ids
+            };
+            let tx = inner.db.begin_read().map_err(unavailable)?;
+            let mut total = 0u64;
+            for id in ids {
+                if let Some(rec) = load(&tx, &id)? {
+                    total += rec
+                        .jobs
+                        .iter()
+                        .filter(|j| {
+                            j.provider == provider
+                                && j.action == action
+                                && matches!(j.state, JobState::Waiting | JobState::Sending)
+                        })
+                        .map(|j| j.paths.len() as u64)
+                        .sum::<u64>();
+                }
+            }
+            Ok(total)
         })
         .await
     }

@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::purge::model::{JobRecord, PurgeRecord, QueueKey};
+use crate::purge::config::ProviderKind;
+use crate::purge::model::{JobAction, JobRecord, PurgeRecord, QueueKey};
 
 /// The store failed: I/O, a database that is down or restarting, corruption. Never carries
 /// request data or secrets.
@@ -182,7 +183,25 @@ pub trait PurgeStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes purges finished before `cutoff` (with their jobs and keys); how many.
     async fn delete_finished_before(&self, cutoff: i64) -> Result<u64, StoreError>;
+
+    /// Admits purges under `key` one at a time, across every replica of the store, until
+    /// the returned guard is dropped (a quota check and the insert it allows happen under
+    /// it, so two purges cannot both pass one check).
+    async fn lock_admission(&self, key: &str) -> Result<Box<dyn AdmissionLock>, StoreError>;
+
+    /// Paths of `provider`'s jobs of `action` accepted but not sent yet (waiting or being
+    /// sent): what they reserve of the provider's quota.
+    async fn unsent_paths(
+        &self,
+        provider: ProviderKind,
+        action: JobAction,
+    ) -> Result<u64, StoreError>;
 }
+
+/// Held while a purge is admitted; dropping it lets the next one in.
+pub trait AdmissionLock: Send {}
+
+impl<T: Send> AdmissionLock for T {}
 
 /// The store once it has opened. A database that is down at start, or a data file another
 /// process holds, leaves the slot empty (purge calls answer UNAVAILABLE, signing serves) and

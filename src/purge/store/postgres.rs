@@ -20,9 +20,9 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_postgres::{Client, Config, GenericClient, NoTls, Transaction};
 
-use super::{Inserted, Lease, PurgeStore, QueuedJob, StoreError, bucket_take};
+use super::{AdmissionLock, Inserted, Lease, PurgeStore, QueuedJob, StoreError, bucket_take};
 use crate::purge::config::ProviderKind;
-use crate::purge::model::{JobRecord, PurgeRecord, QueueKey};
+use crate::purge::model::{JobAction, JobRecord, PurgeRecord, QueueKey};
 
 /// The schema version this build migrates to.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -203,6 +203,26 @@ impl Drop for Conn<'_> {
 }
 
 impl Pool {
+    /// A connection of its own, outside the pool (closed when dropped).
+    async fn dedicated(&self) -> Result<Client, StoreError> {
+        let cfg = self.cfg.clone();
+        let handle = self
+            .io
+            .handle()
+            .ok_or_else(|| StoreError::Unavailable("store closed".into()))?;
+        handle
+            .clone()
+            .spawn(async move {
+                let (client, connection) = cfg.connect(NoTls).await.map_err(db_error)?;
+                handle.spawn(async move {
+                    let _ = connection.await;
+                });
+                Ok::<_, StoreError>(client)
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
     async fn get(&self) -> Result<Conn<'_>, StoreError> {
         let permit = self
             .permits
@@ -854,5 +874,34 @@ impl PurgeStore for PgStore {
         )
         .await
         .map_err(db_error)
+    }
+
+    async fn lock_admission(&self, key: &str) -> Result<Box<dyn AdmissionLock>, StoreError> {
+        // A session lock on a connection of its own: released when the guard (the
+        // connection) is dropped, whatever happens in between.
+        let client = self.pool.dedicated().await?;
+        client
+            .execute("SELECT pg_advisory_lock(hashtext($1))", &[&key])
+            .await
+            .map_err(db_error)?;
+        Ok(Box::new(client))
+    }
+
+    async fn unsent_paths(
+        &self,
+        provider: ProviderKind,
+        action: JobAction,
+    ) -> Result<u64, StoreError> {
+        let c = self.pool.get().await?;
+        let action = to_json(&action)?;
+        let row = c
+            .query_one(
+                "SELECT COALESCE(SUM(jsonb_array_length(job->'paths')), 0)::bigint FROM purge_jobs \
+                 WHERE provider = $1 AND state IN ('waiting', 'sending') AND job->'action' = $2",
+                &[&provider.as_str(), &action],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 }

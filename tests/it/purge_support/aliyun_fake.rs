@@ -1,11 +1,11 @@
 //! A local Alibaba Cloud CDN (RPC API 2018-05-10) that checks each request the way the API
 //! documents it and answers with the documented JSON.
 //!
-//! Written in Rust inside the test crate (axum on 127.0.0.1:0) so it starts in
-//! microseconds, needs no Python, and its state (calls, tasks, quota) can be asserted on
-//! directly. It verifies signatures with the crate's `sign_v1` / `sign_v3`, which
-//! `purge_aliyun.rs` pins to vectors the official SDKs produced; what it checks here is the
-//! request as it arrived on the wire (headers, query, body bytes).
+//! Written in Rust inside the test crate (axum on 127.0.0.1:0) so its state (calls, tasks,
+//! quota) can be asserted on directly. Signatures are checked by Alibaba Cloud's official
+//! Python SDK (`alibabacloud-tea-openapi`'s `Utils.get_authorization` and
+//! `get_rpcsignature`, in `tests/python/aliyun_signer.py`), never by cdnsign's own signing
+//! code, on the request as it arrived on the wire (headers, query, body bytes).
 //!
 //! Checked: AccessKey known; signature (RPC HMAC-SHA1 or ACS3-HMAC-SHA256, whichever the
 //! request uses; ACS3 must sign host and every x-acs-* header, and the body must hash to
@@ -25,7 +25,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use cdnsign::purge::aliyun::{V3Request, sha256_hex, sign_v1, sign_v3};
+use cdnsign::purge::aliyun::sha256_hex;
 use serde_json::{Value, json};
 
 /// One accepted call.
@@ -68,6 +68,47 @@ pub struct AliyunState {
     pub complete_after: Duration,
     /// Answer the next N business calls with `Throttling.User`.
     pub throttle_next: u32,
+}
+
+/// The official SDK's signer, in a Python process of its own
+/// (`tests/python/aliyun_signer.py`), asked one JSON line per request.
+struct Oracle(
+    std::sync::OnceLock<
+        Mutex<(
+            std::process::Child,
+            std::io::BufReader<std::process::ChildStdout>,
+        )>,
+    >,
+);
+
+static ORACLE: Oracle = Oracle(std::sync::OnceLock::new());
+
+impl Oracle {
+    fn ask(&self, query: Value) -> Value {
+        use std::io::{BufRead as _, Write as _};
+        let cell = self.0.get_or_init(|| {
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/python/aliyun_signer.py");
+            let mut child = std::process::Command::new(super::python())
+                .arg(script)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start the Aliyun SDK signer (scripts/setup.sh installs its venv)");
+            let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+            Mutex::new((child, out))
+        });
+        let mut guard = cell.lock().expect("oracle");
+        let (child, out) = &mut *guard;
+        let stdin = child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{query}").expect("ask the SDK signer");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        out.read_line(&mut line).expect("the SDK signer answers");
+        let v: Value = serde_json::from_str(&line).expect("JSON from the SDK signer");
+        assert!(v.get("error").is_none(), "SDK signer: {v}");
+        v
+    }
 }
 
 /// A running fake.
@@ -374,21 +415,26 @@ fn check(
             );
             return (s, j, action);
         }
-        let signed_headers: Vec<(String, String)> = signed
+        // The official SDK computes what the signature must be, from the request as received.
+        let signed_headers: serde_json::Map<String, Value> = signed
             .iter()
-            .map(|h| ((*h).to_owned(), header(h).to_owned()))
+            .map(|h| ((*h).to_owned(), Value::from(header(h))))
             .collect();
-        let (_, expected) = sign_v3(
-            &V3Request {
-                method: method.as_str(),
-                path: uri.path(),
-                query: &query,
-                headers: &signed_headers,
-                payload_hash: &payload,
-            },
-            ak,
-            &secret,
-        );
+        let query_map: serde_json::Map<String, Value> = query
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect();
+        let expected = ORACLE.ask(json!({
+            "kind": "v3",
+            "method": method.as_str(),
+            "path": uri.path(),
+            "query": query_map,
+            "headers": signed_headers,
+            "payload_hash": payload,
+            "ak": ak,
+            "secret": secret,
+        }));
+        let expected = expected["authorization"].as_str().unwrap_or_default();
         if !expected.ends_with(&format!("Signature={sig}")) {
             let (s, j) = error(
                 bad,
@@ -447,8 +493,13 @@ fn check(
             return (s, j, action);
         };
         let sig = all.remove("Signature").unwrap_or_default();
-        let (_, expected) = sign_v1(method.as_str(), &all, &secret);
-        if expected != sig {
+        let expected = ORACLE.ask(json!({
+            "kind": "v1",
+            "method": method.as_str(),
+            "params": all,
+            "secret": secret,
+        }));
+        if expected["signature"].as_str() != Some(sig.as_str()) {
             let (s, j) = error(
                 bad,
                 "SignatureDoesNotMatch",
