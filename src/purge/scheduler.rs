@@ -97,6 +97,10 @@ impl Providers {
 
 type Kick = oneshot::Sender<PassReport>;
 
+/// How often a worker looks at its queue in the store (new jobs from other replicas),
+/// at most; providers are polled every `[purge] poll_interval_ms`.
+const STORE_CHECK: Duration = Duration::from_secs(1);
+
 /// Counts a job's state change: jobs by outcome, and paths once it finished.
 fn count_transition(job: &JobRecord, from: JobState) {
     use crate::metrics::{PURGE_JOBS, PURGE_PATHS};
@@ -347,6 +351,7 @@ impl Scheduler {
         let lease_ms = self.lease_ms();
         let mut pending: Vec<Kick> = first.into_iter().collect();
         let mut stop = self.stop.subscribe();
+        let mut last_poll: Option<Instant> = None;
         loop {
             let renew_every = Duration::from_millis((lease_ms / 3).max(100) as u64);
             let keep = async {
@@ -361,8 +366,16 @@ impl Scheduler {
                     }
                 }
             };
+            // Providers are polled every poll interval; the store is looked at more often,
+            // so jobs another replica accepted for this queue go out within a second.
+            // A caller waiting on a pass (GetPurge, Purge) gets a fresh poll too.
+            let poll = !pending.is_empty()
+                || last_poll.is_none_or(|t: Instant| t.elapsed() >= self.poll_interval());
+            if poll {
+                last_poll = Some(Instant::now());
+            }
             let outcome = tokio::select! {
-                r = self.pass(&store, &lease) => Some(r),
+                r = self.pass(&store, &lease, poll) => Some(r),
                 () = keep => None,
             };
             let (more, report) = match outcome {
@@ -384,9 +397,10 @@ impl Scheduler {
                 break;
             }
             // Next pass at the poll interval, or sooner when a job's backoff ends first.
-            let nap = report.next_due_ms.map_or(self.poll_interval(), |due| {
+            let check = self.poll_interval().min(STORE_CHECK);
+            let nap = report.next_due_ms.map_or(check, |due| {
                 let ms = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0);
-                self.poll_interval().min(Duration::from_millis(ms.max(10)))
+                check.min(Duration::from_millis(ms.max(10)))
             });
             tokio::select! {
                 k = kicks.recv() => match k {
@@ -439,6 +453,7 @@ impl Scheduler {
         &self,
         store: &Arc<dyn PurgeStore>,
         lease: &Lease,
+        poll: bool,
     ) -> Result<(bool, PassReport), StoreError> {
         let mut report = PassReport::default();
         let mut jobs = store.queue_jobs(lease).await?;
@@ -486,10 +501,10 @@ impl Scheduler {
             self.save(store, lease, qj, &before).await?;
         }
 
-        // 2. Poll what is in progress.
+        // 2. Poll what is in progress (every poll interval).
         for qj in jobs
             .iter_mut()
-            .filter(|j| j.job.state == JobState::InProgress)
+            .filter(|j| poll && j.job.state == JobState::InProgress)
         {
             let before = qj.job.clone();
             match provider.poll(&qj.job, deadline).await {
