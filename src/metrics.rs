@@ -68,6 +68,12 @@ pub const RATE_LIMITED: &str = "cdnsign_rate_limited_total";
 pub const ITEMS_DENIED: &str = "cdnsign_items_denied_total";
 /// Purge paths, by `provider` and `outcome`.
 pub const PURGE_PATHS: &str = "cdnsign_purge_paths_total";
+/// Paths a merged purge request did not have to send (duplicates, paths covered by a
+/// wildcard of the same request), by `provider`.
+pub const PURGE_PATHS_MERGED: &str = "cdnsign_purge_paths_merged_total";
+/// Paths the provider bills for (a wildcard or tag counts once, a merged duplicate not at
+/// all), by `target` (a configured name).
+pub const PURGE_PATHS_BILLED: &str = "cdnsign_purge_paths_billed_total";
 /// Purge jobs (one provider request each), by `provider` and `outcome`.
 pub const PURGE_JOBS: &str = "cdnsign_purge_jobs_total";
 /// Upstream (CDN API) request latency, by `provider` and `operation`.

@@ -62,6 +62,11 @@ pub struct TargetConfig {
     /// Aliyun: scheme put in front of the domain in `ObjectPath` (`http` or `https`).
     #[serde(default = "default_scheme")]
     pub scheme: String,
+    /// CloudFront: the distribution has a CacheTagConfig, so `CACHE_TAG` purges (and `#tag`
+    /// items) are accepted. cdnsign cannot read that setting through the API yet: declare
+    /// it. Aliyun domains need no setting for tags.
+    #[serde(default)]
+    pub cache_tags: bool,
 }
 
 fn default_scheme() -> String {
@@ -111,6 +116,9 @@ pub struct PurgeConfig {
     pub lease_seconds: u64,
     /// Days finished purges (and their idempotency keys) are kept.
     pub retention_days: u32,
+    /// Jobs waiting for the same distribution or domain within this many milliseconds are
+    /// merged into one provider request (duplicates and covered paths sent once); 0: off.
+    pub coalesce_window_ms: u64,
     /// Seconds a job waits after Aliyun says "try again later" for its short window
     /// (`QuotaPerMinuteExceeded.Refresh`, `TooMany.Refresh`).
     pub aliyun_quota_backoff_seconds: u64,
@@ -145,6 +153,7 @@ impl Default for PurgeConfig {
             lease_seconds: 30,
             retention_days: 30,
             aliyun_quota_backoff_seconds: 60,
+            coalesce_window_ms: 1_000,
             max_paths: 10_000,
             poll_interval_ms: 5_000,
             background_deadline_seconds: 30,

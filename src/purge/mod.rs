@@ -17,6 +17,7 @@
 
 pub mod aliyun;
 pub mod cloudfront;
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod model;
@@ -96,23 +97,34 @@ impl std::fmt::Debug for PurgeOptions {
     }
 }
 
-/// Paths the provider bills for in a job (CloudFront: each path, a wildcard counting once).
+/// Paths the provider bills for a job (CloudFront: each path of the request, a wildcard or
+/// a tag counting once; a request merged from several purges' jobs is billed once, to the
+/// job that led it, so a merged duplicate costs nothing). Aliyun's refreshes draw on a
+/// daily quota and are not billed per path.
 pub fn paths_billed(job: &JobRecord) -> u32 {
-    if job.provider == ProviderKind::Cloudfront {
-        job.paths.len() as u32
-    } else {
-        0
+    if job.provider != ProviderKind::Cloudfront || job.led_by.is_some() {
+        return 0;
     }
+    job.request_paths().len() as u32
 }
 
 fn describe_metrics() {
     use crate::metrics::{
-        ALIYUN_QUOTA_REMAINING, PURGE_JOBS, PURGE_PATHS, UPSTREAM_DURATION, UPSTREAM_RETRIES,
+        ALIYUN_QUOTA_REMAINING, PURGE_JOBS, PURGE_PATHS, PURGE_PATHS_BILLED, PURGE_PATHS_MERGED,
+        UPSTREAM_DURATION, UPSTREAM_RETRIES,
     };
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         PURGE_PATHS,
         "Purge paths, by provider and outcome (completed, failed, rejected)"
+    );
+    describe_counter!(
+        PURGE_PATHS_MERGED,
+        "Purge paths a merged provider request did not send (duplicates, paths covered by a wildcard), by provider"
+    );
+    describe_counter!(
+        PURGE_PATHS_BILLED,
+        "Purge paths the provider bills (a wildcard or tag counts once, a merged duplicate not at all), by target"
     );
     describe_counter!(
         PURGE_JOBS,

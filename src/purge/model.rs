@@ -120,6 +120,29 @@ pub struct JobRecord {
     pub sent_at_ms: i64,
     /// Last change, unix ms.
     pub updated_at_ms: i64,
+    /// When it was accepted, unix ms (it may wait `[purge] coalesce_window_ms` from then
+    /// for other purges' jobs to share its request).
+    #[serde(default)]
+    pub accepted_at_ms: i64,
+    /// When this job led a request merged from several jobs: the request's paths (its own
+    /// and its followers', duplicates and covered paths dropped). Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request: Vec<String>,
+    /// When this job's paths went out in another job's request: that job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub led_by: Option<JobRef>,
+    /// Never merge it again (a merged request with it was refused as invalid).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub solo: bool,
+}
+
+/// A job by its purge and place.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JobRef {
+    /// The purge.
+    pub purge_id: String,
+    /// The job's index in it.
+    pub index: u32,
 }
 
 impl JobRecord {
@@ -147,6 +170,20 @@ impl JobRecord {
             not_before_ms: 0,
             sent_at_ms: 0,
             updated_at_ms: now_ms,
+            accepted_at_ms: now_ms,
+            request: Vec::new(),
+            led_by: None,
+            solo: false,
+        }
+    }
+
+    /// The paths of the request this job sends: its merged request when it leads one, else
+    /// its own.
+    pub fn request_paths(&self) -> &[String] {
+        if self.request.is_empty() {
+            &self.paths
+        } else {
+            &self.request
         }
     }
 

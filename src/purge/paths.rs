@@ -128,6 +128,29 @@ impl CloudFrontPath {
     }
 }
 
+/// Longest cache tag, not counting the `#` cdnsign adds.
+pub const MAX_TAG_LEN: usize = 256;
+
+/// A cache tag as CloudFront and Aliyun take it: visible ASCII (33-126), no comma (the
+/// separator of tag lists), at most [`MAX_TAG_LEN`] characters. Compared without case.
+pub fn check_cache_tag(tag: &str) -> Result<(), String> {
+    if tag.is_empty() {
+        return Err("an empty cache tag".into());
+    }
+    if tag.len() > MAX_TAG_LEN {
+        return Err(format!(
+            "cache tag of {} characters, over the {MAX_TAG_LEN} allowed",
+            tag.len()
+        ));
+    }
+    if let Some(c) = tag.chars().find(|c| !(c.is_ascii_graphic()) || *c == ',') {
+        return Err(format!(
+            "cache tag has {c:?}: only visible ASCII other than ',' is allowed"
+        ));
+    }
+    Ok(())
+}
+
 /// Normalises one item for a CloudFront target.
 pub fn cloudfront(t: &TargetConfig, kind: PurgeKind, item: &str) -> Result<CloudFrontPath, String> {
     let item = item.trim();
@@ -145,10 +168,14 @@ pub fn cloudfront(t: &TargetConfig, kind: PurgeKind, item: &str) -> Result<Cloud
             return Err("CloudFront has no pre-warm; use kind FILE or DIRECTORY".into());
         }
         PurgeKind::CacheTag => {
-            let tag = item.strip_prefix('#').unwrap_or(item);
-            if tag.is_empty() || tag.contains(char::is_whitespace) || tag.contains('*') {
-                return Err("a cache tag must be non-empty, without spaces or '*'".into());
+            if !t.cache_tags {
+                return Err(format!(
+                    "target {:?} does not declare cache_tags = true (the distribution needs a CacheTagConfig)",
+                    t.name
+                ));
             }
+            let tag = item.strip_prefix('#').unwrap_or(item);
+            check_cache_tag(tag)?;
             return Ok(CloudFrontPath::Tag(format!("#{tag}")));
         }
         PurgeKind::File | PurgeKind::Directory => {}
@@ -181,6 +208,13 @@ pub fn cloudfront(t: &TargetConfig, kind: PurgeKind, item: &str) -> Result<Cloud
         return Err("'*' is allowed only once, as the last character".into());
     }
     let encoded = encode_path(&path);
+    // CloudFront's limit is on the path as sent, percent-encoding included.
+    if encoded.len() > MAX_PATH_LEN {
+        return Err(format!(
+            "{} characters once percent-encoded, over CloudFront's {MAX_PATH_LEN}",
+            encoded.len()
+        ));
+    }
     if stars == 1 {
         Ok(CloudFrontPath::Wildcard(encoded))
     } else {
@@ -201,8 +235,13 @@ pub fn aliyun(t: &TargetConfig, kind: PurgeKind, item: &str) -> Result<String, S
     if item.bytes().any(|b| b.is_ascii_control()) {
         return Err("control characters are not allowed".into());
     }
-    if kind == PurgeKind::CacheTag || item.starts_with('#') {
-        return Err("Alibaba Cloud CDN has no cache-tag purge".into());
+    if kind == PurgeKind::CacheTag {
+        let tag = item.strip_prefix('#').unwrap_or(item);
+        check_cache_tag(tag)?;
+        return Ok(tag.to_owned());
+    }
+    if item.starts_with('#') {
+        return Err("a cache tag here: use kind CACHE_TAG".into());
     }
     let path = url_to_path(t, item)?;
     let mut path = if path.starts_with('/') {
@@ -235,6 +274,7 @@ mod tests {
             endpoint: None,
             signature: SignatureVersion::V3,
             scheme: "https".into(),
+            cache_tags: true,
         }
     }
 
@@ -289,6 +329,47 @@ mod tests {
             Ok(CloudFrontPath::Wildcard("/img/*".into()))
         );
         assert!(cloudfront(&t, PurgeKind::Prewarm, "/a").is_err());
+        let long = format!("/{}", "\u{e9}".repeat(700));
+        assert!(long.len() < MAX_PATH_LEN, "short before encoding");
+        assert!(
+            f(&long)
+                .expect_err("long once encoded")
+                .contains("once percent-encoded")
+        );
+    }
+
+    #[test]
+    fn cache_tags_are_checked_as_documented() {
+        let t = cf();
+        let tag = |s| cloudfront(&t, PurgeKind::CacheTag, s);
+        assert_eq!(
+            tag("product-42"),
+            Ok(CloudFrontPath::Tag("#product-42".into()))
+        );
+        assert_eq!(
+            tag("#Product-42"),
+            Ok(CloudFrontPath::Tag("#Product-42".into()))
+        );
+        assert!(tag("a,b").is_err());
+        assert!(tag("a b").is_err());
+        assert!(tag("caf\u{e9}").is_err());
+        let (long, longest) = ("x".repeat(257), "x".repeat(256));
+        assert!(tag(&long).is_err());
+        assert!(tag(&longest).is_ok());
+        let mut off = cf();
+        off.cache_tags = false;
+        assert!(
+            cloudfront(&off, PurgeKind::CacheTag, "a")
+                .expect_err("not declared")
+                .contains("cache_tags = true")
+        );
+        let mut ali = cf();
+        ali.provider = ProviderKind::Aliyun;
+        assert_eq!(
+            aliyun(&ali, PurgeKind::CacheTag, "#Tag1").as_deref(),
+            Ok("Tag1")
+        );
+        assert!(aliyun(&ali, PurgeKind::CacheTag, "a,b").is_err());
     }
 
     #[test]
@@ -304,7 +385,7 @@ mod tests {
             Ok("https://cdn.example.com/img/")
         );
         assert!(aliyun(&t, PurgeKind::File, "/img/*").is_err());
-        assert!(aliyun(&t, PurgeKind::CacheTag, "x").is_err());
+        assert!(aliyun(&t, PurgeKind::File, "#tag").is_err());
         assert!(aliyun(&t, PurgeKind::File, "http://other.example/x").is_err());
     }
 }

@@ -141,6 +141,20 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Most paths one request of `action` may carry.
+    fn request_capacity(&self, action: crate::purge::model::JobAction) -> usize;
+
+    /// The paths of one request merged from several jobs: duplicates once, paths another
+    /// path of the request covers dropped (CloudFront: a file under a wildcard).
+    fn merge(&self, jobs: &[&JobRecord]) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        jobs.iter()
+            .flat_map(|j| j.paths.iter())
+            .filter(|p| seen.insert(p.as_str()))
+            .cloned()
+            .collect()
+    }
+
     /// Gives the part of a waiting job that fits now its own request identity (CloudFront:
     /// a CallerReference of its own), before it is stored and sent.
     fn name_part(&self, part: &mut JobRecord, purge_id: &str, index: u32) {

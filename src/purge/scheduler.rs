@@ -28,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::purge::coalesce;
 use crate::purge::config::PurgeConfig;
 use crate::purge::error::{ErrorClass, ProviderError};
 use crate::purge::model::{JobRecord, JobState, QueueKey, now_ms};
@@ -119,8 +120,9 @@ fn count_transition(job: &JobRecord, from: JobState) {
         .increment(job.paths.len() as u64);
 }
 
-/// Records what the provider said about a request it accepted.
-fn accept(job: &mut JobRecord, s: Submitted) {
+/// Records what the provider said about a request it accepted, and counts what it bills.
+fn accept(qj: &mut QueuedJob, s: Submitted) {
+    let job = &mut qj.job;
     job.provider_job_id = s.provider_job_id;
     job.state = if s.completed {
         JobState::Completed
@@ -130,6 +132,11 @@ fn accept(job: &mut JobRecord, s: Submitted) {
     job.status_text = s.status_text;
     job.detail = String::new();
     job.not_before_ms = 0;
+    let billed = super::paths_billed(job);
+    if billed > 0 {
+        metrics::counter!(crate::metrics::PURGE_PATHS_BILLED, "target" => qj.target.clone())
+            .increment(u64::from(billed));
+    }
 }
 
 /// One replica's scheduler (see the module docs).
@@ -473,13 +480,16 @@ impl Scheduler {
         let deadline =
             Instant::now() + Duration::from_secs(self.cfg.background_deadline_seconds.min(86_400));
 
-        // 1. Reconcile what was being sent.
-        for qj in jobs.iter_mut().filter(|j| j.job.state == JobState::Sending) {
+        // 1. Reconcile what was being sent (a merged request by its leader).
+        for qj in jobs
+            .iter_mut()
+            .filter(|j| j.job.state == JobState::Sending && j.job.led_by.is_none())
+        {
             let before = qj.job.clone();
             match provider.reconcile(&qj.job, deadline).await {
                 Ok(Some(s)) => {
                     tracing::info!(queue = %lease.queue, purge_id = %qj.purge_id, provider_job_id = %s.provider_job_id, "reconciled a request whose answer was lost");
-                    accept(&mut qj.job, s);
+                    accept(qj, s);
                 }
                 Ok(None) => {
                     qj.job.state = JobState::Waiting;
@@ -501,10 +511,10 @@ impl Scheduler {
             self.save(store, lease, qj, &before).await?;
         }
 
-        // 2. Poll what is in progress (every poll interval).
+        // 2. Poll what is in progress (every poll interval; a merged request by its leader).
         for qj in jobs
             .iter_mut()
-            .filter(|j| poll && j.job.state == JobState::InProgress)
+            .filter(|j| poll && j.job.state == JobState::InProgress && j.job.led_by.is_none())
         {
             let before = qj.job.clone();
             match provider.poll(&qj.job, deadline).await {
@@ -531,8 +541,14 @@ impl Scheduler {
             self.save(store, lease, qj, &before).await?;
         }
 
+        // Followers take their leader's state (or wait again when it never went out).
+        self.follow_leaders(store, lease, &*provider, &mut jobs)
+            .await?;
+
         // 3. Send what waits, in order, while there is room.
         let mut parts_open = false;
+        let mut hold_until: Option<i64> = None;
+        let window = i64::try_from(self.cfg.coalesce_window_ms).unwrap_or(i64::MAX);
         let waiting: Vec<usize> = (0..jobs.len())
             .filter(|&i| jobs[i].job.state == JobState::Waiting)
             .collect();
@@ -545,6 +561,10 @@ impl Scheduler {
             let mut room = provider.room(&busy, deadline).await;
             for i in waiting {
                 let now = now_ms();
+                if jobs[i].job.state != JobState::Waiting {
+                    // Went out in an earlier job's request in this pass.
+                    continue;
+                }
                 let before = jobs[i].job.clone();
                 if before.not_before_ms > now {
                     if provider.strict_order() {
@@ -552,6 +572,60 @@ impl Scheduler {
                         break;
                     }
                     continue;
+                }
+                // Merged work: wait a little for other purges' jobs, then send them as one.
+                let capacity = provider.request_capacity(before.action);
+                let followers = if window > 0 && !before.solo {
+                    coalesce::pick_followers(&jobs, i, capacity, now)
+                } else {
+                    Vec::new()
+                };
+                let extra: usize = followers.iter().map(|&f| jobs[f].job.paths.len()).sum();
+                if coalesce::hold(&before, extra, capacity, window, now) {
+                    let why = format!(
+                        "waiting up to {window} ms for other purges' paths to share its request"
+                    );
+                    if jobs[i].job.detail != why {
+                        jobs[i].job.detail = why;
+                        jobs[i].job.updated_at_ms = now;
+                        self.save(store, lease, &jobs[i], &before).await?;
+                    }
+                    let until = before.accepted_at_ms.saturating_add(window);
+                    hold_until = Some(hold_until.map_or(until, |h| h.min(until)));
+                    if provider.strict_order() {
+                        break;
+                    }
+                    continue;
+                }
+                if !followers.is_empty() {
+                    let members: Vec<&JobRecord> = std::iter::once(&jobs[i].job)
+                        .chain(followers.iter().map(|&f| &jobs[f].job))
+                        .collect();
+                    let merged = provider.merge(&members);
+                    let mut request = jobs[i].job.clone();
+                    request.paths.clone_from(&merged);
+                    request.wildcards = merged.iter().filter(|p| p.ends_with('*')).count() as u32;
+                    if room.fit(&request) == Fit::All {
+                        provider.name_part(&mut request, &jobs[i].purge_id, jobs[i].index);
+                        let stop = self
+                            .send_merged(
+                                store,
+                                lease,
+                                &*provider,
+                                &mut jobs,
+                                (i, &followers),
+                                request,
+                                &mut *room,
+                                &mut report,
+                                deadline,
+                            )
+                            .await?;
+                        if stop {
+                            room.exhaust();
+                            break;
+                        }
+                        continue;
+                    }
                 }
                 let fit = room.fit(&before);
                 let mut sending = match fit {
@@ -601,7 +675,7 @@ impl Scheduler {
                 let stored = sending.job.clone();
                 let stop = match provider.submit(&sending.job, deadline).await {
                     Ok(s) => {
-                        accept(&mut sending.job, s);
+                        accept(&mut sending, s);
                         room.take(&sending.job);
                         tracing::info!(
                             queue = %lease.queue,
@@ -611,6 +685,18 @@ impl Scheduler {
                             "purge request sent"
                         );
                         false
+                    }
+                    // One bad item refuses a whole batch: halve it, so the offending paths
+                    // end up alone (and fail) while the rest goes out.
+                    Err(e) if e.class == ErrorClass::Invalid && sending.job.paths.len() > 1 => {
+                        self.isolate(store, lease, &*provider, &mut sending, &e)
+                            .await?;
+                        parts_open = true;
+                        report.next_due_ms = Some(now_ms());
+                        if fit == Fit::All {
+                            jobs[i].job = sending.job.clone();
+                        }
+                        continue;
                     }
                     Err(e) => self.refused(&*provider, &mut sending, e, &mut report),
                 };
@@ -632,8 +718,200 @@ impl Scheduler {
             .iter()
             .filter(|j| j.job.state == JobState::Waiting && j.job.not_before_ms > 0)
             .map(|j| j.job.not_before_ms)
+            .chain(hold_until)
+            .chain(report.next_due_ms)
             .min();
         Ok((unfinished, report))
+    }
+
+    /// Followers (of a merged request) take their leader's state; a follower whose leader
+    /// never went out (it is waiting, or gone) waits again on its own.
+    async fn follow_leaders(
+        &self,
+        store: &Arc<dyn PurgeStore>,
+        lease: &Lease,
+        provider: &dyn Provider,
+        jobs: &mut [QueuedJob],
+    ) -> Result<(), StoreError> {
+        for f in 0..jobs.len() {
+            let Some(lead) = jobs[f].job.led_by.clone() else {
+                continue;
+            };
+            if jobs[f].job.state == JobState::Waiting {
+                continue;
+            }
+            let leader = match jobs
+                .iter()
+                .find(|j| j.purge_id == lead.purge_id && j.index == lead.index)
+            {
+                Some(l) => Some(l.job.clone()),
+                None => store
+                    .get(&lead.purge_id)
+                    .await?
+                    .and_then(|r| r.jobs.get(lead.index as usize).cloned()),
+            };
+            let before = jobs[f].job.clone();
+            let now = now_ms();
+            match leader {
+                Some(l)
+                    if l.caller_reference == before.caller_reference
+                        && l.state != JobState::Waiting =>
+                {
+                    coalesce::follow(&mut jobs[f].job, &l, now);
+                }
+                _ => {
+                    let mut own = jobs[f].job.clone();
+                    provider.name_part(&mut own, &jobs[f].purge_id, jobs[f].index);
+                    coalesce::unlink(
+                        &mut jobs[f].job,
+                        own.caller_reference,
+                        "its merged request never went out; waiting to be sent again",
+                        now,
+                    );
+                }
+            }
+            self.save(store, lease, &jobs[f], &before).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one request for the waiting job `lead` and its `followers` (see
+    /// [`coalesce`]): followers stored as `Sending` first, the leader last, then one call.
+    /// Whether to stop sending to this queue for the rest of the pass.
+    #[allow(clippy::too_many_arguments)] // One pass's state, handed down whole.
+    async fn send_merged(
+        &self,
+        store: &Arc<dyn PurgeStore>,
+        lease: &Lease,
+        provider: &dyn Provider,
+        jobs: &mut [QueuedJob],
+        (lead, followers): (usize, &[usize]),
+        request: JobRecord,
+        room: &mut dyn crate::purge::provider::Room,
+        report: &mut PassReport,
+        deadline: Instant,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let leader = crate::purge::model::JobRef {
+            purge_id: jobs[lead].purge_id.clone(),
+            index: jobs[lead].index,
+        };
+        let mut stored = Vec::with_capacity(followers.len());
+        for &f in followers {
+            let before = jobs[f].job.clone();
+            let j = &mut jobs[f].job;
+            j.led_by = Some(leader.clone());
+            j.caller_reference.clone_from(&request.caller_reference);
+            mark_sending(j, now);
+            self.save(store, lease, &jobs[f], &before).await?;
+            stored.push(jobs[f].job.clone());
+        }
+        let before = jobs[lead].job.clone();
+        {
+            let j = &mut jobs[lead].job;
+            j.request.clone_from(&request.paths);
+            j.caller_reference.clone_from(&request.caller_reference);
+            mark_sending(j, now);
+        }
+        self.save(store, lease, &jobs[lead], &before).await?;
+        let lead_stored = jobs[lead].job.clone();
+        let members: usize = jobs[lead].job.paths.len()
+            + followers
+                .iter()
+                .map(|&f| jobs[f].job.paths.len())
+                .sum::<usize>();
+        let stop = match provider.submit(&jobs[lead].job, deadline).await {
+            Ok(s) => {
+                accept(&mut jobs[lead], s);
+                room.take(&request);
+                let saved = members.saturating_sub(request.paths.len());
+                metrics::counter!(crate::metrics::PURGE_PATHS_MERGED, "provider" => request.provider.as_str())
+                    .increment(saved as u64);
+                tracing::info!(
+                    queue = %lease.queue,
+                    purge_id = %jobs[lead].purge_id,
+                    provider_job_id = %jobs[lead].job.provider_job_id,
+                    jobs = followers.len() + 1,
+                    paths = request.paths.len(),
+                    paths_saved = saved,
+                    "purge request sent"
+                );
+                false
+            }
+            Err(e) if e.class == ErrorClass::Invalid => {
+                // Refused together: each goes out on its own (and is split if need be).
+                for k in std::iter::once(lead).chain(followers.iter().copied()) {
+                    let mut own = jobs[k].job.clone();
+                    provider.name_part(&mut own, &jobs[k].purge_id, jobs[k].index);
+                    coalesce::unlink(
+                        &mut jobs[k].job,
+                        own.caller_reference,
+                        &format!("its merged request was refused ({e}); sending it on its own"),
+                        now,
+                    );
+                    jobs[k].job.solo = true;
+                }
+                report.next_due_ms = Some(now);
+                false
+            }
+            Err(e) => self.refused(provider, &mut jobs[lead], e, report),
+        };
+        let now = now_ms();
+        jobs[lead].job.updated_at_ms = now;
+        if jobs[lead].job.state == JobState::Waiting {
+            jobs[lead].job.request.clear();
+        }
+        for (k, &f) in followers.iter().enumerate() {
+            if jobs[f].job.state == JobState::Sending {
+                if jobs[lead].job.state == JobState::Waiting {
+                    let mut own = jobs[f].job.clone();
+                    provider.name_part(&mut own, &jobs[f].purge_id, jobs[f].index);
+                    let why = jobs[lead].job.detail.clone();
+                    coalesce::unlink(&mut jobs[f].job, own.caller_reference, &why, now);
+                } else {
+                    let l = jobs[lead].job.clone();
+                    coalesce::follow(&mut jobs[f].job, &l, now);
+                }
+            }
+            self.save(store, lease, &jobs[f], &stored[k]).await?;
+        }
+        self.save(store, lease, &jobs[lead], &lead_stored).await?;
+        Ok(stop)
+    }
+
+    /// Splits a batch the provider refused as invalid into two halves that wait to be sent
+    /// at once, each a request of its own (CloudFront: its own CallerReference).
+    async fn isolate(
+        &self,
+        store: &Arc<dyn PurgeStore>,
+        lease: &Lease,
+        provider: &dyn Provider,
+        qj: &mut QueuedJob,
+        e: &ProviderError,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let half = qj.job.paths.len() / 2;
+        let wildcards = |paths: &[String]| paths.iter().filter(|p| p.ends_with('*')).count() as u32;
+        let mut first = qj.job.clone();
+        first.paths.truncate(half);
+        let mut second = qj.job.clone();
+        second.paths.drain(..half);
+        for part in [&mut first, &mut second] {
+            part.wildcards = wildcards(&part.paths);
+            part.state = JobState::Waiting;
+            part.not_before_ms = 0;
+            part.updated_at_ms = now;
+            part.detail =
+                format!("its batch was refused ({e}); split in two to find the offending paths");
+            provider.name_part(part, &qj.purge_id, qj.index);
+        }
+        tracing::warn!(error = %e, paths = qj.job.paths.len(), "purge batch refused as invalid; splitting it");
+        store
+            .split_job(lease, now, &qj.purge_id, qj.index, &first, &second)
+            .await?;
+        qj.job = second;
+        let _ = self.changes.send(qj.purge_id.clone());
+        Ok(())
     }
 
     /// A send that failed: wait and retry, reconcile first, or give up. Whether to stop

@@ -60,6 +60,7 @@ listen = ""
 [purge]
 data_dir = "{data}"
 poll_interval_ms = 100
+coalesce_window_ms = 0
 [[clients]]
 name = "site-publisher"
 token_sha256 = "{site}"

@@ -37,6 +37,7 @@ listen = ""
 {store}
 max_paths = 10000
 poll_interval_ms = 200
+coalesce_window_ms = 0
 [[targets]]
 name = "site"
 provider = "cloudfront"

@@ -328,6 +328,7 @@ async fn one_target_fans_out_to_cloudfront_and_aliyun() {
     let data = tempfile::tempdir().expect("tempdir");
     let toml = base_config(data.path())
         + &target(&cf.endpoint)
+        + "cache_tags = true\n"
         + &format!(
             r#"
 [[targets]]

@@ -66,6 +66,7 @@ path = "{key}"
 database_url = "{database_url}"
 lease_seconds = 1
 poll_interval_ms = 100
+coalesce_window_ms = 0
 watch_interval_ms = 100
 retry_base_ms = 20
 retry_max_ms = 200

@@ -30,6 +30,10 @@ use crate::purge::model::{JobAction, JobRecord, PurgeKind, QuotaRecord, Rejected
 use crate::purge::provider::{Admitted, Plan, Polled, Provider, Room, Submitted, Unlimited};
 use crate::purge::retry::{Backoff, retry};
 
+/// RefreshObjectCacheByCacheTag: most tags cdnsign puts in one call (Aliyun documents a
+/// comma list and no count; a call never carries more than this).
+pub const MAX_TAGS_PER_CALL: usize = 100;
+
 /// Most pages of 100 tasks reconciliation reads.
 const RECONCILE_PAGES: u32 = 20;
 /// How far before the recorded send time reconciliation looks (clock differences).
@@ -88,6 +92,7 @@ impl AliyunProvider {
         match action {
             JobAction::RefreshDirectory => "directory",
             JobAction::Push => "preload",
+            JobAction::RefreshTag => "cachetag",
             _ => "file",
         }
     }
@@ -117,7 +122,12 @@ impl Provider for AliyunProvider {
         for item in items {
             match crate::purge::paths::aliyun(&self.target, kind, item) {
                 Ok(u) => {
-                    if seen.insert(u.clone()) {
+                    let key = if kind == PurgeKind::CacheTag {
+                        u.to_ascii_lowercase()
+                    } else {
+                        u.clone()
+                    };
+                    if seen.insert(key) {
                         urls.push(u);
                     }
                 }
@@ -129,6 +139,7 @@ impl Provider for AliyunProvider {
         }
         let (action, per_call) = match kind {
             PurgeKind::Prewarm => (JobAction::Push, MAX_PUSH_PER_CALL),
+            PurgeKind::CacheTag => (JobAction::RefreshTag, MAX_TAGS_PER_CALL),
             PurgeKind::Directory => (JobAction::RefreshDirectory, MAX_DIRS_PER_CALL),
             _ => (JobAction::RefreshFile, MAX_URLS_PER_CALL),
         };
@@ -223,16 +234,13 @@ impl Provider for AliyunProvider {
         job: &JobRecord,
         _deadline: Instant,
     ) -> Result<Submitted, ProviderError> {
+        let paths = job.request_paths();
         let id = match job.action {
-            JobAction::Push => self.api.push(&job.paths).await?,
-            JobAction::RefreshDirectory => self.api.refresh(&job.paths, true).await?,
-            JobAction::RefreshTag => {
-                self.api
-                    .refresh_tags(self.domain(), &job.paths, false)
-                    .await?
-            }
+            JobAction::Push => self.api.push(paths).await?,
+            JobAction::RefreshDirectory => self.api.refresh(paths, true).await?,
+            JobAction::RefreshTag => self.api.refresh_tags(self.domain(), paths, false).await?,
             JobAction::RefreshFile | JobAction::Invalidate => {
-                self.api.refresh(&job.paths, false).await?
+                self.api.refresh(paths, false).await?
             }
         };
         Ok(Submitted {
@@ -261,7 +269,7 @@ impl Provider for AliyunProvider {
         )
         .await;
         count_retries("DescribeRefreshTasks", attempts);
-        let wanted: HashSet<&str> = job.paths.iter().map(String::as_str).collect();
+        let wanted: HashSet<&str> = job.request_paths().iter().map(String::as_str).collect();
         let mut ids: Vec<String> = found?
             .into_iter()
             .filter(|t| wanted.contains(t.object_path.as_str()))
@@ -278,6 +286,15 @@ impl Provider for AliyunProvider {
 
     fn strict_order(&self) -> bool {
         false
+    }
+
+    fn request_capacity(&self, action: JobAction) -> usize {
+        match action {
+            JobAction::Push => MAX_PUSH_PER_CALL,
+            JobAction::RefreshDirectory => MAX_DIRS_PER_CALL,
+            JobAction::RefreshTag => MAX_TAGS_PER_CALL,
+            JobAction::RefreshFile | JobAction::Invalidate => MAX_URLS_PER_CALL,
+        }
     }
 
     fn retry_at(&self, e: &ProviderError, now_ms: i64) -> Option<i64> {

@@ -197,7 +197,12 @@ impl Provider for CloudFrontProvider {
         for item in items {
             match crate::purge::paths::cloudfront(&self.target, kind, item) {
                 Ok(n) => {
-                    if seen.insert(n.as_str().to_owned()) {
+                    // Tags compare without case: one that differs only in case goes once.
+                    let key = match &n {
+                        CloudFrontPath::Tag(t) => t.to_ascii_lowercase(),
+                        other => other.as_str().to_owned(),
+                    };
+                    if seen.insert(key) {
                         normalised.push(n);
                     }
                 }
@@ -262,12 +267,14 @@ impl Provider for CloudFrontProvider {
         let dist = self.dist();
         let ours: HashMap<&str, (u32, u32)> = in_progress
             .iter()
-            .filter(|j| !j.provider_job_id.is_empty())
+            // A merged request counts once: its followers share the leader's id.
+            .filter(|j| !j.provider_job_id.is_empty() && j.led_by.is_none())
             .map(|j| {
-                let wild = j.paths.iter().filter(|p| is_wildcard(p)).count() as u32;
+                let paths = j.request_paths();
+                let wild = paths.iter().filter(|p| is_wildcard(p)).count() as u32;
                 (
                     j.provider_job_id.as_str(),
-                    (j.paths.len() as u32 - wild, wild),
+                    (paths.len() as u32 - wild, wild),
                 )
             })
             .collect();
@@ -339,7 +346,7 @@ impl Provider for CloudFrontProvider {
     ) -> Result<Submitted, ProviderError> {
         let inv = self
             .api
-            .create(self.dist(), &job.caller_reference, &job.paths)
+            .create(self.dist(), &job.caller_reference, job.request_paths())
             .await?;
         Ok(Submitted {
             completed: inv.is_completed(),
@@ -373,6 +380,40 @@ impl Provider for CloudFrontProvider {
         } else {
             Polled::InProgress(inv.status)
         })
+    }
+
+    fn request_capacity(&self, _action: JobAction) -> usize {
+        self.limits.per_request
+    }
+
+    fn merge(&self, jobs: &[&JobRecord]) -> Vec<String> {
+        let mut seen = HashSet::new();
+        let all: Vec<&String> = jobs
+            .iter()
+            .flat_map(|j| j.paths.iter())
+            .filter(|p| {
+                let key = if p.starts_with('#') {
+                    p.to_ascii_lowercase()
+                } else {
+                    (*p).clone()
+                };
+                seen.insert(key)
+            })
+            .collect();
+        let wildcards: Vec<&str> = all
+            .iter()
+            .filter(|p| is_wildcard(p))
+            .map(|p| p.trim_end_matches('*'))
+            .collect();
+        all.into_iter()
+            .filter(|p| {
+                // CloudFront's `/img/*` invalidates `/img/a.png` and `/img/b*` too.
+                !wildcards
+                    .iter()
+                    .any(|w| p.starts_with(w) && p.len() > w.len() + usize::from(is_wildcard(p)))
+            })
+            .cloned()
+            .collect()
     }
 
     fn name_part(&self, part: &mut JobRecord, purge_id: &str, index: u32) {

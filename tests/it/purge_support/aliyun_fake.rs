@@ -56,6 +56,14 @@ pub struct AliyunState {
     /// Refresh/push calls are recorded, then answered only after this (a process killed
     /// meanwhile has sent them without learning the task id).
     pub refresh_delay: Duration,
+    /// The next refresh/push/tag calls are refused with these (HTTP status, code), in order,
+    /// as the API documents them ("try again later", a domain it does not know...).
+    pub fail_next: Vec<(u16, String)>,
+    /// The next N refresh calls make their task and then answer 503 ServiceUnavailable:
+    /// the caller cannot know whether it went through.
+    pub unavailable_after_record: u32,
+    /// Tasks for paths containing one of these report `Failed`.
+    pub fail_paths: Vec<String>,
     /// Next task id.
     pub next_task: u64,
     /// Quota left today.
@@ -137,6 +145,9 @@ impl AliyunFake {
             complete_after: Duration::from_millis(300),
             throttle_next: 0,
             refresh_delay: Duration::ZERO,
+            fail_next: Vec::new(),
+            unavailable_after_record: 0,
+            fail_paths: Vec::new(),
         }));
         let refreshed = Arc::new(tokio::sync::Notify::new());
         let app = Router::new()
@@ -237,20 +248,22 @@ fn task_entries(
     id: &str,
     t: &(Instant, i64, Vec<String>, String),
     complete_after: Duration,
+    fail_paths: &[String],
 ) -> Vec<Value> {
     let (created, created_unix, paths, kind) = t;
     let done = created.elapsed() >= complete_after;
     paths
         .iter()
         .map(|path| {
+            let failed = done && fail_paths.iter().any(|f| path.contains(f.as_str()));
             json!({
                 "TaskId": id,
                 "ObjectPath": path,
                 "ObjectType": kind,
-                "Status": if done { "Complete" } else { "Refreshing" },
+                "Status": if failed { "Failed" } else if done { "Complete" } else { "Refreshing" },
                 "Process": if done { "100%" } else { "40%" },
                 "CreationTime": cdnsign::purge::aliyun::iso8601(*created_unix),
-                "Description": "",
+                "Description": if failed { "Origin Timeout" } else { "" },
             })
         })
         .collect()
@@ -572,6 +585,20 @@ fn check(
         return (s, j, action);
     }
 
+    let business = matches!(
+        action.as_str(),
+        "RefreshObjectCaches" | "PushObjectCache" | "RefreshObjectCacheByCacheTag"
+    );
+    if business && !st.fail_next.is_empty() {
+        let (status, code) = st.fail_next.remove(0);
+        let (s, j) = error(
+            StatusCode::from_u16(status).unwrap_or(bad),
+            &code,
+            "Refused by the test (as the API documents this error).",
+        );
+        return (s, j, action);
+    }
+
     // --- the actions
     let request_id = format!("FAKE-{:08}", st.calls.len());
     let result = match action.as_str() {
@@ -665,11 +692,49 @@ fn check(
                     object_type.to_ascii_lowercase(),
                 ),
             );
+            if st.unavailable_after_record > 0 {
+                st.unavailable_after_record -= 1;
+                let (s, j) = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The request has failed due to a temporary failure of the server.",
+                );
+                return (s, j, action);
+            }
             if action == "PushObjectCache" {
                 json!({"RequestId": request_id, "PushTaskId": id.to_string()})
             } else {
                 json!({"RequestId": request_id, "RefreshTaskId": id.to_string()})
             }
+        }
+        "RefreshObjectCacheByCacheTag" => {
+            let (Some(domain), Some(tags)) = (
+                params.get("DomainName").filter(|d| !d.is_empty()),
+                params.get("CacheTag").filter(|t| !t.is_empty()),
+            ) else {
+                let (s, j) = error(
+                    bad,
+                    "MissingParameter",
+                    "DomainName and CacheTag are mandatory.",
+                );
+                return (s, j, action);
+            };
+            if params
+                .get("Force")
+                .is_some_and(|f| f != "true" && f != "false")
+            {
+                let (s, j) = error(bad, "InvalidParameter", "Force is a boolean.");
+                return (s, j, action);
+            }
+            let _ = domain;
+            let tags: Vec<String> = tags.split(',').map(str::to_owned).collect();
+            let id = st.next_task;
+            st.next_task += 1;
+            st.tasks.insert(
+                id,
+                (Instant::now(), now_unix(), tags, "cachetag".to_owned()),
+            );
+            json!({"RequestId": request_id, "RefreshTaskId": id.to_string()})
         }
         "DescribeRefreshTaskById" => {
             let Some(ids) = params.get("TaskId").filter(|p| !p.is_empty()) else {
@@ -684,7 +749,7 @@ fn check(
             let mut tasks = Vec::new();
             for id in ids {
                 if let Some(t) = id.parse::<u64>().ok().and_then(|i| st.tasks.get(&i)) {
-                    tasks.extend(task_entries(id, t, st.complete_after));
+                    tasks.extend(task_entries(id, t, st.complete_after, &st.fail_paths));
                 }
             }
             json!({"RequestId": request_id, "TotalCount": tasks.len(), "Tasks": tasks})
@@ -732,7 +797,7 @@ fn check(
                 {
                     continue;
                 }
-                for entry in task_entries(&id.to_string(), t, st.complete_after) {
+                for entry in task_entries(&id.to_string(), t, st.complete_after, &st.fail_paths) {
                     let path = entry["ObjectPath"].as_str().unwrap_or_default().to_owned();
                     let host = path
                         .split("://")

@@ -86,6 +86,11 @@ pub struct CfState {
     pub created: usize,
     /// CreateInvalidation calls answered with an existing invalidation (same reference).
     pub replayed: usize,
+    /// Paths that made CloudFront refuse a batch as invalid.
+    pub invalid: Vec<String>,
+    /// Paths containing one of these are refused as invalid too (a rule of CloudFront's
+    /// that cdnsign does not check before sending).
+    pub reject_paths: Vec<String>,
 }
 
 /// A running fake.
@@ -113,6 +118,8 @@ impl CloudFrontFake {
             peak: (0, 0),
             created: 0,
             replayed: 0,
+            invalid: Vec::new(),
+            reject_paths: Vec::new(),
         }));
         let created_signal = Arc::new(tokio::sync::Notify::new());
         let app = Router::new()
@@ -176,6 +183,19 @@ impl CloudFrontFake {
             .map(|(_, c)| c.clone())
             .collect()
     }
+}
+
+fn valid_path(p: &str) -> bool {
+    if let Some(tag) = p.strip_prefix('#') {
+        return !tag.is_empty()
+            && tag.len() <= 256
+            && tag.bytes().all(|b| (33..=126).contains(&b) && b != b',');
+    }
+    let stars = p.matches('*').count();
+    p.starts_with('/')
+        && p.len() <= 4_000
+        && (stars == 0 || (stars == 1 && p.ends_with('*')))
+        && p.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn esc(s: &str) -> String {
@@ -336,6 +356,25 @@ fn create_now(state: &Mutex<CfState>, dist: String, body: &Bytes) -> Response {
             StatusCode::BAD_REQUEST,
             "InconsistentQuantities",
             "Quantity does not match Items.",
+        );
+    }
+    // Every path as CloudFront documents it: a leading '/', at most 4,000 characters as
+    // sent, '*' only at the end, unsafe characters percent-encoded; cache tags '#' + 1-256
+    // visible ASCII characters other than ','. One bad path refuses the whole batch.
+    let refused_here = |p: &String| st.reject_paths.iter().any(|r| p.contains(r.as_str()));
+    if let Some(bad) = paths
+        .iter()
+        .find(|p| !valid_path(p) || refused_here(p))
+        .cloned()
+    {
+        let msg = format!("Your request contains one or more invalid invalidation paths: {bad}");
+        st.invalid.push(bad);
+        return error(
+            &mut st,
+            op,
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            &msg,
         );
     }
     if paths.len() > 3_000 {

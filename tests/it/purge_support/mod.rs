@@ -128,6 +128,7 @@ listen = ""
 [purge]
 data_dir = "{}"
 poll_interval_ms = 100
+coalesce_window_ms = 0
 watch_interval_ms = 100
 retry_base_ms = 20
 retry_max_ms = 200
@@ -305,6 +306,7 @@ listen = "{metrics}"
 [purge]
 data_dir = "{}"
 poll_interval_ms = 100
+coalesce_window_ms = 0
 watch_interval_ms = 100
 retry_base_ms = 20
 retry_max_ms = 200
