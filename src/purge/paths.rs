@@ -144,8 +144,13 @@ pub fn check_cache_tag(tag: &str) -> Result<(), String> {
         ));
     }
     if let Some(c) = tag.chars().find(|c| !(c.is_ascii_graphic()) || *c == ',') {
+        let what = if c == ',' {
+            "a comma (the tag list separator)".to_owned()
+        } else {
+            format!("{c:?}")
+        };
         return Err(format!(
-            "cache tag has {c:?}: only visible ASCII other than ',' is allowed"
+            "cache tag has {what}: only visible ASCII (33-126) other than ',' is allowed"
         ));
     }
     Ok(())

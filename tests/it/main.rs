@@ -14,6 +14,7 @@ mod grpc_api;
 mod operability;
 mod purge_aliyun;
 mod purge_auth;
+mod purge_behaviour;
 mod purge_bench;
 mod purge_cloudfront_fake;
 mod purge_durability;

@@ -284,8 +284,11 @@ async fn a_replica_killed_mid_send_is_finished_by_the_others_exactly_once() {
     cf.state.lock().expect("state").create_delay = Duration::from_secs(60);
     let paths: Vec<String> = (0..100).map(|n| format!("/kill/{n}.png")).collect();
     let mut c1 = r.client(0).await;
-    let call =
-        tokio::spawn(async move { c1.purge(request("site", paths, "kill-cf", ALPHA)).await });
+    // A deadline well past the kill: the call is still waiting for CloudFront when the
+    // replica dies, however slow this machine is (the default would end the pass first).
+    let mut req = request("site", paths, "kill-cf", ALPHA);
+    req.set_timeout(Duration::from_secs(60));
+    let call = tokio::spawn(async move { c1.purge(req).await });
     tokio::time::timeout(Duration::from_secs(30), cf.created_signal.notified())
         .await
         .expect("the invalidation was made");
@@ -327,8 +330,9 @@ async fn a_replica_killed_mid_send_is_finished_by_the_others_exactly_once() {
         .map(|n| format!("https://{DOMAIN}/k/{n}.css"))
         .collect();
     let mut c2b = r.client(1).await;
-    let call =
-        tokio::spawn(async move { c2b.purge(request("ali", urls, "kill-ali", ALPHA)).await });
+    let mut req = request("ali", urls, "kill-ali", ALPHA);
+    req.set_timeout(Duration::from_secs(60));
+    let call = tokio::spawn(async move { c2b.purge(req).await });
     tokio::time::timeout(Duration::from_secs(30), ali.refreshed.notified())
         .await
         .expect("the refresh was made");
