@@ -14,9 +14,17 @@ use crate::signing::sign_batch;
 use crate::signing::validate::{BatchContext, ItemSpec};
 use crate::signing::verify::{VerifyKey, verify_url};
 
+/// `--version`: the package version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("CDNSIGN_REVISION"),
+    ")"
+);
+
 /// cdnsign: sign CloudFront URLs and cookies, and purge CDN caches, over gRPC.
 #[derive(Debug, Parser)]
-#[command(name = "cdnsign", version)]
+#[command(name = "cdnsign", version = VERSION)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

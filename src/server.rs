@@ -108,6 +108,7 @@ impl Server {
             backend = config.signing.backend.as_str(),
             "signing keys loaded"
         );
+        crate::metrics::set_build_info(config.signing.backend.as_str());
         if live.keys.is_empty() {
             tracing::warn!("no [[keys]] configured: every signing request will fail");
         }
@@ -240,7 +241,12 @@ impl Server {
         // Outermost first: every call gets a span and metrics, then an identity, then a
         // place under the concurrency limit, then its message size checked as it arrives.
         let serving = TonicServer::builder()
-            .layer(ObserveLayer::new())
+            .layer(ObserveLayer::new(&[
+                FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ]))
             .layer(AuthLayer::new(Arc::clone(&live)))
             .layer(ShedLayer::new(config.server.max_concurrent_requests))
             .layer(MessageLimitLayer::new(Arc::clone(&live)))

@@ -108,43 +108,6 @@ pub fn paths_billed(job: &JobRecord) -> u32 {
     job.request_paths().len() as u32
 }
 
-fn describe_metrics() {
-    use crate::metrics::{
-        ALIYUN_QUOTA_REMAINING, PURGE_JOBS, PURGE_PATHS, PURGE_PATHS_BILLED, PURGE_PATHS_MERGED,
-        UPSTREAM_DURATION, UPSTREAM_RETRIES,
-    };
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        PURGE_PATHS,
-        "Purge paths, by provider and outcome (completed, failed, rejected)"
-    );
-    describe_counter!(
-        PURGE_PATHS_MERGED,
-        "Purge paths a merged provider request did not send (duplicates, paths covered by a wildcard), by provider"
-    );
-    describe_counter!(
-        PURGE_PATHS_BILLED,
-        "Purge paths the provider bills (a wildcard or tag counts once, a merged duplicate not at all), by target"
-    );
-    describe_counter!(
-        PURGE_JOBS,
-        "Purge jobs (provider requests), by provider and outcome (submitted, completed, failed)"
-    );
-    describe_histogram!(
-        UPSTREAM_DURATION,
-        Unit::Seconds,
-        "CDN provider API call latency, by provider and operation"
-    );
-    describe_counter!(
-        UPSTREAM_RETRIES,
-        "Retried CDN provider API calls, by provider and operation"
-    );
-    describe_gauge!(
-        ALIYUN_QUOTA_REMAINING,
-        "Aliyun refresh/preload quota left today, by kind"
-    );
-}
-
 /// Lists every path of a leg that admission refused, naming the provider.
 fn reject_leg(
     rejected: &mut Vec<model::RejectedRecord>,
@@ -246,7 +209,6 @@ impl Purger {
         options: PurgeOptions,
     ) -> Result<Arc<Purger>, PurgeError> {
         let cfg = config.purge.clone();
-        describe_metrics();
         let slot = Arc::new(match options.store {
             Some(s) => StoreSlot::open(s),
             // Nothing to purge: a signing-only server opens no files and no database.
