@@ -19,8 +19,9 @@
 //! Around it: [`config`] (TOML + `CDNSIGN_*` env, unknown keys refused), [`live`] (the
 //! configuration in force, swapped whole on SIGHUP), [`server`] (assembly, health,
 //! reflection, graceful shutdown), [`conn`] (plain or TLS connections, with [`linger`]
-//! closing them without losing the end of a response), [`metrics`] (Prometheus), [`telemetry`] (logs),
-//! [`shutdown`] (signals), [`cli`] (offline `sign`/`cookies`/`verify`), and
+//! closing them without losing the end of a response), [`metrics`] (Prometheus), [`telemetry`] (logs and
+//! OpenTelemetry traces), [`shutdown`] (signals), [`cli`] (offline `sign`/`cookies`/`verify`,
+//! and `health`, [`health_probe`]), and
 //! [`signing::verify`] (checks a signed URL the way CloudFront would).
 //!
 //! Cache purging (CloudFront invalidations, Aliyun CDN refreshes) lives in [`purge`], served
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod grpc;
+pub mod health_probe;
 pub mod linger;
 pub mod live;
 pub mod metrics;

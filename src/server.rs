@@ -240,7 +240,18 @@ impl Server {
             .then(|| Arc::clone(&live) as Arc<dyn TlsSource>);
         // Outermost first: every call gets a span and metrics, then an identity, then a
         // place under the concurrency limit, then its message size checked as it arrives.
-        let serving = TonicServer::builder()
+        let mut builder = TonicServer::builder();
+        if config.server.max_connection_age_seconds > 0 {
+            builder = builder.max_connection_age(Duration::from_secs(
+                config.server.max_connection_age_seconds,
+            ));
+            if config.server.max_connection_age_grace_seconds > 0 {
+                builder = builder.max_connection_age_grace(Duration::from_secs(
+                    config.server.max_connection_age_grace_seconds,
+                ));
+            }
+        }
+        let serving = builder
             .layer(ObserveLayer::new(&[
                 FILE_DESCRIPTOR_SET,
                 tonic_health::pb::FILE_DESCRIPTOR_SET,

@@ -74,7 +74,10 @@ pub fn init(log: &LogConfig) -> Telemetry {
         .fmt_fields(JsonFields::new())
         .event_format(json::JsonLines::new())
         .with_writer(std::io::stderr)
-        .with_filter(filter_fn(|meta| meta.target() == AUDIT_TARGET))
+        // Spans too, so an audit event carries its call's ids (request_id, trace_id...).
+        .with_filter(filter_fn(|meta| {
+            meta.is_span() || meta.target() == AUDIT_TARGET
+        }))
         .with_filter(LevelFilter::INFO);
 
     let plan = otel::plan(|k| std::env::var(k).ok());
