@@ -42,6 +42,7 @@ pub mod server;
 pub mod shutdown;
 pub mod signing;
 pub mod telemetry;
+pub mod trace_context;
 
 /// Generated protobuf and gRPC code for `cdnsign.v1`.
 pub mod proto {

@@ -101,7 +101,16 @@ impl Server {
         // The recorder must exist before any handle is made (keys carry theirs).
         let prometheus = crate::metrics::install();
         let live = Live::build(config, None)?;
-        let purger = Purger::new(&live.config, purge).await?;
+        let purger = Purger::new(&live.config.purge, &live.config.targets, purge).await?;
+        for c in &live.config.clients {
+            for t in c.purge_targets.iter().filter(|t| !purger.has_target(t)) {
+                tracing::warn!(
+                    client = %c.name,
+                    purge_target = %t,
+                    "clients.purge_targets names a target no [[targets]] entry has: its purges will be NOT_FOUND"
+                );
+            }
+        }
         let config = &live.config;
         tracing::info!(
             keys = live.keys.len(),

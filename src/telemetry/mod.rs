@@ -7,13 +7,12 @@
 //! they can be shipped and kept apart from the operational log.
 //!
 //! Traces: OpenTelemetry over OTLP when the standard `OTEL_*` variables ask for it
-//! ([`otel`]); the caller's W3C `traceparent` is honoured either way ([`trace_context`]).
+//! ([`otel`]); the caller's W3C `traceparent` is honoured either way ([`crate::trace_context`]).
 //! Spans: the call (`grpc`), the signing pool queue wait (`sign.queue`) and job
 //! (`sign.job`, on the pool thread), and each provider HTTP request.
 
 pub mod json;
 pub mod otel;
-pub mod trace_context;
 
 use opentelemetry::trace::TracerProvider as _;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets, filter_fn};
@@ -107,7 +106,7 @@ pub fn init(log: &LogConfig) -> Telemetry {
                     .with_target("cdnsign", LevelFilter::DEBUG),
             )
     });
-    trace_context::set_exporting(provider.is_some());
+    crate::trace_context::set_exporting(provider.is_some());
     let _ = tracing_subscriber::registry()
         .with(main)
         .with(audit)

@@ -25,7 +25,7 @@ use tracing::Instrument as _;
 use super::call_table::{CallTable, GO_CODES};
 use super::take_ready;
 use crate::conn::Peer;
-use crate::telemetry::trace_context;
+use crate::trace_context;
 
 /// Request metadata key for the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -348,7 +348,7 @@ impl Aliyun {
             req = req.header(k.as_str(), v.as_str());
         }
         let mut trace = http::HeaderMap::new();
-        span.in_scope(|| crate::telemetry::trace_context::inject(&mut trace));
+        span.in_scope(|| crate::trace_context::inject(&mut trace));
         let req = req.headers(trace).body(signed.body);
         let started = std::time::Instant::now();
         let resp = req.send().instrument(span).await.map_err(|e| {

@@ -159,7 +159,7 @@ impl aws_sdk_cloudfront::config::Intercept for PropagateTrace {
         _cfg: &mut aws_sdk_cloudfront::config::ConfigBag,
     ) -> Result<(), aws_sdk_cloudfront::error::BoxError> {
         let mut trace = http::HeaderMap::new();
-        crate::telemetry::trace_context::inject(&mut trace);
+        crate::trace_context::inject(&mut trace);
         let headers = context.request_mut().headers_mut();
         for (name, value) in &trace {
             if let Ok(v) = value.to_str() {

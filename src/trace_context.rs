@@ -1,7 +1,7 @@
 //! W3C trace context (`traceparent`, `tracestate`) in and out.
 //!
 //! In: [`adopt`] gives a call's span the caller's trace. When traces are exported
-//! ([`super::otel`]), the span's parent becomes the caller's span; either way the span
+//! ([`crate::telemetry::otel`]), the span's parent becomes the caller's span; either way the span
 //! records `trace_id` and `span_id`, so every JSON log line of the call carries them.
 //!
 //! Out: [`inject`] writes the current span's context into a provider request's headers
@@ -17,7 +17,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
-/// Whether spans go to an OTLP exporter (set once by [`super::init`]).
+/// Whether spans go to an OTLP exporter (set once by [`crate::telemetry::init`]).
 pub(crate) fn set_exporting(on: bool) {
     EXPORTING.store(on, Ordering::Relaxed);
 }
