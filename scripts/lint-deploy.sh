@@ -433,6 +433,7 @@ except Exception as e:  # noqa: BLE001
 # Dashboard: valid JSON, one datasource variable, every target's PromQL collected.
 dash_path = "deploy/grafana/cdnsign-dashboard.json"
 exprs = []
+dash = {}
 try:
     dash = json.load(open(dash_path))
     problems = []
