@@ -288,14 +288,6 @@ fn hup(child: &Child) {
     assert!(ok);
 }
 
-fn sha256_hex(s: &str) -> String {
-    use sha2::{Digest as _, Sha256};
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Signs `https://d/a/x.ts` as the holder of `token`; the signed URL, or the call's code.
 async fn sign_as(addr: &str, token: &str, key_id: &str) -> Result<String, String> {
     use cdnsign::proto::signer_client::SignerClient;
@@ -365,7 +357,7 @@ async fn sighup_reloads_clients_keys_and_limits_or_refuses_loudly() {
     let client = |name: &str, token: &str, extra: &str| {
         format!(
             "[[clients]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nkeys = [\"KAAA\", \"KBBB\"]\nurl_prefixes = [\"https://d/a/\"]\n{extra}",
-            sha256_hex(token)
+            crate::common::sha256_hex(token)
         )
     };
     write("127.0.0.1:0", "KAAA", &client("alpha", "alpha-1", ""));
@@ -495,7 +487,7 @@ fn check_config_validates_what_serve_would_without_binding() {
         &format!(
             "[server]\nlisten = \"127.0.0.1:1\"\n[signing]\ndefault_key_id = \"{KEY_ID}\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"{}\"\n[[clients]]\nname = \"gen\"\ntoken_sha256 = \"{}\"\nkeys = [\"{KEY_ID}\"]\nurl_prefixes = [\"https://d/hls/\"]\n",
             key(),
-            sha256_hex("t")
+            crate::common::sha256_hex("t")
         ),
     );
     let path = good.to_str().expect("utf-8");
@@ -524,7 +516,7 @@ fn check_config_validates_what_serve_would_without_binding() {
         dir.path(),
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[logg]\nformat = \"json\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"/nonexistent/key.pem\"\n[[clients]]\nname = \"gen\"\ntoken_sha256 = \"{}\"\nkeys = [\"{KEY_ID}\"]\nurl_per_second = 5\nurl_prefixes = [\"https://d/*\"]\n",
-            sha256_hex("t")
+            crate::common::sha256_hex("t")
         ),
     );
     let path = bad.to_str().expect("utf-8");
@@ -552,7 +544,7 @@ fn check_config_validates_what_serve_would_without_binding() {
         dir.path(),
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"/nonexistent/key.pem\"\n[[clients]]\nname = \"gen\"\ntoken_sha256 = \"{}\"\nkeys = [\"{KEY_ID}\"]\nurl_prefixes = [\"https://d/*\"]\n",
-            sha256_hex("t")
+            crate::common::sha256_hex("t")
         ),
     );
     let path = semantics.to_str().expect("utf-8");

@@ -10,7 +10,6 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest as _, Sha256};
 
 use crate::common::{KEY_ID, repo};
 use crate::purge_support::cloudfront_fake::CloudFrontFake;
@@ -23,13 +22,6 @@ const BETA: &str = "beta-token-TEST-ONLY";
 const DIST: &str = "EOBSERVE00001";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-fn sha(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn config(dir: &Path, port: u16, metrics_port: u16, cf_endpoint: &str, key_path: &str) -> String {
     format!(
@@ -73,8 +65,8 @@ provider = "cloudfront"
 distribution_id = "{DIST}"
 endpoint = "{cf_endpoint}"
 "#,
-        alpha = sha(ALPHA),
-        beta = sha(BETA),
+        alpha = crate::common::sha256_hex(ALPHA),
+        beta = crate::common::sha256_hex(BETA),
         data = dir.join("data").display(),
     )
 }
