@@ -10,7 +10,6 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-
 use crate::common::{KEY_ID, repo};
 use crate::purge_support::cloudfront_fake::CloudFrontFake;
 use crate::purge_support::{Binary, free_port, python};
@@ -314,9 +313,18 @@ impl Drop for Receiver {
     }
 }
 
-fn traced_config(port: u16) -> String {
+fn traced_config(port: u16, data: &Path, cf_endpoint: &str) -> String {
     format!(
         r#"
+[purge]
+data_dir = "{data}"
+coalesce_window_ms = 0
+poll_interval_ms = 100
+[[targets]]
+name = "site"
+provider = "cloudfront"
+distribution_id = "{DIST}"
+endpoint = "{cf_endpoint}"
 [server]
 listen = "127.0.0.1:{port}"
 allow_unauthenticated = true
@@ -332,8 +340,29 @@ threads = 1
 id = "{KEY_ID}"
 path = "{key}"
 "#,
-        key = repo("config/dev-keys/TEST-ONLY-cloudfront.pem").display()
+        key = repo("config/dev-keys/TEST-ONLY-cloudfront.pem").display(),
+        data = data.display(),
     )
+}
+
+/// One traced Purge call (its CloudFront request goes out during the call).
+async fn traced_purge(server: &Binary, key: &str) {
+    let mut client = server.client().await;
+    let mut req = tonic::Request::new(PurgeRequest {
+        target: "site".into(),
+        paths: vec!["/traced.css".into()],
+        kind: PurgeKind::File.into(),
+        idempotency_key: key.into(),
+        max_wait_seconds: 0,
+    });
+    req.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{CALLER_SPAN}-01")
+            .parse()
+            .expect("meta"),
+    );
+    req.set_timeout(Duration::from_secs(10));
+    client.purge(req).await.expect("purge");
 }
 
 /// One traced SignUrls call with `traceparent` and a request id.
@@ -381,10 +410,15 @@ fn call_line(logs: &str, request_id: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_carry_the_callers_trace_to_an_otlp_receiver_and_into_the_logs() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let cf = CloudFrontFake::start(DIST, Duration::from_millis(100)).await;
     // Without an exporter: the log line still carries the caller's trace id.
     let port = free_port();
     let path = dir.path().join("plain.toml");
-    std::fs::write(&path, traced_config(port)).expect("config");
+    std::fs::write(
+        &path,
+        traced_config(port, &dir.path().join("plain-data"), &cf.endpoint),
+    )
+    .expect("config");
     let mut plain = Binary::start(&path, port, &[]);
     traced_call(&plain, "req-plain").await;
     let logs = plain.wait_for(Duration::from_secs(10), |l| has_call_line(l, "req-plain"));
@@ -405,7 +439,11 @@ async fn traces_carry_the_callers_trace_to_an_otlp_receiver_and_into_the_logs() 
     ] {
         let port = free_port();
         let path = dir.path().join("traced.toml");
-        std::fs::write(&path, traced_config(port)).expect("config");
+        std::fs::write(
+            &path,
+            traced_config(port, &dir.path().join(format!("data-{via}")), &cf.endpoint),
+        )
+        .expect("config");
         let endpoint = format!("http://127.0.0.1:{receiver_port}");
         let mut server = Binary::start(
             &path,
@@ -414,16 +452,25 @@ async fn traces_carry_the_callers_trace_to_an_otlp_receiver_and_into_the_logs() 
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
                 ("OTEL_SERVICE_NAME", "cdnsign-under-test"),
+                ("AWS_ACCESS_KEY_ID", "AKIDTRACE"),
+                ("AWS_SECRET_ACCESS_KEY", "trace-secret"),
             ],
         );
         let request_id = format!("req-{via}");
         traced_call(&server, &request_id).await;
+        traced_purge(&server, &format!("purge-{via}")).await;
         // Shutting down exports what is batched.
         server.signal("TERM");
         assert!(server.wait_exit(Duration::from_secs(20)).success());
         let spans = receiver.spans_of(
             TRACE_ID,
-            &["cdnsign.v1.Signer/SignUrls", "sign.queue", "sign.job"],
+            &[
+                "cdnsign.v1.Signer/SignUrls",
+                "sign.queue",
+                "sign.job",
+                "cdnsign.v1.Purger/Purge",
+                "cloudfront.request",
+            ],
             Duration::from_secs(20),
         );
         let by = |name: &str| {
@@ -438,6 +485,27 @@ async fn traces_carry_the_callers_trace_to_an_otlp_receiver_and_into_the_logs() 
         assert_eq!(call["service"], "cdnsign-under-test");
         assert_eq!(by("sign.queue")["parent_span_id"], call["span_id"]);
         assert_eq!(by("sign.job")["parent_span_id"], call["span_id"]);
+        // The CloudFront request is a client span of the Purge call, and CloudFront was
+        // sent the trace context.
+        let purge = by("cdnsign.v1.Purger/Purge");
+        assert_eq!(purge["parent_span_id"], CALLER_SPAN);
+        let upstream = by("cloudfront.request");
+        assert_eq!(upstream["kind"], 3, "SPAN_KIND_CLIENT");
+        assert!(
+            spans
+                .iter()
+                .any(|s| s["span_id"] == upstream["parent_span_id"]),
+            "the CloudFront span's parent is in the trace: {spans:?}"
+        );
+        assert!(
+            cf.state
+                .lock()
+                .expect("state")
+                .traceparents
+                .iter()
+                .any(|tp| tp.contains(TRACE_ID)),
+            "CloudFront got the trace context"
+        );
         // The call's log line names the same trace and span.
         let line = call_line(&server.logs(), &request_id);
         assert_eq!(line["trace_id"], TRACE_ID);
