@@ -349,6 +349,9 @@ pub fn verify_cookies_with<'k>(
         unsigned_url: url.to_owned(),
         ..Verdict::default()
     };
+    if url.is_empty() {
+        early.problem(Reason::Malformed, "the request URL is empty");
+    }
     for (name, value) in cookies {
         let Some(param) = name.strip_prefix("CloudFront-") else {
             continue;
