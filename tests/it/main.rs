@@ -7,11 +7,13 @@
 
 mod common;
 mod pg;
+mod playlist_support;
 mod purge_support;
 
 mod cli;
 mod grpc_api;
 mod operability;
+mod playlist_api;
 mod purge_aliyun;
 mod purge_auth;
 mod purge_behaviour;
@@ -25,3 +27,4 @@ mod purge_store;
 mod sdk_js_vectors;
 mod security;
 mod vectors;
+mod verify_api;
