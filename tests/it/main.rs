@@ -14,6 +14,8 @@ mod cli;
 mod grpc_api;
 mod operability;
 mod playlist_api;
+mod playlist_cli;
+mod playlist_e2e;
 mod purge_aliyun;
 mod purge_auth;
 mod purge_behaviour;
