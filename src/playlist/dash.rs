@@ -124,7 +124,13 @@ fn read_value(at: usize, raw: &str) -> (std::ops::Range<usize>, Result<String, S
     let lead = raw.len() - raw.trim_start().len();
     let trimmed = raw.trim();
     let span = at + lead..at + lead + trimmed.len();
-    let value = if trimmed.contains('<') {
+    let value = if trimmed.contains(['\n', '\r', '\t']) {
+        Err(
+            "has a line break or tab inside; an XML reader turns it into a space, so \
+             cdnsign does not guess which URL is meant"
+                .into(),
+        )
+    } else if trimmed.contains('<') {
         Err(
             "has markup (a comment, CDATA or an element) inside; cdnsign reads plain text only"
                 .into(),
