@@ -73,14 +73,10 @@ pub enum UriErrorKind {
     #[error("{0}")]
     Malformed(String),
     /// A DASH URI that stands for several URLs, which `PER_URI` cannot sign one by one.
-    #[error(
-        "stands for {count} different URLs ({why}); PER_URI signs one URL per URI: use SHARED_POLICY or COOKIES"
-    )]
+    #[error("{why}; PER_URI signs one URL per URI: use SHARED_POLICY or COOKIES")]
     Several {
-        /// How many.
-        count: usize,
-        /// Why: template identifiers or per-Representation BaseURLs.
-        why: &'static str,
+        /// What it stands for.
+        why: String,
     },
 }
 

@@ -276,4 +276,6 @@ fn memchr_newlines(text: &str) -> impl Iterator<Item = usize> + '_ {
 }
 
 #[cfg(test)]
+mod dash_tests;
+#[cfg(test)]
 mod tests;

@@ -155,12 +155,15 @@ impl<'p> Plan<'p> {
                     self.items(std::slice::from_ref(url), Write::Absolute)
                 }
                 (_, TemplateKind::None) => Slot::Error(UriErrorKind::Several {
-                    count: urls.len(),
-                    why: "its Representations have different BaseURLs",
+                    why: format!(
+                        "resolves to {} different URLs through its Representations' BaseURLs",
+                        urls.len()
+                    ),
                 }),
                 _ => Slot::Error(UriErrorKind::Several {
-                    count: urls.len().max(2),
-                    why: "its template identifiers expand per Representation",
+                    why: "has template identifiers ($RepresentationID$, $Bandwidth$) that \
+                          expand per Representation"
+                        .into(),
                 }),
             };
         };
