@@ -339,7 +339,7 @@ async fn grants_limit_every_uri_and_the_rate_counts_uris() {
         .map(|e| {
             assert_eq!(e.code, i32::from(ItemCode::PermissionDenied), "{e:?}");
             assert!(
-                e.message.contains("outside client \"playlist-generator\""),
+                e.message.contains("outside client \"hls-packager\""),
                 "{e:?}"
             );
             (e.line, e.uri.as_str())

@@ -60,8 +60,9 @@ pub fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
-/// A server that requires an identity: a playlist generator granted `prefix` (with
-/// `client_extra` lines), and an on-call verifier with no keys and no prefixes.
+/// A server that requires an identity: a packager granted `prefix` (with `client_extra`
+/// lines), and an on-call verifier with no keys and no prefixes. (Client names differ
+/// from other modules': metrics are process-wide and some tests count per client.)
 pub fn granted_config(prefix: &str, signing_extra: &str, client_extra: &str) -> Config {
     let text = format!(
         r#"
@@ -77,7 +78,7 @@ threads = 2
 id = "{KEY_ID}"
 path = "{key}"
 [[clients]]
-name = "playlist-generator"
+name = "hls-packager"
 token_sha256 = "{hash}"
 keys = ["{KEY_ID}"]
 url_prefixes = ["{prefix}"]
