@@ -131,8 +131,6 @@ impl SignerService {
             }
             .into());
         }
-        self.charge_rate(caller, uris.max(1))?;
-        self.metrics.batch_urls.record(uris as f64);
         let ctx = self.context(
             &call,
             &BatchFields {
@@ -144,6 +142,16 @@ impl SignerService {
             },
             uris,
         );
+        // Key, expiry, start and IP range: one cheap check (no signature) before any charge.
+        let opts = SharedOptions {
+            mode,
+            policy_resource: &req.policy_resource,
+            not_before: req.not_before,
+            ip_range: &req.ip_range,
+        };
+        playlist::check_request(&parsed, &opts, &ctx, &call.keys)?;
+        self.charge_rate(caller, uris.max(1))?;
+        self.metrics.batch_urls.record(uris as f64);
         let admission = self.admit(false, uris.max(1), &call.limits)?;
         let job = Job {
             text,

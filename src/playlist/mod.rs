@@ -39,7 +39,7 @@ pub use plan::{Outcome, Plan, SharedOptions, UriError};
 use crate::signing::keys::KeySet;
 use crate::signing::pool::Site;
 use crate::signing::validate::BatchContext;
-use crate::signing::{SignError, sign_batch};
+use crate::signing::{Field, SignError, sign_batch};
 
 /// Default `[signing] max_playlist_bytes`: 8 MiB.
 pub const DEFAULT_MAX_PLAYLIST_BYTES: usize = 8 * 1024 * 1024;
@@ -147,6 +147,9 @@ pub enum PlaylistError {
     /// the caller's grant).
     #[error("shared policy: {0}")]
     Policy(SignError),
+    /// A request-wide field (key, expiry, start, IP range) that would fail every URI.
+    #[error("{0}")]
+    Request(SignError),
 }
 
 impl PlaylistError {
@@ -159,7 +162,7 @@ impl PlaylistError {
             | PlaylistError::Malformed { .. }
             | PlaylistError::Invalid { .. }
             | PlaylistError::NeedsSharedPolicy { .. } => Code::InvalidArgument,
-            PlaylistError::Policy(e) => match e {
+            PlaylistError::Policy(e) | PlaylistError::Request(e) => match e {
                 SignError::Invalid { .. } => Code::InvalidArgument,
                 SignError::UnknownKey(_) | SignError::NoKey => Code::NotFound,
                 SignError::Denied { .. } => Code::PermissionDenied,
@@ -230,6 +233,30 @@ pub fn parse(text: &str, base_url: &str, max_bytes: usize) -> Result<Parsed, Pla
     })
 }
 
+/// Checks the request-wide fields (key, expiry, `not_before`, `ip_range`) once, on a
+/// probe item for `base_url`, without signing: a problem there would fail every URI, so
+/// it fails the call instead. (The probe's URL and resource are not judged here: URIs
+/// may be granted where the playlist itself is not.)
+pub fn check_request(
+    parsed: &Parsed,
+    opts: &SharedOptions<'_>,
+    ctx: &BatchContext,
+    keys: &KeySet,
+) -> Result<(), PlaylistError> {
+    let probe = crate::signing::validate::ItemSpec {
+        url: parsed.base.as_str(),
+        not_before: opts.not_before,
+        ip_range: opts.ip_range,
+        ..Default::default()
+    };
+    match crate::signing::validate::prepare(&probe, ctx, keys) {
+        Err(e) if !matches!(e.field(), Some(Field::Url | Field::PolicyResource)) => {
+            Err(PlaylistError::Request(e))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Plans, signs and rewrites `text` (already [`parse`]d) in one go, on `site`: what the
 /// CLI and the benches call; the gRPC service runs the same three steps with its metrics in
 /// between.
@@ -241,6 +268,7 @@ pub fn sign(
     keys: &KeySet,
     site: Site<'_>,
 ) -> Result<Outcome, PlaylistError> {
+    check_request(parsed, opts, ctx, keys)?;
     let plan = Plan::new(parsed, opts, ctx.grant.as_deref())?;
     let specs = plan.specs();
     let (results, stats) = sign_batch(&specs, ctx, keys, site);

@@ -377,6 +377,48 @@ fn limits_and_malformed_input_are_whole_request_errors() {
 }
 
 #[test]
+fn request_wide_problems_fail_the_call_not_every_uri() {
+    let text = fixture("ffmpeg/fmp4.m3u8");
+    let keys = keys();
+    let parsed = parse(&text, LIVE, DEFAULT_MAX_PLAYLIST_BYTES).expect("parse");
+    let pool = SigningPool::new(1).expect("pool");
+    let check = |ctx: &BatchContext, ip: &str| {
+        let opts = SharedOptions {
+            ip_range: ip,
+            ..mode(Mode::PerUri)
+        };
+        pool.run_blocking(|p| sign(&text, &parsed, &opts, ctx, &keys, Site::Pool(p)))
+    };
+    let no_expiry = BatchContext {
+        ttl_seconds: 0,
+        ..ctx(&keys, None)
+    };
+    let e = check(&no_expiry, "").expect_err("no expiry");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.to_string().starts_with("expires_at: no expiry"), "{e}");
+    let unknown = BatchContext {
+        default_key: None,
+        default_key_id: "KNOPE".into(),
+        ..ctx(&keys, None)
+    };
+    let e = check(&unknown, "").expect_err("unknown key");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    let e = check(&ctx(&keys, None), "300.1.2.3").expect_err("bad ip");
+    assert!(e.to_string().starts_with("ip_range: "), "{e}");
+    // A grant that covers the segments but not the playlist's own URL is no refusal.
+    let g = grant(&format!("{HOST}/hls/live/seg"));
+    let out = run(
+        &text.replace("seg_", "seg/"),
+        LIVE,
+        mode(Mode::PerUri),
+        Some(g),
+    )
+    .expect("sign");
+    assert_eq!(out.errors.len(), 1, "init.mp4 is outside: {:?}", out.errors);
+    assert_eq!(out.rewritten, 3);
+}
+
+#[test]
 fn broken_uris_are_per_uri_errors() {
     let text = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MAP:URI=init.mp4\n\
                 #EXT-X-KEY:METHOD=AES-128,URI=\"k.key\n#EXTINF:1,\nseg#1.ts\n#EXTINF:1,\nok.ts\n";

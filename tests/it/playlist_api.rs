@@ -295,6 +295,14 @@ async fn whole_request_errors_name_the_limit_or_the_fix() {
         .await,
         "base_url: ",
     );
+    let mut no_expiry = request(
+        &fixture("ffmpeg/fmp4.m3u8"),
+        &base,
+        PlaylistMode::PerUri,
+        None,
+    );
+    no_expiry.get_mut().ttl_seconds = 0;
+    expect(c.sign_playlist(no_expiry).await, "expires_at: no expiry");
     let mut bad_mode = request("#EXTM3U\n", &base, PlaylistMode::PerUri, None);
     bad_mode.get_mut().mode = 9;
     expect(c.sign_playlist(bad_mode).await, "mode: 9 is not");
