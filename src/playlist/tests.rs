@@ -188,6 +188,28 @@ fn ll_hls_media_per_uri_signs_every_uri_and_nothing_else() {
 }
 
 #[test]
+fn a_byte_order_mark_and_crlf_survive() {
+    let text = "\u{feff}#EXTM3U\r\n#EXT-X-TARGETDURATION:2\r\n# comment\r\n#EXTINF:2,\r\nseg 1.ts\r\n#EXT-X-ENDLIST";
+    let out = run(text, LIVE, mode(Mode::PerUri), None).expect("sign");
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert!(
+        out.playlist.starts_with(
+            "\u{feff}#EXTM3U\r\n#EXT-X-TARGETDURATION:2\r\n# comment\r\n#EXTINF:2,\r\n"
+        )
+    );
+    assert!(
+        out.playlist
+            .ends_with("&Key-Pair-Id=K2JCJMDEHXQW5F\r\n#EXT-X-ENDLIST"),
+        "{}",
+        out.playlist
+    );
+    assert!(
+        out.playlist
+            .contains(&format!("\r\n{HOST}/hls/live/seg%201.ts?Expires="))
+    );
+}
+
+#[test]
 fn master_playlists_sign_every_uri_carrying_tag() {
     let text = fixture("handwritten/ll-hls-master.m3u8");
     let parsed = parse(&text, LIVE, DEFAULT_MAX_PLAYLIST_BYTES).expect("parse");
