@@ -1,10 +1,23 @@
 # syntax=docker/dockerfile:1
 #
 # cdnsign container image: a Rust builder stage and a Debian slim runtime with only the
-# binary, libssl3 + ca-certificates (purges call provider APIs over HTTPS) and the
-# example config.
+# binary (debug info split off), libssl3 + ca-certificates (purges call provider APIs over
+# HTTPS) and the example config; OCI labels, and a HEALTHCHECK through `cdnsign health`.
 #
 #   docker build -t cdnsign:0.1.0 .
+#
+# A release build names its revision and date (OCI labels; the revision is also compiled
+# into `cdnsign --version` and cdnsign_build_info, since .git is not in the build context):
+#
+#   docker build \
+#     --build-arg CDNSIGN_REVISION="$(git rev-parse --short=12 HEAD)" \
+#     --build-arg CDNSIGN_CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+#     -t cdnsign:0.1.0 .
+#
+# The debug info (DWARF line tables) of that exact binary, for symbolizing a core dump or
+# a backtrace, is exported from the `debug` stage (it shares the builder's cache):
+#
+#   docker build --target debug --output type=local,dest=./debug-0.1.0 .   # ./debug-0.1.0/cdnsign.debug
 #
 # Base images are pinned by tag and by digest (the multi-arch index digest, so amd64 and
 # arm64 builds both resolve). To move to a newer base, look up the new digest with
@@ -55,14 +68,49 @@ RUN mkdir -p src loadtest/src benches \
 COPY src src
 COPY config config
 COPY loadtest/src loadtest/src
+# The git revision for `cdnsign --version` and cdnsign_build_info (build.rs reads
+# CDNSIGN_REVISION when there is no .git, as here). Declared after the dependency layer so
+# a new revision does not rebuild the dependencies; empty: "unknown".
+ARG CDNSIGN_REVISION=""
 # COPY keeps the files' old mtimes, which are older than the stub build's artifacts, so
 # touch the crate roots or cargo would keep the stub binary.
+# The release profile keeps DWARF line tables (Cargo.toml: debug = "line-tables-only").
+# They move to cdnsign.debug; the binary keeps its symbol table (function names in
+# backtraces) and a .gnu_debuglink naming the file (with its CRC), which gdb, lldb and
+# std's backtraces follow when cdnsign.debug sits next to the binary or under
+# /usr/lib/debug.
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin cdnsign \
+    && objcopy --only-keep-debug target/release/cdnsign target/release/cdnsign.debug \
+    && objcopy --strip-debug --add-gnu-debuglink=target/release/cdnsign.debug target/release/cdnsign \
     && ./target/release/cdnsign --version
 
+# ---------------------------------------------------------------------------- debug
+# The split-off debug info alone (not in the runtime image):
+#   docker build --target debug --output type=local,dest=./debug-0.1.0 .
+FROM scratch AS debug
+COPY --from=builder /src/target/release/cdnsign.debug /cdnsign.debug
+
 # ---------------------------------------------------------------------------- runtime
+# The last stage, so a plain `docker build` builds it.
 FROM debian:bookworm-20260824-slim@sha256:88200866dfff7ea7f5cbcb6ec7c8a701889efe6fe859fe64d6990e4b07ea4171 AS runtime
+
+# OCI image annotations (https://github.com/opencontainers/image-spec, annotations.md).
+# CDNSIGN_VERSION follows Cargo.toml's version (scripts/lint-deploy.sh checks they match);
+# CDNSIGN_SOURCE is a placeholder: set it to where your copy of the repository lives.
+# CDNSIGN_CREATED (RFC 3339) and CDNSIGN_REVISION come from the build command (above).
+ARG CDNSIGN_VERSION=0.1.0
+ARG CDNSIGN_REVISION=""
+ARG CDNSIGN_CREATED=""
+ARG CDNSIGN_SOURCE=https://github.com/example-org/cdnsign
+LABEL org.opencontainers.image.title="cdnsign" \
+      org.opencontainers.image.description="High-throughput CloudFront URL/cookie signing and CDN cache purging over gRPC" \
+      org.opencontainers.image.version="${CDNSIGN_VERSION}" \
+      org.opencontainers.image.revision="${CDNSIGN_REVISION}" \
+      org.opencontainers.image.created="${CDNSIGN_CREATED}" \
+      org.opencontainers.image.source="${CDNSIGN_SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-20260824-slim"
 
 # Only what the binary links (libssl.so.3, libcrypto.so.3; libc and libgcc_s are in the
 # base image) and the CA bundle for HTTPS calls to CDN provider APIs. ca-certificates
@@ -107,9 +155,14 @@ EXPOSE 50051 9464
 
 USER 10001:10001
 
-# No HEALTHCHECK on purpose: the image has no gRPC health client, and Kubernetes checks
-# gRPC health itself (deploy/kubernetes/deployment.yaml: `grpc:` liveness and readiness
-# probes). Docker's HEALTHCHECK is not used by Kubernetes.
+# For Docker and Compose (`docker ps` shows healthy/unhealthy; `depends_on:
+# condition: service_healthy`): one grpc.health.v1 Check of the whole server on the
+# container's own port, exit 0 only when it answers SERVING (NOT_SERVING while draining
+# after SIGTERM). Plaintext: with [server.tls] on this port, override or disable it
+# (`docker run --no-healthcheck`). Kubernetes ignores HEALTHCHECK and uses the `grpc:`
+# probes in deploy/kubernetes/deployment.yaml instead.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/cdnsign", "health", "--addr", "127.0.0.1:50051", "--timeout", "3"]
 
 # The binary is PID 1 (exec form): SIGTERM reaches it directly and starts the drain;
 # SIGHUP reloads the config and keys.

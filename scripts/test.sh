@@ -9,7 +9,8 @@
 #    criterion benches in quick mode (CDNSIGN_BENCH_QUICK=1)
 # 4. a smoke test from a client we did not write: Python grpcio against the real server,
 #    then promtool check metrics on its /metrics
-# 5. the deployment files: hadolint, promtool rule tests, manifests, dashboard
+# 5. the deployment files: hadolint, promtool rule tests, manifests, dashboard; and the
+#    protos: buf lint and buf breaking against the last released API (scripts/buf.sh)
 # 6. cargo deny (licenses, bans, sources, and advisories from ../shared's RustSec snapshot)
 #    and every cargo-fuzz target for a bounded time
 set -euo pipefail
@@ -55,12 +56,17 @@ bash scripts/smoke.sh
 step "deployment lint: hadolint, promtool check/test rules, manifests, dashboard"
 bash scripts/lint-deploy.sh
 
-# CI budget: no sanitizer (3-7x the executions per second, a third of the build) and a
-# fuzz target dir outside the clone so a machine that ran it before rebuilds little.
-# Longer AddressSanitizer runs: FUZZ_SANITIZER=address bash scripts/fuzz.sh 600
+step "API hygiene: buf lint and buf breaking against proto/baseline (about a second)"
+bash scripts/buf.sh
+
+# CI budget: no sanitizer (3-7x the executions per second, a third of the build), an
+# unoptimised build (the optimised one-codegen-unit build of the whole crate graph takes
+# 8+ minutes on 2 cores; this smoke run only has to find shallow crashes), and a fuzz
+# target dir outside the clone so a machine that ran it before rebuilds little.
+# Real fuzzing: FUZZ_SANITIZER=address bash scripts/fuzz.sh 600
 step "fuzz: every target for ${CDNSIGN_FUZZ_SECONDS:-15} s"
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
-FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}" \
+FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}" FUZZ_BUILD="${FUZZ_BUILD:-dev}" \
 FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/cdnsign/fuzz-target}" \
     bash scripts/fuzz.sh "${CDNSIGN_FUZZ_SECONDS:-15}"
 

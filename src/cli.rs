@@ -1,6 +1,6 @@
-//! Command line: `serve`, `check-config`, and the offline tools `sign`, `cookies`,
-//! `sign-playlist` ([`playlist`]) and `verify`, which use the same validation, policy and
-//! signing code as the service.
+//! Command line: `serve`, `check-config`, `health` (a probe of a running server), and the
+//! offline tools `sign`, `cookies`, `sign-playlist` ([`playlist`]) and `verify`, which use
+//! the same validation, policy and signing code as the service.
 
 pub mod playlist;
 
@@ -17,9 +17,17 @@ use crate::signing::sign_batch;
 use crate::signing::validate::{BatchContext, ItemSpec};
 use crate::signing::verify::{VerifyKey, verify_url};
 
+/// `--version`: the package version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("CDNSIGN_REVISION"),
+    ")"
+);
+
 /// cdnsign: sign CloudFront URLs and cookies, and purge CDN caches, over gRPC.
 #[derive(Debug, Parser)]
-#[command(name = "cdnsign", version)]
+#[command(name = "cdnsign", version = VERSION)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -43,6 +51,23 @@ pub enum Command {
     /// keys parsed, clients resolved, TLS files read, targets checked) without binding a
     /// port: exit 0 with a one-line summary, or exit 2 listing every problem.
     CheckConfig(ServeArgs),
+    /// Ask a running server's gRPC health service whether it is SERVING (for a Docker
+    /// HEALTHCHECK): exit 0 if so, 1 otherwise (not serving, unreachable, timed out).
+    Health(HealthArgs),
+}
+
+/// `health` flags.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The server's gRPC address (plaintext).
+    #[arg(long, default_value = "127.0.0.1:50051", env = "CDNSIGN_HEALTH_ADDR")]
+    pub addr: String,
+    /// The service to ask about ("" is the whole server; e.g. cdnsign.v1.Signer).
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Seconds to wait for the connection and the answer.
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout: f64,
 }
 
 /// `serve` flags.
@@ -143,6 +168,11 @@ pub fn run_offline(command: Command) -> ExitCode {
         Command::SignPlaylist(args) => playlist::sign_playlist(&args),
         Command::Verify(args) => verify(&args),
         Command::CheckConfig(args) => check_config(&args),
+        Command::Health(args) => {
+            let timeout = std::time::Duration::try_from_secs_f64(args.timeout.clamp(0.05, 600.0))
+                .unwrap_or(std::time::Duration::from_secs(3));
+            return crate::health_probe::check(&args.addr, &args.service, timeout);
+        }
     };
     match result {
         Ok(code) => code,

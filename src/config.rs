@@ -84,6 +84,15 @@ pub struct ServerConfig {
     /// Most signing/purge calls in flight at once; more are refused with
     /// RESOURCE_EXHAUSTED before any work (health and reflection are exempt).
     pub max_concurrent_requests: usize,
+    /// Seconds a client connection may live before the server asks it to reconnect
+    /// (HTTP/2 GOAWAY), so long-lived gRPC connections spread over replicas added since;
+    /// 0: forever. Calls in flight finish first, for up to `max_connection_age_grace_seconds`.
+    #[serde(alias = "max_connection_age")]
+    pub max_connection_age_seconds: u64,
+    /// Seconds a connection past its age may keep running calls (long streams) before it
+    /// is closed; 0: until they end.
+    #[serde(alias = "max_connection_age_grace")]
+    pub max_connection_age_grace_seconds: u64,
     /// TLS (and mTLS when `client_ca` is set); absent for plaintext.
     pub tls: Option<TlsConfig>,
 }
@@ -140,6 +149,8 @@ impl Default for ServerConfig {
             drain_seconds: 0,
             allow_unauthenticated: false,
             max_concurrent_requests: 512,
+            max_connection_age_seconds: 600,
+            max_connection_age_grace_seconds: 60,
             tls: None,
         }
     }

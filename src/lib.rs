@@ -19,8 +19,9 @@
 //! Around it: [`config`] (TOML + `CDNSIGN_*` env, unknown keys refused), [`live`] (the
 //! configuration in force, swapped whole on SIGHUP), [`server`] (assembly, health,
 //! reflection, graceful shutdown), [`conn`] (plain or TLS connections, with [`linger`]
-//! closing them without losing the end of a response), [`metrics`] (Prometheus), [`telemetry`] (logs),
-//! [`shutdown`] (signals), [`cli`] (offline `sign`/`cookies`/`verify`), and
+//! closing them without losing the end of a response), [`metrics`] (Prometheus), [`telemetry`] (logs and
+//! OpenTelemetry traces), [`shutdown`] (signals), [`cli`] (offline `sign`/`cookies`/`verify`,
+//! and `health`, [`health_probe`]), and
 //! [`signing::verify`] (checks a signed URL the way CloudFront would).
 //!
 //! Whole playlists (HLS, DASH) are read, signed URI by URI or under one shared policy,
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod grpc;
+pub mod health_probe;
 pub mod linger;
 pub mod live;
 pub mod metrics;
@@ -46,6 +48,7 @@ pub mod server;
 pub mod shutdown;
 pub mod signing;
 pub mod telemetry;
+pub mod trace_context;
 
 /// Generated protobuf and gRPC code for `cdnsign.v1`.
 pub mod proto {

@@ -174,6 +174,12 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         "server.tls (turning TLS on or off)",
         old.server.tls.is_some() != new.server.tls.is_some(),
     );
+    differs(
+        "server.max_connection_age_seconds",
+        old.server.max_connection_age_seconds != new.server.max_connection_age_seconds
+            || old.server.max_connection_age_grace_seconds
+                != new.server.max_connection_age_grace_seconds,
+    );
     differs("metrics.listen", old.metrics.listen != new.metrics.listen);
     differs(
         "signing.threads",

@@ -23,7 +23,6 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            telemetry::init(&config.log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -34,7 +33,14 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(server::run(config, shutdown::signal())) {
+            // Inside the runtime: a trace exporter, when configured, runs on it.
+            let telemetry = {
+                let _in_runtime = runtime.enter();
+                telemetry::init(&config.log)
+            };
+            let result = runtime.block_on(server::run(config, shutdown::signal()));
+            telemetry.shutdown();
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 // Keys, clients or TLS files: a configuration error, printed once.
                 Err(server::ServerError::Config(e)) => {

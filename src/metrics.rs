@@ -56,6 +56,14 @@ pub const KEY_RELOAD_TIMESTAMP: &str = "cdnsign_key_reload_timestamp_seconds";
 pub const GRPC_REQUESTS: &str = "cdnsign_grpc_requests_total";
 /// gRPC call latency (to response headers), by `method`.
 pub const GRPC_DURATION: &str = "cdnsign_grpc_request_duration_seconds";
+/// gRPC calls started, go-grpc-prometheus style: `grpc_type`, `grpc_service`, `grpc_method`.
+pub const GRPC_SERVER_STARTED: &str = "grpc_server_started_total";
+/// gRPC calls finished (a stream at its end), with `grpc_code` (`OK`, `Unauthenticated`...).
+pub const GRPC_SERVER_HANDLED: &str = "grpc_server_handled_total";
+/// gRPC call duration to the end of the response (a stream's whole life).
+pub const GRPC_SERVER_HANDLING_SECONDS: &str = "grpc_server_handling_seconds";
+/// Always 1: `version`, `revision` (git) and `backend` (RSA signing backend) as labels.
+pub const BUILD_INFO: &str = "cdnsign_build_info";
 /// Whether the server reports SERVING (1) or is draining (0).
 pub const SERVING: &str = "cdnsign_serving";
 /// Calls refused for lack of a valid identity, by `reason`.
@@ -91,6 +99,39 @@ const BATCH_BUCKETS: &[f64] = &[
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+
+/// The git revision this binary was built from (`build.rs`: git, or `CDNSIGN_REVISION`).
+pub const REVISION: &str = env!("CDNSIGN_REVISION");
+
+/// Sets `cdnsign_build_info{version, revision, backend}` to 1 (`backend`: the RSA signing
+/// backend in use, a fixed name).
+pub fn set_build_info(backend: &'static str) {
+    gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "revision" => REVISION,
+        "backend" => backend
+    )
+    .set(1.0);
+}
+
+/// Samples the `process_*` metrics (CPU seconds, resident memory, open descriptors...).
+fn collect_process() {
+    PROCESS
+        .get_or_init(|| {
+            let c = metrics_process::Collector::default();
+            c.describe();
+            c
+        })
+        .collect();
+}
+
+/// The scrape page now: process metrics sampled, then everything rendered.
+pub fn render(handle: &PrometheusHandle) -> String {
+    collect_process();
+    handle.render()
+}
 
 /// Installs the global Prometheus recorder (first call only) and returns its handle;
 /// `None` if another recorder was installed first.
@@ -105,6 +146,7 @@ pub fn install() -> Option<PrometheusHandle> {
             match builder.and_then(|b| b.install_recorder()) {
                 Ok(handle) => {
                     describe();
+                    collect_process();
                     Some(handle)
                 }
                 Err(error) => {
@@ -166,11 +208,77 @@ fn describe() {
         Unit::Seconds,
         "Unix time of the last key load, by outcome"
     );
-    describe_counter!(GRPC_REQUESTS, "gRPC calls, by method and status code");
+    describe_counter!(
+        GRPC_REQUESTS,
+        "gRPC calls, by method and status code (deprecated: use grpc_server_handled_total)"
+    );
+    describe_counter!(
+        GRPC_SERVER_STARTED,
+        "gRPC calls started, by grpc_type, grpc_service and grpc_method"
+    );
+    describe_counter!(
+        GRPC_SERVER_HANDLED,
+        "gRPC calls completed (streams at their end), by grpc_type, grpc_service, grpc_method and grpc_code"
+    );
+    describe_histogram!(
+        GRPC_SERVER_HANDLING_SECONDS,
+        Unit::Seconds,
+        "gRPC call duration until the response ended, by grpc_type, grpc_service and grpc_method"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1, labelled with the version, git revision and RSA signing backend"
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        "Calls refused for lack of a valid identity, by reason"
+    );
+    describe_counter!(
+        REQUESTS_SHED,
+        "Calls refused at once because server.max_concurrent_requests were in flight"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Calls refused by a client's rate limit, by client and kind"
+    );
+    describe_counter!(
+        ITEMS_DENIED,
+        "Batch items refused because the client's grant does not cover them, by client"
+    );
+    describe_counter!(
+        PURGE_PATHS,
+        "Purge paths, by provider and outcome (completed, failed, rejected)"
+    );
+    describe_counter!(
+        PURGE_PATHS_MERGED,
+        "Purge paths a merged provider request did not send (duplicates, paths covered by a wildcard), by provider"
+    );
+    describe_counter!(
+        PURGE_PATHS_BILLED,
+        "Purge paths the provider bills (a wildcard or tag counts once, a merged duplicate not at all), by target"
+    );
+    describe_counter!(
+        PURGE_JOBS,
+        "Purge jobs (provider requests), by provider and outcome (submitted, completed, failed)"
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "CDN provider API call latency, by provider and operation"
+    );
+    describe_counter!(
+        UPSTREAM_RETRIES,
+        "Retried CDN provider API calls, by provider and operation"
+    );
+    describe_gauge!(
+        ALIYUN_QUOTA_REMAINING,
+        "Aliyun refresh/preload quota left today, by kind"
+    );
+
     describe_histogram!(
         GRPC_DURATION,
         Unit::Seconds,
-        "gRPC call latency to response headers"
+        "gRPC call latency to response headers (deprecated: use grpc_server_handling_seconds)"
     );
     describe_gauge!(
         SERVING,
@@ -362,7 +470,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
                         let resp = if req.uri().path() == "/metrics" {
                             Response::builder()
                                 .header("content-type", "text/plain; version=0.0.4")
-                                .body(Full::new(Bytes::from(handle.render())))
+                                .body(Full::new(Bytes::from(render(&handle))))
                         } else {
                             Response::builder()
                                 .status(StatusCode::NOT_FOUND)

@@ -101,13 +101,23 @@ impl Server {
         // The recorder must exist before any handle is made (keys carry theirs).
         let prometheus = crate::metrics::install();
         let live = Live::build(config, None)?;
-        let purger = Purger::new(&live.config, purge).await?;
+        let purger = Purger::new(&live.config.purge, &live.config.targets, purge).await?;
+        for c in &live.config.clients {
+            for t in c.purge_targets.iter().filter(|t| !purger.has_target(t)) {
+                tracing::warn!(
+                    client = %c.name,
+                    purge_target = %t,
+                    "clients.purge_targets names a target no [[targets]] entry has: its purges will be NOT_FOUND"
+                );
+            }
+        }
         let config = &live.config;
         tracing::info!(
             keys = live.keys.len(),
             backend = config.signing.backend.as_str(),
             "signing keys loaded"
         );
+        crate::metrics::set_build_info(config.signing.backend.as_str());
         if live.keys.is_empty() {
             tracing::warn!("no [[keys]] configured: every signing request will fail");
         }
@@ -239,8 +249,24 @@ impl Server {
             .then(|| Arc::clone(&live) as Arc<dyn TlsSource>);
         // Outermost first: every call gets a span and metrics, then an identity, then a
         // place under the concurrency limit, then its message size checked as it arrives.
-        let serving = TonicServer::builder()
-            .layer(ObserveLayer::new())
+        let mut builder = TonicServer::builder();
+        if config.server.max_connection_age_seconds > 0 {
+            builder = builder.max_connection_age(Duration::from_secs(
+                config.server.max_connection_age_seconds,
+            ));
+            if config.server.max_connection_age_grace_seconds > 0 {
+                builder = builder.max_connection_age_grace(Duration::from_secs(
+                    config.server.max_connection_age_grace_seconds,
+                ));
+            }
+        }
+        let serving = builder
+            .layer(ObserveLayer::new(&[
+                FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ]))
             .layer(AuthLayer::new(Arc::clone(&live)))
             .layer(ShedLayer::new(config.server.max_concurrent_requests))
             .layer(MessageLimitLayer::new(Arc::clone(&live)))

@@ -107,7 +107,16 @@ impl From<ApiError> for Status {
             ApiError::QueueFull { retry_after, .. } => {
                 ErrorDetails::with_retry_info(Some(*retry_after))
             }
-            _ => return Status::new(code, message),
+            ApiError::TooManyItems { .. } | ApiError::NoItems => {
+                ErrorDetails::with_bad_request_violation("items", message.clone())
+            }
+            ApiError::StreamTooLong { .. } => {
+                ErrorDetails::with_bad_request_violation("stream", message.clone())
+            }
+            ApiError::InvalidField { field, reason } => {
+                ErrorDetails::with_bad_request_violation(*field, reason.clone())
+            }
+            ApiError::Pool(_) => return Status::new(code, message),
         };
         Status::with_error_details(code, message, details)
     }
@@ -210,6 +219,21 @@ impl From<PurgeError> for Status {
                 ErrorClass::Other => Code::Unknown,
             },
         };
-        Status::new(code, e.to_string())
+        let message = e.to_string();
+        let details = match &e {
+            PurgeError::Invalid { field, reason } => {
+                ErrorDetails::with_bad_request_violation(*field, reason.clone())
+            }
+            PurgeError::QuotaExhausted { domain, what, .. } => {
+                let mut d = ErrorDetails::new();
+                d.add_quota_failure_violation(
+                    format!("aliyun:{domain}"),
+                    format!("daily refresh quota ({what}): {message}"),
+                );
+                d
+            }
+            _ => return Status::new(code, message),
+        };
+        Status::with_error_details(code, message, details)
     }
 }

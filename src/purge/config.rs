@@ -238,7 +238,7 @@ pub fn validate(targets: &[TargetConfig], purge: &PurgeConfig, problems: &mut Ve
         problems.push("purge.retention_days must be at least 1".into());
     }
     if let Some(url) = &purge.database_url
-        && let Err(e) = crate::purge::store::postgres::connection_config(url.expose())
+        && let Err(e) = crate::purge::store::pg_url::connection_config(url.expose())
     {
         problems.push(e);
     }

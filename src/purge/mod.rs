@@ -108,43 +108,6 @@ pub fn paths_billed(job: &JobRecord) -> u32 {
     job.request_paths().len() as u32
 }
 
-fn describe_metrics() {
-    use crate::metrics::{
-        ALIYUN_QUOTA_REMAINING, PURGE_JOBS, PURGE_PATHS, PURGE_PATHS_BILLED, PURGE_PATHS_MERGED,
-        UPSTREAM_DURATION, UPSTREAM_RETRIES,
-    };
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        PURGE_PATHS,
-        "Purge paths, by provider and outcome (completed, failed, rejected)"
-    );
-    describe_counter!(
-        PURGE_PATHS_MERGED,
-        "Purge paths a merged provider request did not send (duplicates, paths covered by a wildcard), by provider"
-    );
-    describe_counter!(
-        PURGE_PATHS_BILLED,
-        "Purge paths the provider bills (a wildcard or tag counts once, a merged duplicate not at all), by target"
-    );
-    describe_counter!(
-        PURGE_JOBS,
-        "Purge jobs (provider requests), by provider and outcome (submitted, completed, failed)"
-    );
-    describe_histogram!(
-        UPSTREAM_DURATION,
-        Unit::Seconds,
-        "CDN provider API call latency, by provider and operation"
-    );
-    describe_counter!(
-        UPSTREAM_RETRIES,
-        "Retried CDN provider API calls, by provider and operation"
-    );
-    describe_gauge!(
-        ALIYUN_QUOTA_REMAINING,
-        "Aliyun refresh/preload quota left today, by kind"
-    );
-}
-
 /// Lists every path of a leg that admission refused, naming the provider.
 fn reject_leg(
     rejected: &mut Vec<model::RejectedRecord>,
@@ -242,17 +205,15 @@ impl Purger {
     /// UNAVAILABLE and keeps trying; a database whose schema is newer than this build is
     /// an error.
     pub async fn new(
-        config: &crate::config::Config,
+        cfg: &config::PurgeConfig,
+        targets: &[config::TargetConfig],
         options: PurgeOptions,
     ) -> Result<Arc<Purger>, PurgeError> {
-        let cfg = config.purge.clone();
-        describe_metrics();
+        let cfg = cfg.clone();
         let slot = Arc::new(match options.store {
             Some(s) => StoreSlot::open(s),
             // Nothing to purge: a signing-only server opens no files and no database.
-            None if config.targets.is_empty() => {
-                StoreSlot::open(Arc::new(EmbeddedStore::in_memory()?))
-            }
+            None if targets.is_empty() => StoreSlot::open(Arc::new(EmbeddedStore::in_memory()?)),
             None => match open_store(&cfg).await {
                 Ok(s) => {
                     tracing::info!(engine = s.engine(), "purge store opened");
@@ -273,8 +234,7 @@ impl Purger {
             max: Duration::from_millis(cfg.retry_max_ms),
         };
         let mut providers = Providers::default();
-        let has_cf = config
-            .targets
+        let has_cf = targets
             .iter()
             .any(|t| t.provider == ProviderKind::Cloudfront);
         let shared = if has_cf {
@@ -291,7 +251,7 @@ impl Purger {
             max_wildcards: cfg.cloudfront_max_wildcards_in_progress,
             collapse_threshold: cfg.cloudfront_collapse_threshold,
         };
-        for t in &config.targets {
+        for t in targets {
             let provider: Arc<dyn Provider> = match (t.provider, &shared) {
                 (ProviderKind::Cloudfront, Some(shared)) => Arc::new(CloudFrontProvider::new(
                     t.clone(),
@@ -322,15 +282,6 @@ impl Purger {
             };
             providers.add(provider);
         }
-        for c in &config.clients {
-            for t in c.purge_targets.iter().filter(|t| !providers.has_target(t)) {
-                tracing::warn!(
-                    client = %c.name,
-                    purge_target = %t,
-                    "clients.purge_targets names a target no [[targets]] entry has: its purges will be NOT_FOUND"
-                );
-            }
-        }
         let providers = Arc::new(providers);
         let (changes, _) = broadcast::channel(256);
         let scheduler = Arc::new(Scheduler::new(
@@ -353,6 +304,11 @@ impl Purger {
     /// `[purge]` settings in force.
     pub fn config(&self) -> &PurgeConfig {
         &self.cfg
+    }
+
+    /// Whether a `[[targets]]` entry has this name.
+    pub fn has_target(&self, name: &str) -> bool {
+        self.providers.has_target(name)
     }
 
     /// Announces purge ids whose state this replica changed.

@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -96,7 +97,12 @@ impl Providers {
     }
 }
 
-type Kick = oneshot::Sender<PassReport>;
+/// A caller waiting for a pass over a queue (Purge, GetPurge): where to send the pass's
+/// report, and the caller's span, so the pass and its provider requests join its trace.
+struct Kick {
+    reply: oneshot::Sender<PassReport>,
+    span: tracing::Span,
+}
 
 /// How often a worker looks at its queue in the store (new jobs from other replicas),
 /// at most; providers are polled every `[purge] poll_interval_ms`.
@@ -282,7 +288,9 @@ impl Scheduler {
         let mut set = tokio::task::JoinSet::new();
         for q in queues {
             let (me, store, q) = (Arc::clone(self), Arc::clone(&store), q.clone());
-            set.spawn(async move { me.kick_one(&store, &q).await });
+            set.spawn(
+                async move { me.kick_one(&store, &q).await }.instrument(tracing::Span::current()),
+            );
         }
         let collect = async {
             while let Some(done) = set.join_next().await {
@@ -301,7 +309,11 @@ impl Scheduler {
         queue: &QueueKey,
     ) -> Option<PassReport> {
         for _ in 0..2 {
-            let (tx, rx) = oneshot::channel();
+            let (reply, rx) = oneshot::channel();
+            let tx = Kick {
+                reply,
+                span: tracing::Span::current(),
+            };
             let local = self.workers().get(queue).cloned();
             let sent = match local {
                 Some(worker) => worker.send(tx).await.is_ok(),
@@ -381,8 +393,17 @@ impl Scheduler {
             if poll {
                 last_poll = Some(Instant::now());
             }
+            // A pass a caller waits for is part of its trace (the others follow from it);
+            // a background pass has no span.
+            let pass_span = pending.first().map_or_else(
+                tracing::Span::none,
+                |k| tracing::info_span!(parent: &k.span, "purge.pass", queue = %lease.queue),
+            );
+            for k in pending.iter().skip(1) {
+                pass_span.follows_from(&k.span);
+            }
             let outcome = tokio::select! {
-                r = self.pass(&store, &lease, poll) => Some(r),
+                r = self.pass(&store, &lease, poll).instrument(pass_span) => Some(r),
                 () = keep => None,
             };
             let (more, report) = match outcome {
@@ -397,7 +418,7 @@ impl Scheduler {
                 }
             };
             for k in pending.drain(..) {
-                let _ = k.send(report.clone());
+                let _ = k.reply.send(report.clone());
             }
             if !more {
                 let _ = store.release(&lease).await;

@@ -223,8 +223,13 @@ impl SigningPool {
         let (tx, rx) = oneshot::channel();
         let counters = Arc::clone(&self.counters);
         let submitted = Instant::now();
+        // Traces (debug spans: free unless a trace exporter wants them): the wait for a
+        // pool thread, then the job, both children of the caller's span.
+        let caller = tracing::Span::current();
+        let queue_span = tracing::debug_span!("sign.queue");
         counters.queued.fetch_add(1, Ordering::Relaxed);
         self.pool.spawn(move || {
+            drop(queue_span);
             counters.queued.fetch_sub(1, Ordering::Relaxed);
             // The caller has gone (deadline passed, call cancelled): sign nothing for nobody.
             if tx.is_closed() {
@@ -236,7 +241,8 @@ impl SigningPool {
             // Decrement `busy` even if the job panics.
             let busy = BusyGuard(&counters);
             let started = Instant::now();
-            let out = job(&OnPool::here());
+            let out =
+                tracing::debug_span!(parent: &caller, "sign.job").in_scope(|| job(&OnPool::here()));
             let timing = JobTiming {
                 queue_wait: started - submitted,
                 run: started.elapsed(),
@@ -265,12 +271,14 @@ impl SigningPool {
             return self.run(move |on_pool| job(Site::Pool(on_pool))).await;
         }
         let started = Instant::now();
-        let out =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Site::CallerThread)))
-                .map_err(|payload| {
-                    tracing::error!(panic = panic_message(&*payload), "signing job panicked");
-                    PoolError::Lost
-                })?;
+        let span = tracing::debug_span!("sign.job", site = "caller_thread");
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            span.in_scope(|| job(Site::CallerThread))
+        }))
+        .map_err(|payload| {
+            tracing::error!(panic = panic_message(&*payload), "signing job panicked");
+            PoolError::Lost
+        })?;
         let timing = JobTiming {
             queue_wait: Duration::ZERO,
             run: started.elapsed(),

@@ -288,14 +288,6 @@ fn hup(child: &Child) {
     assert!(ok);
 }
 
-fn sha256_hex(s: &str) -> String {
-    use sha2::{Digest as _, Sha256};
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Signs `https://d/a/x.ts` as the holder of `token`; the signed URL, or the call's code.
 async fn sign_as(addr: &str, token: &str, key_id: &str) -> Result<String, String> {
     use cdnsign::proto::signer_client::SignerClient;
@@ -365,7 +357,7 @@ async fn sighup_reloads_clients_keys_and_limits_or_refuses_loudly() {
     let client = |name: &str, token: &str, extra: &str| {
         format!(
             "[[clients]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nkeys = [\"KAAA\", \"KBBB\"]\nurl_prefixes = [\"https://d/a/\"]\n{extra}",
-            sha256_hex(token)
+            crate::common::sha256_hex(token)
         )
     };
     write("127.0.0.1:0", "KAAA", &client("alpha", "alpha-1", ""));
@@ -495,7 +487,7 @@ fn check_config_validates_what_serve_would_without_binding() {
         &format!(
             "[server]\nlisten = \"127.0.0.1:1\"\n[signing]\ndefault_key_id = \"{KEY_ID}\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"{}\"\n[[clients]]\nname = \"gen\"\ntoken_sha256 = \"{}\"\nkeys = [\"{KEY_ID}\"]\nurl_prefixes = [\"https://d/hls/\"]\n",
             key(),
-            sha256_hex("t")
+            crate::common::sha256_hex("t")
         ),
     );
     let path = good.to_str().expect("utf-8");
@@ -524,7 +516,7 @@ fn check_config_validates_what_serve_would_without_binding() {
         dir.path(),
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[logg]\nformat = \"json\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"/nonexistent/key.pem\"\n[[clients]]\nname = \"gen\"\ntoken_sha256 = \"{}\"\nkeys = [\"{KEY_ID}\"]\nurl_per_second = 5\nurl_prefixes = [\"https://d/*\"]\n",
-            sha256_hex("t")
+            crate::common::sha256_hex("t")
         ),
     );
     let path = bad.to_str().expect("utf-8");
@@ -552,7 +544,7 @@ fn check_config_validates_what_serve_would_without_binding() {
         dir.path(),
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[[keys]]\nid = \"{KEY_ID}\"\npath = \"/nonexistent/key.pem\"\n[[clients]]\nname = \"gen\"\ntoken_sha256 = \"{}\"\nkeys = [\"{KEY_ID}\"]\nurl_prefixes = [\"https://d/*\"]\n",
-            sha256_hex("t")
+            crate::common::sha256_hex("t")
         ),
     );
     let path = semantics.to_str().expect("utf-8");
@@ -671,6 +663,14 @@ async fn denied_items_and_refused_callers_write_json_audit_events() {
         "authorization",
         format!("Bearer {token}").parse().expect("meta"),
     );
+    req.metadata_mut()
+        .insert("x-request-id", "req-audit-1".parse().expect("meta"));
+    req.metadata_mut().insert(
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            .parse()
+            .expect("meta"),
+    );
     let resp = c.sign_urls(req).await.expect("sign").into_inner();
     assert_eq!((resp.signed, resp.failed), (1, 1));
     let line = wait_for_log(&logs, "\"event\":\"denied\"");
@@ -678,6 +678,15 @@ async fn denied_items_and_refused_callers_write_json_audit_events() {
     assert_eq!(v["target"], "cdnsign::audit");
     assert_eq!(v["client"], "auditee");
     assert_eq!(v["denied"], 1);
+    // Joinable with the call's log line and the caller's trace.
+    assert_eq!(v["request_id"], "req-audit-1", "{line}");
+    assert_eq!(v["trace_id"], "0af7651916cd43dd8448eb211c80319c", "{line}");
+    assert!(
+        v["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{line}"
+    );
     assert!(
         !line.contains(token) && !line.contains("secret/b.ts"),
         "{line}"
@@ -707,4 +716,58 @@ fn serve_text(config: &std::path::Path) -> (ServeProcess, std::sync::mpsc::Recei
         .expect("addr in the text log line");
     addr.clone_into(&mut process.addr);
     (process, rx)
+}
+
+/// `cdnsign ARGS` off the async workers (the server under test runs on them).
+async fn cdnsign_async(args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cdnsign(&refs)
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_a_running_server_and_fails_when_nothing_answers() {
+    let server = crate::common::start(crate::common::test_config("", "")).await;
+    let addr = server.addr.to_string();
+    let (code, out, err) = cdnsign_async(&["health", "--addr", &addr]).await;
+    assert_eq!((code, out.trim()), (0, "SERVING"), "{err}");
+    let (code, out, _) =
+        cdnsign_async(&["health", "--addr", &addr, "--service", "cdnsign.v1.Signer"]).await;
+    assert_eq!((code, out.trim()), (0, "SERVING"));
+    // A service the server does not have: NOT_FOUND from the health service, exit 1.
+    let (code, _, err) =
+        cdnsign_async(&["health", "--addr", &addr, "--service", "no.such.Service"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("NotFound") || err.contains("not found"),
+        "{err}"
+    );
+    server.stop().await.expect("stop");
+    // Nobody listening any more: exit 1 with the reason, within the timeout.
+    let (code, _, err) = cdnsign_async(&["health", "--addr", &addr, "--timeout", "2"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains(&addr), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connection_age_are_asked_to_reconnect() {
+    let mut config = crate::common::test_config("", "");
+    config.server.max_connection_age_seconds = 1;
+    config.server.max_connection_age_grace_seconds = 1;
+    let server = crate::common::start(config).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (_client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    // The server sends GOAWAY after a second and closes the idle connection: the
+    // connection future ends by itself (bounded wait, not a sleep).
+    tokio::time::timeout(Duration::from_secs(20), connection)
+        .await
+        .expect("the server ends the connection after max_connection_age")
+        .ok();
+    server.stop().await.expect("stop");
 }

@@ -12,6 +12,7 @@ mod purge_support;
 
 mod cli;
 mod grpc_api;
+mod observability;
 mod operability;
 mod playlist_api;
 mod playlist_cli;

@@ -9,11 +9,10 @@ use std::process::Command;
 use cdnsign::config::Config;
 use cdnsign::proto::signer_client::SignerClient;
 use cdnsign::proto::{PlaylistMode, SignPlaylistRequest};
-use sha2::{Digest as _, Sha256};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-use crate::common::{KEY_ID, repo};
+use crate::common::{KEY_ID, repo, sha256_hex};
 use crate::purge_support::python;
 
 pub const HOST: &str = "https://d111111abcdef8.cloudfront.net";
@@ -51,13 +50,6 @@ pub fn request(
         req.metadata_mut().insert("authorization", v);
     }
     req
-}
-
-pub fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A server that requires an identity: a packager granted `prefix` (with `client_extra`

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use cdnsign::proto::purger_client::PurgerClient;
 use cdnsign::proto::{PurgeKind, PurgeRequest, PurgeStatus};
-use sha2::{Digest as _, Sha256};
 use tonic::transport::Channel;
 
 use crate::pg::PgCluster;
@@ -36,13 +35,6 @@ const ENV: [(&str, &str); 5] = [
     ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "replicas-ali-secret"),
     ("RUST_LOG", "info"),
 ];
-
-fn sha(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// One replica's config: same database, targets and clients as the others.
 fn config(dir: &Path, name: &str, port: u16, database_url: &str, cf: &str, ali: &str) -> PathBuf {
@@ -94,8 +86,8 @@ token_sha256 = "{beta}"
 purge_targets = ["site", "ali"]
 "#,
         key = key.display(),
-        alpha = sha(ALPHA),
-        beta = sha(BETA),
+        alpha = crate::common::sha256_hex(ALPHA),
+        beta = crate::common::sha256_hex(BETA),
     );
     std::fs::write(&path, text).expect("write config");
     path

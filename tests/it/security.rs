@@ -7,20 +7,12 @@ use crate::common::{KEY_ID, repo, start};
 use cdnsign::config::Config;
 use cdnsign::proto::signer_client::SignerClient;
 use cdnsign::proto::{SignItem, SignUrlsRequest, item_error, sign_url_result};
-use sha2::{Digest as _, Sha256};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 const TOKEN: &str = "playlist-generator-token-TEST-ONLY";
 const PREFIX: &str = "https://d111111abcdef8.cloudfront.net/hls/";
-
-fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn config(extra_server: &str, extra_client: &str) -> Config {
     let tls = repo("tests/fixtures/tls");
@@ -58,7 +50,7 @@ purge_targets = ["site"]
         tls = tls.display(),
         key = repo("config/dev-keys/TEST-ONLY-cloudfront.pem").display(),
         key2 = repo("tests/fixtures/keys/rsa2-pkcs1.pem").display(),
-        hash = sha256_hex(TOKEN),
+        hash = crate::common::sha256_hex(TOKEN),
     );
     Config::from_toml_str(&text, &repo(".")).expect("config")
 }

@@ -9,11 +9,13 @@
 //! Health and reflection calls pass the auth and shed layers untouched (probes).
 
 mod auth;
+mod call_table;
 mod message_limit;
 mod observe;
 mod shed;
 
 pub use auth::{Auth, AuthLayer};
+pub use call_table::{CallTable, CallType, GO_CODES};
 pub use message_limit::{MessageLimit, MessageLimitLayer};
 pub use observe::{Observe, ObserveLayer, REQUEST_ID_HEADER};
 pub use shed::{Shed, ShedLayer};

@@ -1,132 +1,46 @@
-//! [`ObserveLayer`]: one span per call (`method`, `request_id`, `peer`, plus `batch_size`
-//! and `key_id` recorded by the handler), the request id echoed in `x-request-id`
-//! response metadata, one `grpc call` log line, and the request metrics by method and
-//! status code. The code is read from the `grpc-status` response header, which is where
-//! tonic puts it for every error returned by a handler; a response without it is a
-//! success at the time headers are sent (a stream that fails later still counts as OK).
+//! [`ObserveLayer`]: one span per call (`method`, `request_id`, `peer`, plus `batch_size`,
+//! `key_id` and `client` recorded by the handler, and `trace_id`/`span_id` when the caller
+//! sent a W3C `traceparent`), the request id echoed in `x-request-id` response metadata,
+//! one `grpc call` log line when the call ends, and the call metrics ([`CallTable`]).
+//!
+//! A call ends when its response body does: the status is read from the `grpc-status`
+//! response header (a refusal, "trailers-only") or from the trailers after the last
+//! message, so a stream's duration and code are taken at its end; a body dropped before its
+//! end (the caller cancelled, the connection went) counts as `Canceled`. Calls refused by
+//! the layers inside this one (authentication, shedding, message size) are counted too.
+//!
+//! Health checks log at debug: probes call them every few seconds.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response};
-use metrics::{Counter, Histogram, counter, histogram};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
+use super::call_table::{CallTable, GO_CODES};
 use super::take_ready;
 use crate::conn::Peer;
-use crate::metrics::{GRPC_DURATION, GRPC_REQUESTS};
+use crate::trace_context;
 
 /// Request metadata key for the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Every method the server exposes; anything else is labelled `unknown`.
-const METHODS: &[&str] = &[
-    "/cdnsign.v1.Signer/SignUrls",
-    "/cdnsign.v1.Signer/SignCookies",
-    "/cdnsign.v1.Signer/SignUrlsStream",
-    "/cdnsign.v1.Signer/SignPlaylist",
-    "/cdnsign.v1.Signer/VerifyUrls",
-    "/cdnsign.v1.Signer/VerifyCookies",
-    "/cdnsign.v1.Purger/Purge",
-    "/cdnsign.v1.Purger/GetPurge",
-    "/cdnsign.v1.Purger/ListPurges",
-    "/cdnsign.v1.Purger/WatchPurge",
-    "/grpc.health.v1.Health/Check",
-    "/grpc.health.v1.Health/Watch",
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-    "unknown",
-];
-
-/// gRPC status code names, indexed by code number.
-const CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
-/// Handles per (method, code), each made on first use and then reused.
-struct GrpcMetrics {
-    requests: Vec<OnceLock<Counter>>,
-    durations: Vec<OnceLock<Histogram>>,
-}
-
-impl GrpcMetrics {
-    fn new() -> GrpcMetrics {
-        GrpcMetrics {
-            requests: (0..METHODS.len() * CODES.len())
-                .map(|_| OnceLock::new())
-                .collect(),
-            durations: (0..METHODS.len()).map(|_| OnceLock::new()).collect(),
-        }
-    }
-
-    fn method_index(path: &str) -> usize {
-        METHODS
-            .iter()
-            .position(|m| *m == path)
-            .unwrap_or(METHODS.len() - 1)
-    }
-
-    fn method_label(index: usize) -> &'static str {
-        // "/pkg.Service/Method" -> "pkg.Service/Method"
-        METHODS[index].trim_start_matches('/')
-    }
-
-    fn record(&self, method: usize, code: usize, seconds: f64) {
-        let code = code.min(CODES.len() - 1);
-        self.requests[method * CODES.len() + code]
-            .get_or_init(|| {
-                counter!(GRPC_REQUESTS, "method" => Self::method_label(method), "code" => CODES[code])
-            })
-            .increment(1);
-        self.durations[method]
-            .get_or_init(|| histogram!(GRPC_DURATION, "method" => Self::method_label(method)))
-            .record(seconds);
-    }
-}
-
-/// Adds the per-call span, request id, call log and request metrics.
-#[derive(Clone)]
+/// Adds the per-call span, request id, call log and call metrics.
+#[derive(Clone, Debug)]
 pub struct ObserveLayer {
-    metrics: Arc<GrpcMetrics>,
-}
-
-impl std::fmt::Debug for ObserveLayer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ObserveLayer")
-    }
-}
-
-impl Default for ObserveLayer {
-    fn default() -> Self {
-        ObserveLayer::new()
-    }
+    table: Arc<CallTable>,
 }
 
 impl ObserveLayer {
-    /// Makes the layer and its metric table.
-    pub fn new() -> ObserveLayer {
+    /// Labels calls with the methods of the services in `descriptor_sets`.
+    pub fn new(descriptor_sets: &[&[u8]]) -> ObserveLayer {
         ObserveLayer {
-            metrics: Arc::new(GrpcMetrics::new()),
+            table: Arc::new(CallTable::from_descriptor_sets(descriptor_sets)),
         }
     }
 }
@@ -137,7 +51,7 @@ impl<S> Layer<S> for ObserveLayer {
     fn layer(&self, inner: S) -> Observe<S> {
         Observe {
             inner,
-            metrics: Arc::clone(&self.metrics),
+            table: Arc::clone(&self.table),
         }
     }
 }
@@ -146,7 +60,7 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Clone)]
 pub struct Observe<S> {
     inner: S,
-    metrics: Arc<GrpcMetrics>,
+    table: Arc<CallTable>,
 }
 
 impl<S> std::fmt::Debug for Observe<S> {
@@ -166,16 +80,26 @@ fn caller_request_id(value: Option<&HeaderValue>) -> Option<String> {
     ok.then(|| v.to_owned())
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Observe<S>
+/// The `grpc-status` in `headers`, if any.
+fn grpc_status(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+const HEALTH_PREFIX: &str = "grpc.health.v1.Health/";
+
+impl<S, ReqBody> Service<Request<ReqBody>> for Observe<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send,
     ReqBody: Send + 'static,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -183,61 +107,163 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let mut inner = take_ready(&mut self.inner);
-        let metrics = Arc::clone(&self.metrics);
+        let table = Arc::clone(&self.table);
 
-        let method = GrpcMetrics::method_index(req.uri().path());
+        let method = table.index(req.uri().path());
+        table.started(method);
         let request_id = caller_request_id(req.headers().get(REQUEST_ID_HEADER))
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let peer = req.extensions().get::<Peer>().and_then(|p| p.remote);
         let span = tracing::info_span!(
             "grpc",
-            method = GrpcMetrics::method_label(method),
+            otel.name = table.label(method),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            method = table.label(method),
             request_id = %request_id,
             peer = peer.map(tracing::field::display),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
             batch_size = tracing::field::Empty,
             key_id = tracing::field::Empty,
             client = tracing::field::Empty,
         );
+        // The caller's W3C trace context, if it sent one: the span's parent when traces are
+        // exported, and `trace_id`/`span_id` on every log line of the call either way.
+        trace_context::adopt(&span, req.headers());
         let started = Instant::now();
         let fut = span.in_scope(|| inner.call(req));
+        let call_span = span.clone();
         Box::pin(
             async move {
-                let mut result = fut.await;
-                let elapsed = started.elapsed();
-                let code = match &result {
-                    Ok(resp) => resp
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(0),
-                    // A transport-level failure of the inner service.
-                    Err(_) => 2,
+                let result = fut.await;
+                let headers_sent = started.elapsed().as_secs_f64();
+                let mut response = match result {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // A transport-level failure of the inner service.
+                        table.legacy(method, 2, headers_sent);
+                        Finish {
+                            table,
+                            method,
+                            started,
+                            code: Some(2),
+                            span: call_span,
+                        }
+                        .record(false);
+                        return Err(e);
+                    }
                 };
-                if let Ok(resp) = &mut result
-                    && let Ok(value) = HeaderValue::from_str(&request_id)
-                {
-                    resp.headers_mut().insert(REQUEST_ID_HEADER, value);
+                let header_code = grpc_status(response.headers());
+                table.legacy(method, header_code.unwrap_or(0), headers_sent);
+                if let Ok(value) = HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }
-                metrics.record(method, code, elapsed.as_secs_f64());
-                let code_name = CODES.get(code).copied().unwrap_or("UNKNOWN");
-                if code == 0 {
-                    tracing::info!(
-                        code = code_name,
-                        latency_ms = elapsed.as_secs_f64() * 1e3,
-                        "grpc call"
-                    );
-                } else {
-                    tracing::warn!(
-                        code = code_name,
-                        latency_ms = elapsed.as_secs_f64() * 1e3,
-                        "grpc call"
-                    );
-                }
-                result
+                let finish = Finish {
+                    table,
+                    method,
+                    started,
+                    code: header_code,
+                    span: call_span,
+                };
+                Ok(response.map(|body| {
+                    Body::new(Observed {
+                        body,
+                        finish: Some(finish),
+                    })
+                }))
             }
             .instrument(span),
         )
+    }
+}
+
+/// What is recorded when a call ends.
+struct Finish {
+    table: Arc<CallTable>,
+    method: usize,
+    started: Instant,
+    /// From the response headers, then from the trailers.
+    code: Option<usize>,
+    span: tracing::Span,
+}
+
+impl Finish {
+    /// Counts the call and writes its log line. `ended`: the body reached its end (else it
+    /// was dropped early: the call was cancelled).
+    fn record(self, ended: bool) {
+        let code = self.code.unwrap_or(if ended { 2 } else { 1 });
+        let elapsed = self.started.elapsed();
+        self.table.handled(self.method, code, elapsed.as_secs_f64());
+        let code_name = GO_CODES.get(code).copied().unwrap_or("Unknown");
+        let latency_ms = elapsed.as_secs_f64() * 1e3;
+        let _in_call = self.span.enter();
+        if self.table.label(self.method).starts_with(HEALTH_PREFIX) {
+            tracing::debug!(code = code_name, latency_ms, "grpc call");
+        } else if code == 0 {
+            tracing::info!(code = code_name, latency_ms, "grpc call");
+        } else {
+            tracing::warn!(code = code_name, latency_ms, "grpc call");
+        }
+    }
+}
+
+/// A response body that records its call when it ends or is dropped.
+struct Observed {
+    body: Body,
+    finish: Option<Finish>,
+}
+
+impl http_body::Body for Observed {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status)
+                    && let Some(f) = self.finish.as_mut()
+                {
+                    f.code = Some(code);
+                }
+            }
+            Poll::Ready(Some(Err(status))) => {
+                if let Some(mut f) = self.finish.take() {
+                    f.code = Some(status.code() as usize);
+                    f.record(true);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(f) = self.finish.take() {
+                    f.record(true);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if let Some(f) = self.finish.take() {
+            // A status already seen (a trailers-only refusal, or trailers the transport
+            // did not poll past) is the call's; none means it was cut short.
+            let ended = f.code.is_some();
+            f.record(ended);
+        }
     }
 }
 
@@ -260,14 +286,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_methods_share_one_label() {
-        assert_eq!(
-            GrpcMetrics::method_label(GrpcMetrics::method_index("/x.Y/Z")),
-            "unknown"
-        );
-        assert_eq!(
-            GrpcMetrics::method_label(GrpcMetrics::method_index("/cdnsign.v1.Signer/SignUrls")),
-            "cdnsign.v1.Signer/SignUrls"
-        );
+    fn grpc_status_is_read_from_headers_or_trailers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(grpc_status(&h), None);
+        h.insert("grpc-status", HeaderValue::from_static("16"));
+        assert_eq!(grpc_status(&h), Some(16));
+        h.insert("grpc-status", HeaderValue::from_static("x"));
+        assert_eq!(grpc_status(&h), None);
     }
 }

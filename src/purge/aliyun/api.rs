@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use super::sign::{
     AliyunCredentials, V3Request, canonical_query, iso8601, percent_encode, sha256_hex, sign_v1,
@@ -335,13 +336,22 @@ impl Aliyun {
             .map(|d| d.as_secs() as i64)
             .unwrap_or_default();
         let signed = self.build_request(action, params, &nonce, &iso8601(now))?;
+        let span = tracing::info_span!(
+            "aliyun.request",
+            otel.kind = "client",
+            rpc.system = "aliyun-rpc",
+            rpc.service = "Cdn",
+            rpc.method = operation_label(action)
+        );
         let mut req = self.http.post(&signed.url);
         for (k, v) in &signed.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        let req = req.body(signed.body);
+        let mut trace = http::HeaderMap::new();
+        span.in_scope(|| crate::trace_context::inject(&mut trace));
+        let req = req.headers(trace).body(signed.body);
         let started = std::time::Instant::now();
-        let resp = req.send().await.map_err(|e| {
+        let resp = req.send().instrument(span).await.map_err(|e| {
             let what = if e.is_timeout() {
                 "request timed out"
             } else if e.is_connect() {

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use aws_sdk_cloudfront::Client;
 use aws_sdk_cloudfront::config::retry::RetryConfig;
 use aws_sdk_cloudfront::config::timeout::TimeoutConfig;
@@ -138,6 +140,47 @@ pub async fn sdk_config(
     loader.load().await
 }
 
+/// Puts the current trace context (`traceparent`) on every CloudFront request, while
+/// traces are exported.
+#[derive(Debug)]
+struct PropagateTrace;
+
+impl aws_sdk_cloudfront::config::Intercept for PropagateTrace {
+    fn name(&self) -> &'static str {
+        "PropagateTrace"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut aws_sdk_cloudfront::config::interceptors::BeforeTransmitInterceptorContextMut<
+            '_,
+        >,
+        _runtime_components: &aws_sdk_cloudfront::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_cloudfront::config::ConfigBag,
+    ) -> Result<(), aws_sdk_cloudfront::error::BoxError> {
+        let mut trace = http::HeaderMap::new();
+        crate::trace_context::inject(&mut trace);
+        let headers = context.request_mut().headers_mut();
+        for (name, value) in &trace {
+            if let Ok(v) = value.to_str() {
+                headers.insert(name.as_str().to_owned(), v.to_owned());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The span of one CloudFront API call (a client span in traces).
+fn call_span(operation: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "cloudfront.request",
+        otel.kind = "client",
+        rpc.system = "aws-api",
+        rpc.service = "CloudFront",
+        rpc.method = operation
+    )
+}
+
 /// Records one CloudFront API call's latency.
 fn observe(operation: &'static str, started: std::time::Instant) {
     metrics::histogram!(
@@ -160,7 +203,8 @@ impl CloudFront {
                     .connect_timeout(Duration::from_secs(5))
                     .operation_attempt_timeout(Duration::from_secs(20))
                     .build(),
-            );
+            )
+            .interceptor(PropagateTrace);
         if let Some(e) = endpoint {
             b = b.endpoint_url(e);
         }
@@ -202,6 +246,7 @@ impl CloudFront {
             .distribution_id(distribution_id)
             .invalidation_batch(batch)
             .send()
+            .instrument(call_span("CreateInvalidation"))
             .await;
         observe("CreateInvalidation", started);
         let out = out.map_err(|e| error("CreateInvalidation", e))?;
@@ -233,6 +278,7 @@ impl CloudFront {
             .distribution_id(distribution_id)
             .id(id)
             .send()
+            .instrument(call_span("GetInvalidation"))
             .await;
         observe("GetInvalidation", started);
         let out = out.map_err(|e| error("GetInvalidation", e))?;
@@ -274,6 +320,7 @@ impl CloudFront {
                 .max_items(100)
                 .set_marker(marker.take())
                 .send()
+                .instrument(call_span("ListInvalidations"))
                 .await;
             observe("ListInvalidations", started);
             let out = out.map_err(|e| error("ListInvalidations", e))?;

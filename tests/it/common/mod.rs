@@ -12,6 +12,15 @@ use tokio::task::JoinHandle;
 
 pub const KEY_ID: &str = "K2JCJMDEHXQW5F";
 
+/// Lower-case hex SHA-256 of `s` (a client's `token_sha256`).
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }

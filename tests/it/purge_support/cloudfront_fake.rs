@@ -91,6 +91,8 @@ pub struct CfState {
     /// Paths containing one of these are refused as invalid too (a rule of CloudFront's
     /// that cdnsign does not check before sending).
     pub reject_paths: Vec<String>,
+    /// The W3C `traceparent` header of every request that carried one.
+    pub traceparents: Vec<String>,
 }
 
 /// A running fake.
@@ -120,6 +122,7 @@ impl CloudFrontFake {
             replayed: 0,
             invalid: Vec::new(),
             reject_paths: Vec::new(),
+            traceparents: Vec::new(),
         }));
         let created_signal = Arc::new(tokio::sync::Notify::new());
         let app = Router::new()
@@ -131,7 +134,21 @@ impl CloudFrontFake {
                 "/2020-05-31/distribution/{dist}/invalidation/{id}",
                 axum::routing::get(get),
             )
-            .with_state((Arc::clone(&state), Arc::clone(&created_signal)));
+            .with_state((Arc::clone(&state), Arc::clone(&created_signal)))
+            .layer(axum::middleware::from_fn({
+                let seen = Arc::clone(&state);
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    if let Some(tp) = req
+                        .headers()
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        && let Ok(mut st) = seen.lock()
+                    {
+                        st.traceparents.push(tp.to_owned());
+                    }
+                    next.run(req)
+                }
+            }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake");

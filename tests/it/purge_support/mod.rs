@@ -208,8 +208,8 @@ pub struct Binary {
     child: Child,
     /// gRPC address.
     pub addr: SocketAddr,
-    /// Everything it wrote to stderr so far.
-    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Everything it wrote to stderr so far, and a signal for each new chunk.
+    stderr: std::sync::Arc<(std::sync::Mutex<String>, std::sync::Condvar)>,
 }
 
 impl Binary {
@@ -227,7 +227,10 @@ impl Binary {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start cdnsign");
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = std::sync::Arc::new((
+            std::sync::Mutex::new(String::new()),
+            std::sync::Condvar::new(),
+        ));
         let mut pipe = child.stderr.take().expect("stderr");
         let sink = std::sync::Arc::clone(&stderr);
         std::thread::spawn(move || {
@@ -236,9 +239,10 @@ impl Binary {
                 if n == 0 {
                     break;
                 }
-                if let Ok(mut s) = sink.lock() {
+                if let Ok(mut s) = sink.0.lock() {
                     s.push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
+                sink.1.notify_all();
             }
         });
         let started = Instant::now();
@@ -246,7 +250,7 @@ impl Binary {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
                     "cdnsign exited with {status}: {}",
-                    stderr.lock().map(|s| s.clone()).unwrap_or_default()
+                    stderr.0.lock().map(|s| s.clone()).unwrap_or_default()
                 );
             }
             assert!(
@@ -277,7 +281,52 @@ impl Binary {
 
     /// The logs so far.
     pub fn logs(&self) -> String {
-        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+        self.stderr.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits (woken by each new chunk of output, at most `limit`) until the logs contain
+    /// `needle`; returns the logs then. Panics with the logs if they never do.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> String {
+        self.wait_for(limit, |logs| logs.contains(needle))
+    }
+
+    /// Waits (woken by each new chunk of output, at most `limit`) until `done(logs)`;
+    /// returns the logs then. Panics with the logs if it never is.
+    pub fn wait_for(&self, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        let (lock, signal) = &*self.stderr;
+        let mut logs = lock.lock().expect("logs");
+        while !done(&logs) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the logs did not show it within {limit:?}:\n{logs}"
+            );
+            logs = signal.wait_timeout(logs, left).expect("logs").0;
+        }
+        logs.clone()
+    }
+
+    /// The process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `HUP`, `TERM`) with `kill(1)`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// After SIGTERM: waits for the `cdnsign stopped` line (at most `limit`), then for the
+    /// process, and returns how it exited.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        self.wait_for_log("cdnsign stopped", limit);
+        self.child.wait().expect("wait")
     }
 }
 
