@@ -155,9 +155,31 @@ pub fn item_error(index: usize, e: &SignError) -> proto::ItemError {
 
 /// A refused playlist: the code its error says (`INVALID_ARGUMENT` for limits and
 /// malformed input, the shared policy's own code when that cannot be signed).
+/// `INVALID_ARGUMENT` refusals carry a BadRequest detail naming the request field, as
+/// `SignUrls`'s do.
 impl From<PlaylistError> for Status {
     fn from(e: PlaylistError) -> Status {
-        Status::new(e.code(), e.to_string())
+        let code = e.code();
+        let message = e.to_string();
+        let field: Option<&str> = match &e {
+            PlaylistError::TooLarge { .. }
+            | PlaylistError::TooManyUris { .. }
+            | PlaylistError::UnknownFormat
+            | PlaylistError::Malformed { .. } => Some("playlist"),
+            PlaylistError::Invalid { field, .. } => Some(field),
+            PlaylistError::NeedsSharedPolicy { .. } => Some("mode"),
+            PlaylistError::Policy(SignError::Invalid { field, .. })
+            | PlaylistError::Request(SignError::Invalid { field, .. }) => Some(field.as_str()),
+            PlaylistError::Policy(_) | PlaylistError::Request(_) => None,
+        };
+        match field {
+            Some(f) if code == Code::InvalidArgument => Status::with_error_details(
+                code,
+                message.clone(),
+                ErrorDetails::with_bad_request_violation(f, message),
+            ),
+            _ => Status::new(code, message),
+        }
     }
 }
 

@@ -266,6 +266,16 @@ async fn whole_request_errors_name_the_limit_or_the_fix() {
             .await,
         "3010 bytes exceeds the signing.max_playlist_bytes limit of 2000",
     );
+    // The refusal names the field in a google.rpc.BadRequest detail too.
+    let s = c
+        .sign_playlist(request(&big, &base, PlaylistMode::PerUri, None))
+        .await
+        .expect_err("too large");
+    let bad = tonic_types::StatusExt::get_error_details(&s)
+        .bad_request()
+        .cloned()
+        .expect("BadRequest detail");
+    assert_eq!(bad.field_violations[0].field, "playlist");
     let six = (0..6).fold(String::from("#EXTM3U\n"), |t, i| {
         t + &format!("#EXTINF:1,\ns{i}.ts\n")
     });
