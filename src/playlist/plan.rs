@@ -3,8 +3,9 @@
 //! Every URL becomes an [`ItemSpec`] for [`crate::signing::sign_batch`], so validation,
 //! the caller's grant and grouping are exactly `SignUrls`'s. In `SHARED_POLICY` and
 //! `COOKIES` each item also carries the shared resource, and one more item stands for
-//! the policy itself (its URL is `base_url`): all of them write the same policy, so the
-//! batch signs once. A URL the resource does not match is a per-URI error before signing.
+//! the policy itself (its URL is the resource's literal prefix, so the grant judges the
+//! resource and not where the playlist happens to be served): all of them write the same
+//! policy, so the batch signs once. A URL the resource does not match is a per-URI error before signing.
 
 use std::ops::Range;
 
@@ -14,7 +15,7 @@ use super::rewrite::{Edit, apply, escaped};
 use super::template::{self, Kind as TemplateKind};
 use super::{Format, Mode, Parsed, PlaylistError};
 use crate::access::{Grant, TextKind};
-use crate::signing::validate::{ItemSpec, clean_text};
+use crate::signing::validate::{ItemSpec, check_url_shape, clean_text};
 use crate::signing::{BatchStats, Field, SignError, SignedItem};
 
 /// Request options besides the batch context (key, expiry, grant).
@@ -96,6 +97,22 @@ pub struct Plan<'p> {
     ip_range: String,
     slots: Vec<Slot>,
     urls: Vec<String>,
+    /// The policy item's URL is the resource's prefix (its errors are the resource's).
+    policy_url_from_resource: bool,
+}
+
+/// The URL of the item that stands for the shared policy: the resource's text before its
+/// first wildcard when that is an http(s) URL (`https://d/hls/abc/` for
+/// `https://d/hls/abc/*`), else `base_url`. Its policy does not contain it; only the
+/// validation and the grant check see it.
+fn policy_item_url(resource: &str, base: &url::Url) -> (String, bool) {
+    let prefix = resource
+        .find(['*', '?'])
+        .map_or(resource, |i| &resource[..i]);
+    match check_url_shape(Field::Url, prefix) {
+        Ok(()) => (prefix.to_owned(), true),
+        Err(_) => (base.as_str().to_owned(), false),
+    }
 }
 
 impl<'p> Plan<'p> {
@@ -132,6 +149,7 @@ impl<'p> Plan<'p> {
             ip_range: opts.ip_range.to_owned(),
             slots: Vec::with_capacity(parsed.found.len()),
             urls: Vec::with_capacity(parsed.found.len() + 1),
+            policy_url_from_resource: false,
         };
         for f in &parsed.found {
             let slot = match &f.target {
@@ -141,9 +159,10 @@ impl<'p> Plan<'p> {
             };
             plan.slots.push(slot);
         }
-        if plan.resource.is_some() {
-            // The policy item: its URL is where the playlist is served.
-            plan.urls.push(parsed.base.as_str().to_owned());
+        if let Some(resource) = &plan.resource {
+            let (url, from_resource) = policy_item_url(resource, &parsed.base);
+            plan.urls.push(url);
+            plan.policy_url_from_resource = from_resource;
         }
         Ok(plan)
     }
@@ -233,7 +252,34 @@ impl<'p> Plan<'p> {
         let policy = match self.resource {
             Some(_) => match results.pop() {
                 Some(Ok(item)) => Some(item),
-                Some(Err(e)) => return Err(PlaylistError::Policy(e)),
+                Some(Err(e)) => {
+                    return Err(PlaylistError::Policy(
+                        match (e, self.policy_url_from_resource) {
+                            // Its URL is the resource's prefix: say what the caller sent.
+                            (
+                                SignError::Denied {
+                                    field: Field::Url,
+                                    reason,
+                                },
+                                true,
+                            ) => SignError::Denied {
+                                field: Field::PolicyResource,
+                                reason,
+                            },
+                            (
+                                SignError::Invalid {
+                                    field: Field::Url,
+                                    reason,
+                                },
+                                true,
+                            ) => SignError::Invalid {
+                                field: Field::PolicyResource,
+                                reason,
+                            },
+                            (e, _) => e,
+                        },
+                    ));
+                }
                 None => None,
             },
             None => None,

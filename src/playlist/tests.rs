@@ -438,6 +438,16 @@ fn request_wide_problems_fail_the_call_not_every_uri() {
     .expect("sign");
     assert_eq!(out.errors.len(), 1, "init.mp4 is outside: {:?}", out.errors);
     assert_eq!(out.rewritten, 3);
+    // The same for a shared policy: the grant judges the resource, not base_url.
+    let resource = format!("{HOST}/hls/live/seg/*");
+    let opts = SharedOptions {
+        mode: Mode::SharedPolicy,
+        policy_resource: &resource,
+        ..SharedOptions::default()
+    };
+    let g = grant(&format!("{HOST}/hls/live/seg"));
+    let out = run(&text.replace("seg_", "seg/"), LIVE, opts, Some(g)).expect("shared");
+    assert_eq!((out.rewritten, out.stats.signatures), (3, 1));
 }
 
 #[test]
