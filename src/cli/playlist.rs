@@ -57,10 +57,13 @@ pub struct SignPlaylistArgs {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ModeArg {
     /// PER_URI.
+    #[value(alias = "PER_URI", alias = "per_uri")]
     PerUri,
     /// SHARED_POLICY.
+    #[value(alias = "SHARED_POLICY", alias = "shared_policy")]
     SharedPolicy,
     /// COOKIES.
+    #[value(alias = "COOKIES")]
     Cookies,
 }
 

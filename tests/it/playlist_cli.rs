@@ -102,7 +102,8 @@ fn sign_playlist_modes_and_refusals() {
     assert!(out.is_empty());
     assert!(err.contains("use SHARED_POLICY or COOKIES"), "{err}");
 
-    let (code, out, err) = sign_playlist(&["--base-url", &base, "--mode", "cookies", &mpd], None);
+    // The proto's names work as well as the flag's.
+    let (code, out, err) = sign_playlist(&["--base-url", &base, "--mode", "COOKIES", &mpd], None);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, fixture("ffmpeg/dash-template.mpd"), "byte for byte");
     let cookies: Vec<&str> = err
