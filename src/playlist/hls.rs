@@ -15,7 +15,7 @@ use super::resolve::resolve;
 use super::{Format, PlaylistError};
 
 /// Tags with a URI attribute: (tag, attribute, place name for messages).
-pub const URI_TAGS: [(&str, &str, &str); 10] = [
+pub const URI_TAGS: [(&str, &str, &str); 11] = [
     ("EXT-X-KEY", "URI", "EXT-X-KEY URI"),
     ("EXT-X-SESSION-KEY", "URI", "EXT-X-SESSION-KEY URI"),
     ("EXT-X-MAP", "URI", "EXT-X-MAP URI"),
@@ -24,6 +24,12 @@ pub const URI_TAGS: [(&str, &str, &str); 10] = [
         "EXT-X-I-FRAME-STREAM-INF",
         "URI",
         "EXT-X-I-FRAME-STREAM-INF URI",
+    ),
+    // Trick-play image playlists (Roku's and the HLS image-media extension).
+    (
+        "EXT-X-IMAGE-STREAM-INF",
+        "URI",
+        "EXT-X-IMAGE-STREAM-INF URI",
     ),
     ("EXT-X-PART", "URI", "EXT-X-PART URI"),
     ("EXT-X-PRELOAD-HINT", "URI", "EXT-X-PRELOAD-HINT URI"),
@@ -41,9 +47,10 @@ pub const URI_TAGS: [(&str, &str, &str); 10] = [
 ];
 
 /// Tags only a master playlist has.
-const MASTER_TAGS: [&str; 5] = [
+const MASTER_TAGS: [&str; 6] = [
     "EXT-X-STREAM-INF",
     "EXT-X-I-FRAME-STREAM-INF",
+    "EXT-X-IMAGE-STREAM-INF",
     "EXT-X-MEDIA",
     "EXT-X-SESSION-DATA",
     "EXT-X-SESSION-KEY",

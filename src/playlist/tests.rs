@@ -241,6 +241,15 @@ fn master_playlists_sign_every_uri_carrying_tag() {
         out.playlist
             .contains("/hls/live/4M/index.m3u8?profile=high&Expires=")
     );
+
+    // Image (trick-play) playlists are variants too.
+    let images = "#EXTM3U\n#EXT-X-IMAGE-STREAM-INF:BANDWIDTH=12000,RESOLUTION=320x180,CODECS=\"jpeg\",URI=\"images/index.m3u8\"\n";
+    let parsed = parse(images, LIVE, DEFAULT_MAX_PLAYLIST_BYTES).expect("parse");
+    assert_eq!(parsed.format, Format::HlsMaster);
+    assert_eq!(
+        resolved(&parsed.found[0]),
+        format!("{HOST}/hls/live/images/index.m3u8")
+    );
 }
 
 #[test]
