@@ -291,3 +291,47 @@ async fn verifying_needs_an_identity_and_no_grant() {
         Some(sign_url_result::Outcome::Error(_))
     ));
 }
+
+/// The public half of an ECDSA P-256 key with SHA-256 (`Hash-Algorithm=SHA256`) verifies
+/// what it signed, and a URL naming the other loaded key does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecdsa_sha256_keys_verify_by_their_key_pair_id() {
+    let ec = crate::common::repo("tests/fixtures/keys/ec-p256.pem");
+    let extra = format!(
+        "[[keys]]\nid = \"KECP256TESTONLY\"\npath = \"{}\"\nalgorithm = \"sha256\"\n",
+        ec.display()
+    );
+    let server = start(test_config("", &extra)).await;
+    let mut c = client(&server.url()).await;
+    let url = signed(
+        c.sign_urls(SignUrlsRequest {
+            items: vec![SignItem {
+                url: format!("{HOST}/hls/ec/seg1.ts"),
+                ..SignItem::default()
+            }],
+            key_id: "KECP256TESTONLY".into(),
+            ttl_seconds: 600,
+            ..SignUrlsRequest::default()
+        })
+        .await
+        .expect("sign")
+        .into_inner(),
+    )
+    .remove(0);
+    assert!(url.contains("Hash-Algorithm=SHA256"), "{url}");
+    let swapped = url.replace(
+        "Key-Pair-Id=KECP256TESTONLY",
+        &format!("Key-Pair-Id={KEY_ID}"),
+    );
+    let resp = c
+        .verify_urls(VerifyUrlsRequest {
+            urls: vec![url, swapped],
+            ..VerifyUrlsRequest::default()
+        })
+        .await
+        .expect("verify")
+        .into_inner();
+    assert!(resp.results[0].valid, "{:?}", resp.results[0].problems);
+    assert_eq!(resp.results[0].key_pair_id, "KECP256TESTONLY");
+    assert_eq!(reasons(&resp.results[1]), [Reason::Signature]);
+}
