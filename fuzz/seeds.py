@@ -4,7 +4,8 @@
     python3 fuzz/seeds.py      # from anywhere; rewrites the seed files it owns
 
 Seeds come from tests/fixtures/cloudfront_vectors.json (botocore vectors), the config
-files under config/, and a few hand-written edge cases. The request seeds are protobuf
+files under config/, the playlists under tests/fixtures/playlists/, and a few
+hand-written edge cases. The request seeds are protobuf
 `cdnsign.v1.SignUrlsRequest` messages encoded here by hand (wire format: tag, varint,
 length-delimited strings), so no protobuf package is needed. Standard library only.
 """
@@ -165,6 +166,18 @@ def request_seeds():
                             custom=True, ttl=60)
 
 
+# ---------------------------------------------------------------- playlist
+
+
+def playlist_seeds():
+    """Every playlist fixture (ffmpeg's and the hand-written LL-HLS ones), behind the
+    target's selector byte: PER_URI, SHARED_POLICY and COOKIES on different bases."""
+    for path in sorted((ROOT / "tests/fixtures/playlists").glob("*/*")):
+        text = path.read_bytes()
+        for selector in (0x00, 0x05, 0x0A):
+            yield bytes([selector]) + text
+
+
 # ---------------------------------------------------------------- auth
 
 
@@ -183,7 +196,7 @@ def auth_seeds():
 def main() -> None:
     for target, seeds in (("policy", policy_seeds), ("url", url_seeds),
                           ("config", config_seeds), ("request", request_seeds),
-                          ("auth", auth_seeds)):
+                          ("auth", auth_seeds), ("playlist", playlist_seeds)):
         for old in (CORPUS / target).glob("seed-*"):
             old.unlink()  # seeds are regenerated whole; other files are kept
         n = 0

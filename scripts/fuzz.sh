@@ -33,7 +33,7 @@ if ! [[ "$SECONDS_EACH" =~ ^[0-9]+$ ]] || ((SECONDS_EACH < 1)); then
     echo "usage: bash scripts/fuzz.sh [SECONDS] [TARGET...]" >&2
     exit 2
 fi
-ALL_TARGETS=(policy url config request auth)
+ALL_TARGETS=(policy url config request auth playlist)
 TARGETS=("$@")
 ((${#TARGETS[@]})) || TARGETS=("${ALL_TARGETS[@]}")
 

@@ -9,8 +9,9 @@
 #   1. Debian packages: libssl-dev + pkg-config (openssl crate), openssl (CLI,
 #      used by the vector generator), prometheus (for promtool), postgresql (the
 #      tests start clusters of their own with its initdb/postgres; no system
-#      cluster is created or started), and python3 + python3-venv when no usable
-#      Python 3 with venv is found.
+#      cluster is created or started), ffmpeg (makes the HLS/DASH output the playlist
+#      tests sign, and plays it back through the local CloudFront edge), and
+#      python3 + python3-venv when no usable Python 3 with venv is found.
 #      `apt-get update` runs only when something has to be installed.
 #      nodejs + npm when `node` or `npm` is missing (any Node >= 18 on PATH will do).
 #   2. A Python venv at <repo>/.venv (re-created when missing or broken),
@@ -66,7 +67,7 @@ python_can_venv() {
         "$1" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 9) else 1)' >/dev/null 2>&1
 }
 
-wanted=(libssl-dev pkg-config openssl prometheus postgresql)
+wanted=(libssl-dev pkg-config openssl prometheus postgresql ffmpeg)
 if ! python_can_venv "$PYTHON"; then
     log "$PYTHON cannot build a venv with pip (missing, too old, or no ensurepip); using Debian's python3 + python3-venv"
     PYTHON=/usr/bin/python3
@@ -126,6 +127,8 @@ command -v openssl >/dev/null 2>&1 || die "openssl not found"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || die "PostgreSQL's initdb not found under /usr/lib/postgresql after installing postgresql"
 log "postgresql: $(ls -d /usr/lib/postgresql/*/ | xargs -n1 basename | tr '\n' ' ')(server binaries for the tests' own clusters)"
 log "openssl: $(openssl version)"
+command -v ffmpeg >/dev/null 2>&1 || die "ffmpeg not found after installing it"
+log "ffmpeg: $(ffmpeg -hide_banner -version | head -n1)"
 
 # ---------------------------------------------------------------- Python venv
 
@@ -171,10 +174,11 @@ fi
 
 # Sanity: the tools the tests call.
 "$VENV_DIR/bin/python" - <<'EOF'
-import botocore, boto3, cryptography, grpc, grpc_tools, grpc_reflection, grpc_health, google.protobuf, moto
-print("[setup] python: botocore %s, boto3 %s, cryptography %s, grpcio %s, protobuf %s, moto %s" % (
+import botocore, boto3, cryptography, grpc, grpc_tools, grpc_reflection, grpc_health, google.protobuf, moto, m3u8
+from importlib.metadata import version
+print("[setup] python: botocore %s, boto3 %s, cryptography %s, grpcio %s, protobuf %s, moto %s, m3u8 %s" % (
     botocore.__version__, boto3.__version__, cryptography.__version__, grpc.__version__,
-    google.protobuf.__version__, moto.__version__))
+    google.protobuf.__version__, moto.__version__, version("m3u8")))
 EOF
 [[ -x "$VENV_DIR/bin/hadolint" ]] || die "hadolint not found in $VENV_DIR/bin"
 log "hadolint: $("$VENV_DIR/bin/hadolint" --version 2>&1 | head -n1)"

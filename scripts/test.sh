@@ -48,7 +48,7 @@ cargo test --workspace --all-features
 step "benches in quick mode (they must keep compiling and running; no timing assertions)"
 # Dev profile: reuses the test build's dependencies (the release build would compile them
 # all again, ~5 min here); these runs prove the benches work, scripts/bench.sh measures.
-CDNSIGN_BENCH_QUICK=1 cargo bench --profile dev --bench signing --all-features
+CDNSIGN_BENCH_QUICK=1 cargo bench --profile dev --bench signing --bench playlist --all-features
 
 step "grpcio smoke test against the real server (dev config, ephemeral ports)"
 bash scripts/smoke.sh

@@ -1,6 +1,8 @@
 //! Command line: `serve`, `check-config`, `health` (a probe of a running server), and the
-//! offline tools `sign`, `cookies` and
-//! `verify`, which use the same validation, policy and signing code as the service.
+//! offline tools `sign`, `cookies`, `sign-playlist` ([`playlist`]) and `verify`, which use
+//! the same validation, policy and signing code as the service.
+
+pub mod playlist;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -41,6 +43,8 @@ pub enum Command {
     Sign(SignArgs),
     /// Print the CloudFront cookies for one resource, one `Name=Value` per line.
     Cookies(SignArgs),
+    /// Sign every URI of an HLS playlist or DASH MPD and print the playlist rewritten.
+    SignPlaylist(playlist::SignPlaylistArgs),
     /// Check a signed URL: prints valid/invalid and why; exit 0 only when valid.
     Verify(VerifyArgs),
     /// Load and validate the configuration as `serve` would (file, CDNSIGN_* environment,
@@ -149,7 +153,7 @@ pub struct VerifyArgs {
     pub url: String,
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -161,6 +165,7 @@ pub fn run_offline(command: Command) -> ExitCode {
         Command::Serve(_) => Err("serve is not an offline command".to_owned()),
         Command::Sign(args) => sign(&args, false),
         Command::Cookies(args) => sign(&args, true),
+        Command::SignPlaylist(args) => playlist::sign_playlist(&args),
         Command::Verify(args) => verify(&args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Health(args) => {
@@ -188,24 +193,34 @@ fn check_config(args: &ServeArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn sign(args: &SignArgs, cookies: bool) -> Result<ExitCode, String> {
-    if args.key_pair_id.is_empty() || !args.key_pair_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+/// Loads one key from a PEM file for the offline commands.
+pub(crate) fn load_key(
+    key_file: &std::path::Path,
+    key_pair_id: &str,
+    hash: HashArg,
+    backend: Option<BackendArg>,
+) -> Result<KeySet, String> {
+    if key_pair_id.is_empty() || !key_pair_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err("--key-pair-id must be ASCII letters and digits".into());
     }
-    let backend = match args.backend {
+    let backend = match backend {
         None => Backend::default(),
         Some(BackendArg::Openssl) => Backend::Openssl,
         Some(BackendArg::PureRust) => Backend::PureRust,
     };
     let spec = KeySpec {
-        id: args.key_pair_id.clone(),
-        pem: PemSource::File(args.key_file.clone()),
-        hash: match args.hash {
+        id: key_pair_id.to_owned(),
+        pem: PemSource::File(key_file.to_owned()),
+        hash: match hash {
             HashArg::Sha1 => HashAlg::Sha1,
             HashArg::Sha256 => HashAlg::Sha256,
         },
     };
-    let keys = KeySet::load(&[spec], backend).map_err(|e| e.to_string())?;
+    KeySet::load(&[spec], backend).map_err(|e| e.to_string())
+}
+
+fn sign(args: &SignArgs, cookies: bool) -> Result<ExitCode, String> {
+    let keys = load_key(&args.key_file, &args.key_pair_id, args.hash, args.backend)?;
     let item = ItemSpec {
         url: &args.url,
         policy_resource: args.resource.as_deref().unwrap_or(""),

@@ -210,6 +210,8 @@ pub struct SigningConfig {
     /// crate's private-key operation is not constant-time (RUSTSEC-2023-0071, Marvin), and a
     /// signing server is exactly what an attacker can time over the network.
     pub allow_variable_time_rsa: bool,
+    /// Largest playlist `SignPlaylist` takes, bytes (default 8 MiB).
+    pub max_playlist_bytes: usize,
 }
 
 impl Default for SigningConfig {
@@ -224,6 +226,7 @@ impl Default for SigningConfig {
             inline_ecdsa_max_items: 4,
             max_queued_items: 20_000,
             allow_variable_time_rsa: false,
+            max_playlist_bytes: crate::playlist::DEFAULT_MAX_PLAYLIST_BYTES,
         }
     }
 }
@@ -394,6 +397,9 @@ impl Config {
         }
         if s.max_queued_items == 0 {
             problems.push("signing.max_queued_items must be at least 1".into());
+        }
+        if s.max_playlist_bytes == 0 {
+            problems.push("signing.max_playlist_bytes must be at least 1".into());
         }
         if self.server.max_message_bytes < 1024 {
             problems.push("server.max_message_bytes must be at least 1024".into());

@@ -24,6 +24,11 @@
 //! and `health`, [`health_probe`]), and
 //! [`signing::verify`] (checks a signed URL the way CloudFront would).
 //!
+//! Whole playlists (HLS, DASH) are read, signed URI by URI or under one shared policy,
+//! and written back byte for byte by [`playlist`], served as `SignPlaylist` by
+//! [`grpc::playlist`]; `VerifyUrls`/`VerifyCookies` ([`grpc::verify`]) run
+//! [`signing::verify`] with the loaded keys' public halves.
+//!
 //! Cache purging (CloudFront invalidations, Aliyun CDN refreshes) lives in [`purge`], served
 //! as `cdnsign.v1.Purger` by [`grpc::purge`].
 
@@ -37,6 +42,7 @@ pub mod health_probe;
 pub mod linger;
 pub mod live;
 pub mod metrics;
+pub mod playlist;
 pub mod purge;
 pub mod server;
 pub mod shutdown;

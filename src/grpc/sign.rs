@@ -43,21 +43,23 @@ impl AsItemSpec for proto::SignItem {
 /// State shared by every signing call.
 #[derive(Debug)]
 pub struct SignerService {
-    live: Arc<LiveConfig>,
-    pool: Arc<SigningPool>,
-    metrics: SignMetrics,
+    pub(super) live: Arc<LiveConfig>,
+    pub(super) pool: Arc<SigningPool>,
+    pub(super) metrics: SignMetrics,
+    /// Public halves of the loaded keys, for `VerifyUrls` / `VerifyCookies`.
+    pub(super) public_keys: super::verify::PublicKeyCache,
 }
 
 /// Batch-wide request fields, common to URL and cookie requests.
-struct BatchFields<'a> {
-    caller: &'a Caller,
-    key_id: &'a str,
-    expires_at: i64,
-    ttl_seconds: i64,
-    custom_policy: bool,
+pub(super) struct BatchFields<'a> {
+    pub(super) caller: &'a Caller,
+    pub(super) key_id: &'a str,
+    pub(super) expires_at: i64,
+    pub(super) ttl_seconds: i64,
+    pub(super) custom_policy: bool,
 }
 
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -65,9 +67,9 @@ fn unix_now() -> i64 {
 
 /// What one call signs with: the keys and limits of the configuration in force when it
 /// started, whatever a reload does meanwhile.
-struct CallConfig {
-    keys: Arc<KeySet>,
-    limits: SigningConfig,
+pub(super) struct CallConfig {
+    pub(super) keys: Arc<KeySet>,
+    pub(super) limits: SigningConfig,
 }
 
 impl SignerService {
@@ -77,10 +79,11 @@ impl SignerService {
             live,
             pool,
             metrics: SignMetrics::new(),
+            public_keys: super::verify::PublicKeyCache::default(),
         }
     }
 
-    fn call_config(&self) -> CallConfig {
+    pub(super) fn call_config(&self) -> CallConfig {
         let live = self.live.snapshot();
         CallConfig {
             keys: Arc::clone(&live.keys),
@@ -88,7 +91,7 @@ impl SignerService {
         }
     }
 
-    fn check_limits(limits: &SigningConfig, items: usize) -> Result<(), ApiError> {
+    pub(super) fn check_limits(limits: &SigningConfig, items: usize) -> Result<(), ApiError> {
         if items == 0 {
             return Err(ApiError::NoItems);
         }
@@ -102,7 +105,7 @@ impl SignerService {
     }
 
     /// A place in the pool's queue for `items` items, unless the batch runs on this thread.
-    fn admit(
+    pub(super) fn admit(
         &self,
         here: bool,
         items: usize,
@@ -124,7 +127,12 @@ impl SignerService {
         }
     }
 
-    fn context(&self, call: &CallConfig, fields: &BatchFields<'_>, items: usize) -> BatchContext {
+    pub(super) fn context(
+        &self,
+        call: &CallConfig,
+        fields: &BatchFields<'_>,
+        items: usize,
+    ) -> BatchContext {
         let keys = &call.keys;
         let default_key_id = if fields.key_id.is_empty() {
             call.limits.default_key_id.as_str()
@@ -158,7 +166,7 @@ impl SignerService {
     }
 
     /// Charges the caller's URL rate limit for a whole batch before any work.
-    fn charge_rate(&self, caller: &Caller, items: usize) -> Result<(), ApiError> {
+    pub(super) fn charge_rate(&self, caller: &Caller, items: usize) -> Result<(), ApiError> {
         let Some(grant) = caller.grant() else {
             return Ok(());
         };
@@ -181,7 +189,7 @@ impl SignerService {
     }
 
     /// Writes the audit event for items the caller's grant refused.
-    fn audit_denied(caller: &Caller, items: usize, denied: u64) {
+    pub(super) fn audit_denied(caller: &Caller, items: usize, denied: u64) {
         if denied > 0 {
             metrics::counter!(ITEMS_DENIED, "client" => caller.name().to_owned()).increment(denied);
             tracing::warn!(
@@ -269,7 +277,7 @@ impl SignerService {
             })
     }
 
-    fn record_timing(&self, here: bool, timing: JobTiming) {
+    pub(super) fn record_timing(&self, here: bool, timing: JobTiming) {
         if here {
             self.metrics.batches_here.increment(1);
         } else {
@@ -283,14 +291,14 @@ impl SignerService {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Output {
+pub(super) enum Output {
     Url,
     Cookie,
 }
 
 /// Counts signed items per key (consecutive runs of one key add in one step) and errors
 /// per code. Runs on the pool, with handles made at key load and server start.
-fn count_outcomes(
+pub(super) fn count_outcomes(
     results: &[Result<SignedItem, SignError>],
     metrics: &SignMetrics,
     output: Output,
@@ -328,7 +336,7 @@ fn count_outcomes(
 }
 
 /// The caller the auth layer resolved. Fails closed if the layer is missing.
-fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
+pub(super) fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
     request
         .extensions()
         .get::<Caller>()
@@ -382,7 +390,24 @@ fn check_attribute(field: &'static str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn set_cookie_header(name: &str, value: &str, attrs: &proto::CookieAttributes) -> String {
+/// The caller's Set-Cookie attributes cannot add attributes or cookies of their own.
+pub(super) fn check_attributes(attrs: &proto::CookieAttributes) -> Result<(), ApiError> {
+    check_attribute("attributes.domain", &attrs.domain)?;
+    check_attribute("attributes.path", &attrs.path)?;
+    if !matches!(attrs.same_site.as_str(), "" | "Strict" | "Lax" | "None") {
+        return Err(ApiError::InvalidField {
+            field: "attributes.same_site",
+            reason: "must be Strict, Lax, None or empty".into(),
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn set_cookie_header(
+    name: &str,
+    value: &str,
+    attrs: &proto::CookieAttributes,
+) -> String {
     let mut h = format!("{name}={value}");
     if !attrs.domain.is_empty() {
         h.push_str("; Domain=");
@@ -480,15 +505,7 @@ impl Signer for Arc<SignerService> {
         SignerService::check_limits(&call.limits, req.items.len())?;
         let items = req.items.len();
         let attrs = req.attributes.clone().unwrap_or_default();
-        check_attribute("attributes.domain", &attrs.domain)?;
-        check_attribute("attributes.path", &attrs.path)?;
-        if !matches!(attrs.same_site.as_str(), "" | "Strict" | "Lax" | "None") {
-            return Err(ApiError::InvalidField {
-                field: "attributes.same_site",
-                reason: "must be Strict, Lax, None or empty".into(),
-            }
-            .into());
-        }
+        check_attributes(&attrs)?;
         self.charge_rate(&caller, req.items.len())?;
         self.metrics.batch_cookies.record(req.items.len() as f64);
         let ctx = self.context(
@@ -524,6 +541,36 @@ impl Signer for Arc<SignerService> {
         self.record_timing(here, timing);
         SignerService::audit_denied(&caller, items, denied);
         Ok(Response::new(response))
+    }
+
+    async fn sign_playlist(
+        &self,
+        request: Request<proto::SignPlaylistRequest>,
+    ) -> Result<Response<proto::SignPlaylistResponse>, Status> {
+        let caller = caller_of(&request)?;
+        self.sign_playlist_call(&caller, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn verify_urls(
+        &self,
+        request: Request<proto::VerifyUrlsRequest>,
+    ) -> Result<Response<proto::VerifyUrlsResponse>, Status> {
+        caller_of(&request)?;
+        self.verify_urls_call(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn verify_cookies(
+        &self,
+        request: Request<proto::VerifyCookiesRequest>,
+    ) -> Result<Response<proto::VerifyCookiesResponse>, Status> {
+        caller_of(&request)?;
+        self.verify_cookies_call(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type SignUrlsStreamStream = ResponseStream;

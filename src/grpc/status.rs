@@ -7,6 +7,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
+use crate::playlist::{PlaylistError, UriError, UriErrorKind};
 use crate::proto;
 use crate::proto::item_error::Code as ItemCode;
 use crate::purge::{ErrorClass, PurgeError};
@@ -141,12 +142,7 @@ pub fn message_too_large(len: u64, limit: usize) -> Status {
 
 /// Per-item error for item `index`; `field` is the full path, e.g. `items[3].url`.
 pub fn item_error(index: usize, e: &SignError) -> proto::ItemError {
-    let code = match e {
-        SignError::Invalid { .. } => ItemCode::InvalidArgument,
-        SignError::UnknownKey(_) | SignError::NoKey => ItemCode::NotFound,
-        SignError::Denied { .. } => ItemCode::PermissionDenied,
-        SignError::Crypto(_) => ItemCode::Internal,
-    };
+    let code = item_code(e);
     proto::ItemError {
         code: code.into(),
         field: e
@@ -154,6 +150,61 @@ pub fn item_error(index: usize, e: &SignError) -> proto::ItemError {
             .map(|f| format!("items[{index}].{f}"))
             .unwrap_or_default(),
         message: e.to_string(),
+    }
+}
+
+/// A refused playlist: the code its error says (`INVALID_ARGUMENT` for limits and
+/// malformed input, the shared policy's own code when that cannot be signed).
+/// `INVALID_ARGUMENT` refusals carry a BadRequest detail naming the request field, as
+/// `SignUrls`'s do.
+impl From<PlaylistError> for Status {
+    fn from(e: PlaylistError) -> Status {
+        let code = e.code();
+        let message = e.to_string();
+        let field: Option<&str> = match &e {
+            PlaylistError::TooLarge { .. }
+            | PlaylistError::TooManyUris { .. }
+            | PlaylistError::UnknownFormat
+            | PlaylistError::Malformed { .. } => Some("playlist"),
+            PlaylistError::Invalid { field, .. } => Some(field),
+            PlaylistError::NeedsSharedPolicy { .. } => Some("mode"),
+            PlaylistError::Policy(SignError::Invalid { field, .. })
+            | PlaylistError::Request(SignError::Invalid { field, .. }) => Some(field.as_str()),
+            PlaylistError::Policy(_) | PlaylistError::Request(_) => None,
+        };
+        match field {
+            Some(f) if code == Code::InvalidArgument => Status::with_error_details(
+                code,
+                message.clone(),
+                ErrorDetails::with_bad_request_violation(f, message),
+            ),
+            _ => Status::new(code, message),
+        }
+    }
+}
+
+/// One unsigned URI of a playlist, with the code `SignUrls` would give its item.
+pub fn uri_error(e: &UriError) -> proto::PlaylistUriError {
+    let code = match &e.kind {
+        UriErrorKind::Sign(sign) => item_code(sign),
+        UriErrorKind::NotCovered { .. }
+        | UriErrorKind::Malformed(_)
+        | UriErrorKind::Several { .. } => ItemCode::InvalidArgument,
+    };
+    proto::PlaylistUriError {
+        line: e.line,
+        uri: e.uri.clone(),
+        code: code.into(),
+        message: e.kind.to_string(),
+    }
+}
+
+fn item_code(e: &SignError) -> ItemCode {
+    match e {
+        SignError::Invalid { .. } => ItemCode::InvalidArgument,
+        SignError::UnknownKey(_) | SignError::NoKey => ItemCode::NotFound,
+        SignError::Denied { .. } => ItemCode::PermissionDenied,
+        SignError::Crypto(_) => ItemCode::Internal,
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod keys;
 pub mod policy;
 pub mod pool;
+pub mod public_keys;
 pub mod validate;
 pub mod verify;
 

@@ -7,12 +7,16 @@
 
 mod common;
 mod pg;
+mod playlist_support;
 mod purge_support;
 
 mod cli;
 mod grpc_api;
 mod observability;
 mod operability;
+mod playlist_api;
+mod playlist_cli;
+mod playlist_e2e;
 mod purge_aliyun;
 mod purge_auth;
 mod purge_behaviour;
@@ -26,3 +30,4 @@ mod purge_store;
 mod sdk_js_vectors;
 mod security;
 mod vectors;
+mod verify_api;

@@ -22,7 +22,11 @@ Checks, one line each:
   (e) the grant escapes of tests/fixtures/escapes/grant_escapes.json through
       SignUrls, SignCookies and SignUrlsStream: without --token (no grant) every
       dot segment is INVALID_ARGUMENT naming its field; with --token (a client
-      granted the fixture's prefix) every escape gets the fixture's code.
+      granted the fixture's prefix) every escape gets the fixture's code;
+  (f) Signer/SignPlaylist on ffmpeg's fMP4 playlist: PER_URI (every rewritten URI
+      verified, other lines unchanged), SHARED_POLICY (one signature), and PER_URI on
+      a $Number$ MPD refused with INVALID_ARGUMENT naming SHARED_POLICY and COOKIES;
+  (g) Signer/VerifyUrls: a signed URL valid, a tampered one SIGNATURE.
 
 With --token TOKEN every call carries `authorization: Bearer TOKEN`, and
 --only-escapes runs (e) alone (the granted run of scripts/smoke.sh).
@@ -456,6 +460,76 @@ def run_all(report, channel, pb, pb_grpc, health_pb2, health_pb2_grpc, Reflectio
         return "CloudFront-Policy, CloudFront-Signature, CloudFront-Key-Pair-Id; policy " + policy.decode()
 
     run_check(report, "d  SignCookies custom policy", cookies)
+    run_playlists(report, stub, pb, pubkey, args)
+
+
+def run_playlists(report, stub, pb, pubkey, args) -> None:
+    """(f) SignPlaylist and (g) VerifyUrls, by enum and field names from the proto."""
+    import grpc
+
+    fixtures = REPO_ROOT / "tests/fixtures/playlists/ffmpeg"
+    text = (fixtures / "fmp4.m3u8").read_text()
+    base = f"{HOST}/vod/fmp4/stream.m3u8"
+    state: dict[str, object] = {}
+
+    def per_uri():
+        resp = stub.SignPlaylist(pb.SignPlaylistRequest(
+            playlist=text, base_url=base, mode=pb.PlaylistMode.Value("PER_URI"),
+            key_id=args.key_id, ttl_seconds=TTL), timeout=args.timeout)
+        expect(len(resp.errors) == 0, f"errors {list(resp.errors)}")
+        expect(resp.format == pb.SignPlaylistResponse.Format.Value("HLS_MEDIA"), f"format {resp.format}")
+        expect(resp.signatures == 4 and resp.rewritten == 4, f"signatures {resp.signatures} rewritten {resp.rewritten}")
+        old, new = text.splitlines(), resp.playlist.splitlines()
+        expect(len(old) == len(new), "line count changed")
+        signed = []
+        for a, b in zip(old, new):
+            if a == b:
+                continue
+            url = b.split('URI="', 1)[1].split('"', 1)[0] if b.startswith("#") else b
+            unsigned = urlsplit(url)._replace(query="").geturl()
+            expect(unsigned.endswith("/" + (a.split('URI="', 1)[1].split('"', 1)[0] if a.startswith("#") else a)),
+                   f"{a!r} became {b[:120]!r}")
+            params = signed_params(url, unsigned)
+            verify_sig(pubkey, cf_b64_decode(params["Signature"]), canned_policy(unsigned, int(params["Expires"])))
+            signed.append(url)
+        expect(len(signed) == 4, f"{len(signed)} lines changed")
+        state["url"] = signed[1]
+        return "4 URIs signed (EXT-X-MAP and 3 segments), each verified; every other line unchanged"
+
+    def shared():
+        resp = stub.SignPlaylist(pb.SignPlaylistRequest(
+            playlist=text, base_url=base, mode=pb.PlaylistMode.Value("SHARED_POLICY"),
+            key_id=args.key_id, ttl_seconds=TTL), timeout=args.timeout)
+        expect(resp.signatures == 1, f"signatures {resp.signatures}")
+        expect(resp.policy_resource == f"{HOST}/vod/fmp4/*", f"resource {resp.policy_resource!r}")
+        return f"{resp.rewritten} URIs under one signature"
+
+    def dash_per_uri_refused():
+        mpd = (fixtures / "dash-template.mpd").read_text()
+        try:
+            stub.SignPlaylist(pb.SignPlaylistRequest(
+                playlist=mpd, base_url=f"{HOST}/dash/manifest.mpd", mode=pb.PlaylistMode.Value("PER_URI"),
+                key_id=args.key_id, ttl_seconds=TTL), timeout=args.timeout)
+        except grpc.RpcError as e:
+            expect(e.code() == grpc.StatusCode.INVALID_ARGUMENT, f"code {e.code()}")
+            expect("SHARED_POLICY" in e.details() and "COOKIES" in e.details(), e.details())
+            return e.details()[:100]
+        raise CheckFailed("PER_URI on a $Number$ template was accepted")
+
+    def verify_urls():
+        url = state.get("url")
+        expect(isinstance(url, str), "no signed URL from f1")
+        tampered = url.replace("Expires=", "Expires=1")
+        resp = stub.VerifyUrls(pb.VerifyUrlsRequest(urls=[url, tampered]), timeout=args.timeout)
+        expect(resp.results[0].valid, f"{list(resp.results[0].problems)}")
+        reasons = [pb.VerifyProblem.Reason.Name(p.reason) for p in resp.results[1].problems]
+        expect(not resp.results[1].valid and "SIGNATURE" in reasons, f"tampered: {reasons}")
+        return f"valid; tampered: {reasons}"
+
+    run_check(report, "f1 SignPlaylist PER_URI (ffmpeg fMP4)", per_uri)
+    run_check(report, "f2 SignPlaylist SHARED_POLICY", shared)
+    run_check(report, "f3 SignPlaylist PER_URI on a $Number$ MPD refused", dash_per_uri_refused)
+    run_check(report, "g  VerifyUrls", verify_urls)
 
 
 def run_escapes(report, channel, pb, pb_grpc, args) -> None:
