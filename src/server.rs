@@ -105,9 +105,10 @@ impl Server {
         let config = &live.config;
         tracing::info!(
             keys = live.keys.len(),
-            backend = config.signing.backend.as_str(),
+            backend = live.selection.backend().as_str(),
             "signing keys loaded"
         );
+        live.selection.log();
         if live.keys.is_empty() {
             tracing::warn!("no [[keys]] configured: every signing request will fail");
         }
