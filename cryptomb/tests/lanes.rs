@@ -10,21 +10,27 @@ use openssl::ec::EcKey;
 use openssl::ecdsa::EcdsaSig;
 use openssl::rsa::{Padding, Rsa};
 
+/// Says a test is skipped, on stderr past the harness's capture (the suite's output shows it).
+fn skip(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// The library when it loads and this CPU runs it; else prints the skip and gives `None`.
 fn usable(test: &str) -> Option<CryptoMb> {
     let path = std::env::var_os("CDNSIGN_CRYPTO_MB_LIB").map(std::path::PathBuf::from);
     match CryptoMb::load(path.as_deref()) {
         Ok(mb) if mb.applicable() => Some(mb),
         Ok(mb) => {
-            eprintln!(
+            skip(format_args!(
                 "SKIPPED {test}: {} loaded but this CPU lacks AVX-512 IFMA (features {:#x})",
                 mb.path().display(),
                 mb.cpu_features()
-            );
+            ));
             None
         }
         Err(e) => {
-            eprintln!("SKIPPED {test}: {e}");
+            skip(format_args!("SKIPPED {test}: {e}"));
             None
         }
     }
@@ -207,13 +213,15 @@ fn without_ifma_every_lane_reports_an_error() {
     let mb = match CryptoMb::load(path.as_deref()) {
         Ok(mb) if !mb.applicable() => mb,
         Ok(_) => {
-            eprintln!(
+            skip(format_args!(
                 "SKIPPED without_ifma_every_lane_reports_an_error: this CPU has AVX-512 IFMA"
-            );
+            ));
             return;
         }
         Err(e) => {
-            eprintln!("SKIPPED without_ifma_every_lane_reports_an_error: {e}");
+            skip(format_args!(
+                "SKIPPED without_ifma_every_lane_reports_an_error: {e}"
+            ));
             return;
         }
     };

@@ -242,8 +242,13 @@ impl SignerService {
         let metrics = self.metrics.clone();
         let here = self.few_ecdsa(&call.limits, &req.items, &ctx, &call.keys);
         if let Some(lanes) = self.shared_lanes(here, &req.items, &ctx, &call.keys) {
+            // Room in the pool's queue like any other request: overload is refused first.
+            let admission = self.admit(false, items, &call.limits)?;
             let started = std::time::Instant::now();
             let (results, stats) = sign_batch_shared(&req.items, &ctx, &call.keys, lanes).await;
+            if let Some(a) = admission {
+                a.ran(started.elapsed());
+            }
             let denied = count_outcomes(&results, &metrics, Output::Url);
             let response = url_response(results, stats, batch_index);
             self.record_shared(started.elapsed());
@@ -565,8 +570,13 @@ impl Signer for Arc<SignerService> {
         let metrics = self.metrics.clone();
         let here = self.few_ecdsa(&call.limits, &req.items, &ctx, &call.keys);
         if let Some(lanes) = self.shared_lanes(here, &req.items, &ctx, &call.keys) {
+            // Room in the pool's queue like any other request: overload is refused first.
+            let admission = self.admit(false, items, &call.limits)?;
             let started = std::time::Instant::now();
             let (results, stats) = sign_batch_shared(&req.items, &ctx, &call.keys, lanes).await;
+            if let Some(a) = admission {
+                a.ran(started.elapsed());
+            }
             let denied = count_outcomes(&results, &metrics, Output::Cookie);
             let response = cookie_response(results, stats, &attrs);
             self.record_shared(started.elapsed());

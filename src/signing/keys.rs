@@ -259,19 +259,11 @@ impl SigningKey {
         hash: HashAlg,
         backend: Backend,
     ) -> Result<SigningKey, KeyError> {
-        #[cfg(feature = "openssl-backend")]
-        if backend == Backend::Multibuffer {
-            let engine =
-                super::backend::multibuffer::engine().map_err(|e| KeyError::Unsupported {
-                    id: id.to_owned(),
-                    reason: format!("backend \"multibuffer\": {e}"),
-                })?;
-            return Self::parse(id, pem, hash, backend, Some(&engine));
-        }
         Self::parse(id, pem, hash, backend, None)
     }
 
-    /// Parses with `engine` for [`Backend::Multibuffer`] (the selection made at start).
+    /// Parses with `engine` for [`Backend::Multibuffer`] (the selection made at start;
+    /// `None`: load it as `serve` would).
     pub(crate) fn parse(
         id: &str,
         pem: &str,
@@ -288,10 +280,22 @@ impl SigningKey {
             #[cfg(feature = "openssl-backend")]
             Backend::Openssl => super::backend::openssl::parse(id, pem)?,
             #[cfg(feature = "openssl-backend")]
-            Backend::Multibuffer => match engine {
-                Some(engine) => super::backend::multibuffer::key::parse(id, pem, hash, engine)?,
-                None => super::backend::openssl::parse(id, pem)?,
-            },
+            Backend::Multibuffer => {
+                let loaded;
+                let engine = match engine {
+                    Some(engine) => engine,
+                    None => {
+                        loaded = super::backend::multibuffer::engine().map_err(|e| {
+                            KeyError::Unsupported {
+                                id: id.to_owned(),
+                                reason: format!("backend \"multibuffer\": {e}"),
+                            }
+                        })?;
+                        &loaded
+                    }
+                };
+                super::backend::multibuffer::key::parse(id, pem, hash, engine)?
+            }
             #[cfg(not(feature = "openssl-backend"))]
             Backend::Openssl | Backend::Multibuffer => {
                 let _ = engine;

@@ -252,3 +252,82 @@ pub async fn sign_batch_shared<T: AsItemSpec + Sync>(
     }
     plan.finish(signed)
 }
+
+#[cfg(all(test, feature = "openssl-backend"))]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::signing::backend::multibuffer::tests::{
+        NOW, ctx, engine_or_skip, keyset, repo_file, url,
+    };
+    use crate::signing::keys::Backend;
+    use crate::signing::validate::ItemSpec;
+    use crate::signing::verify::{VerifyKey, verify_url};
+
+    /// Eight single-URL calls released together by a barrier: with a flush timer of an
+    /// hour, they can only complete by filling one queue to 8 and sharing its flush.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_single_url_calls_share_one_flush() {
+        let Some(engine) = engine_or_skip("concurrent_single_url_calls_share_one_flush") else {
+            return;
+        };
+        let pool = Arc::new(SigningPool::new(2).expect("pool"));
+        let lanes = Arc::new(Lanes::new(pool, Duration::from_secs(3600)).expect("lanes"));
+        let keys = Arc::new(keyset(Backend::Multibuffer, Some(&engine)));
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let (lanes, keys, barrier) =
+                    (Arc::clone(&lanes), Arc::clone(&keys), Arc::clone(&barrier));
+                tokio::spawn(async move {
+                    let u = url(i);
+                    let item = [ItemSpec {
+                        url: &u,
+                        ..ItemSpec::default()
+                    }];
+                    barrier.wait().await;
+                    let (mut results, stats) =
+                        sign_batch_shared(&item, &ctx(&keys, "KRSA1"), &keys, &lanes).await;
+                    assert_eq!(stats.signed, 1);
+                    results.remove(0).expect("signed").signed_url()
+                })
+            })
+            .collect();
+        let vk = VerifyKey::from_pem(&repo_file("config/dev-keys/TEST-ONLY-cloudfront.pub.pem"))
+            .expect("public key");
+        for call in calls {
+            let signed = call.await.expect("task");
+            assert!(verify_url(&signed, &vk, NOW + 1, None).valid(), "{signed}");
+        }
+        let counts = lanes.counts();
+        assert_eq!(counts.full.load(Ordering::SeqCst), 1);
+        assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
+        assert_eq!(counts.signatures.load(Ordering::SeqCst), 8);
+    }
+
+    /// A signature with nobody to share with is flushed by the timer, alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_signature_is_flushed_by_the_timer() {
+        let Some(engine) = engine_or_skip("a_lone_signature_is_flushed_by_the_timer") else {
+            return;
+        };
+        let pool = Arc::new(SigningPool::new(1).expect("pool"));
+        let lanes = Lanes::new(pool, Duration::from_micros(100)).expect("lanes");
+        let keys = keyset(Backend::Multibuffer, Some(&engine));
+        let u = url(1);
+        let item = [ItemSpec {
+            url: &u,
+            key_id: "KEC256",
+            ..ItemSpec::default()
+        }];
+        let (results, _) = sign_batch_shared(&item, &ctx(&keys, "KRSA1"), &keys, &lanes).await;
+        let signed = results[0].as_ref().expect("signed").signed_url();
+        let vk = VerifyKey::from_pem(&repo_file("tests/fixtures/keys/ec-p256.pub.pem"))
+            .expect("public key");
+        assert!(verify_url(&signed, &vk, NOW + 1, None).valid(), "{signed}");
+        let counts = lanes.counts();
+        assert_eq!(counts.timer.load(Ordering::SeqCst), 1);
+        assert_eq!(counts.full.load(Ordering::SeqCst), 0);
+    }
+}

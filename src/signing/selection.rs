@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::keys::{Backend, EngineRef, HashAlg, KeyKind, algorithm_label};
 use crate::config::SigningConfig;
 
+/// The environment variable naming the crypto_mb library file to load instead of the
+/// default locations (`/usr/local/lib/cdnsign/libcrypto_mb.so.13`, then the system
+/// loader's search for `libcrypto_mb.so.13`, `.so.11`, `.so`).
+pub const LIB_ENV: &str = "CDNSIGN_CRYPTO_MB_LIB";
+
 /// `[signing] multibuffer`: whether RSA-2048 and ECDSA P-256 sign in crypto_mb's 8 lanes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,8 +59,21 @@ pub struct Selection {
 
 impl Selection {
     /// Decides for `signing`; an error (naming what is missing) only when
-    /// `multibuffer = "required"` cannot be met.
+    /// `multibuffer = "required"` cannot be met. The library is the one
+    /// `CDNSIGN_CRYPTO_MB_LIB` names, else the first found in the default locations.
     pub fn resolve(signing: &SigningConfig) -> Result<Selection, String> {
+        let lib = std::env::var_os(LIB_ENV)
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from);
+        Self::resolve_with(signing, lib.as_deref())
+    }
+
+    /// [`resolve`](Self::resolve) with the library file given (`None`: the default
+    /// locations).
+    pub fn resolve_with(
+        signing: &SigningConfig,
+        lib: Option<&std::path::Path>,
+    ) -> Result<Selection, String> {
         let mode = signing.multibuffer;
         let flush_after = Duration::from_micros(signing.multibuffer_flush_us);
         let plain = |reason: String| Selection {
@@ -86,7 +104,7 @@ impl Selection {
         }
         #[cfg(feature = "openssl-backend")]
         {
-            match super::backend::multibuffer::engine() {
+            match super::backend::multibuffer::engine::engine_at(lib) {
                 Ok(engine) => Ok(Selection {
                     backend: Backend::Multibuffer,
                     reason: format!(
@@ -103,6 +121,7 @@ impl Selection {
         }
         #[cfg(not(feature = "openssl-backend"))]
         {
+            let _ = lib;
             let why = "this build has no OpenSSL backend (feature openssl-backend)";
             match mode {
                 MultibufferMode::Required => Err(required(why)),
@@ -185,5 +204,59 @@ impl Selection {
             flush_us = self.flush_after.as_micros() as u64,
             "signing backends"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signing(mode: MultibufferMode) -> SigningConfig {
+        SigningConfig {
+            multibuffer: mode,
+            ..SigningConfig::default()
+        }
+    }
+
+    const MISSING: &str = "/nonexistent/cdnsign-test/libcrypto_mb.so";
+
+    #[test]
+    fn a_missing_library_falls_back_to_openssl_unless_required() {
+        let missing = Some(std::path::Path::new(MISSING));
+        let auto = Selection::resolve_with(&signing(MultibufferMode::Auto), missing)
+            .expect("auto falls back");
+        assert!(!auto.multibuffer());
+        assert_eq!(auto.backend(), Backend::default());
+        assert!(auto.reason().contains(MISSING), "{}", auto.reason());
+        assert!(
+            auto.report()
+                .iter()
+                .all(|(_, b)| *b == Backend::default().as_str())
+        );
+        let err = Selection::resolve_with(&signing(MultibufferMode::Required), missing)
+            .expect_err("required refuses");
+        assert!(err.contains("required") && err.contains(MISSING), "{err}");
+    }
+
+    #[test]
+    fn off_means_openssl_whatever_is_installed() {
+        let off = Selection::resolve_with(&signing(MultibufferMode::Off), None).expect("off");
+        assert!(!off.multibuffer());
+        assert!(off.reason().contains("\"off\""), "{}", off.reason());
+    }
+
+    #[cfg(feature = "openssl-backend")]
+    #[test]
+    fn auto_uses_the_lanes_where_the_library_runs() {
+        let Some(_) = crate::signing::backend::multibuffer::tests::engine_or_skip(
+            "auto_uses_the_lanes_where_the_library_runs",
+        ) else {
+            return;
+        };
+        let auto = Selection::resolve_with(&signing(MultibufferMode::Auto), None).expect("auto");
+        assert!(auto.multibuffer(), "{}", auto.reason());
+        assert!(auto.report().contains(&("rsa_sha1", "multibuffer")));
+        assert!(auto.report().contains(&("ecdsa_sha256", "multibuffer")));
+        Selection::resolve_with(&signing(MultibufferMode::Required), None).expect("required");
     }
 }

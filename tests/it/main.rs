@@ -11,6 +11,7 @@ mod purge_support;
 
 mod cli;
 mod grpc_api;
+mod multibuffer;
 mod operability;
 mod purge_aliyun;
 mod purge_auth;

@@ -5,9 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use cdnsign_cryptomb::{CryptoMb, LoadError};
 
-/// The environment variable naming the library file to load instead of the default
-/// locations (`cdnsign_cryptomb::DEFAULT_CANDIDATES`).
-pub const LIB_ENV: &str = "CDNSIGN_CRYPTO_MB_LIB";
+use crate::signing::selection::LIB_ENV;
 
 /// A loaded crypto_mb that this CPU runs.
 #[derive(Debug)]

@@ -77,6 +77,9 @@ pub struct MbKey {
     /// check, to prove the check catches it.
     #[cfg(test)]
     pub(crate) corrupt_next: std::sync::atomic::AtomicU8,
+    /// Test builds: lanes the check caught (the metric's recorder is process-global).
+    #[cfg(test)]
+    pub(crate) verify_failures_seen: std::sync::atomic::AtomicU64,
 }
 
 /// Parses `pem` for the multi-buffer backend: RSA-2048 and P-256 keys sign in lanes; any
@@ -122,6 +125,8 @@ pub(crate) fn parse(
                 lane_error: counter(Fallback::LaneError),
                 #[cfg(test)]
                 corrupt_next: std::sync::atomic::AtomicU8::new(0),
+                #[cfg(test)]
+                verify_failures_seen: std::sync::atomic::AtomicU64::new(0),
             })
         }
         None => Box::new(fallback),
@@ -223,6 +228,11 @@ impl MbKey {
         detail: &str,
         digest: &Digest,
     ) -> Result<Vec<u8>, CryptoError> {
+        #[cfg(test)]
+        if why == Fallback::VerifyFailed {
+            self.verify_failures_seen
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         match why {
             Fallback::VerifyFailed => self.verify_failed.increment(1),
             Fallback::LaneError => self.lane_error.increment(1),
@@ -281,5 +291,66 @@ impl PrivateKey for MbKey {
         debug_assert_eq!(hash, self.hash);
         let digests: Vec<Digest> = msgs.iter().map(|m| Digest::of(self.hash, m)).collect();
         self.sign_digests(&digests)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::signing::backend::multibuffer::tests::engine_or_skip;
+
+    #[test]
+    fn a_corrupted_lane_is_caught_by_the_check_and_resigned_with_openssl() {
+        let Some(engine) =
+            engine_or_skip("a_corrupted_lane_is_caught_by_the_check_and_resigned_with_openssl")
+        else {
+            return;
+        };
+        let pem = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config/dev-keys/TEST-ONLY-cloudfront.pem"),
+        )
+        .expect("key");
+        let pem = crate::signing::backend::pem_body(&pem);
+        let parsed = parse("K1", pem, HashAlg::Sha1, &engine).expect("parse");
+        let ossl = crate::signing::backend::openssl::parse("K1", pem).expect("openssl");
+        // Build the MbKey itself to reach its test hook.
+        let (kind, _, pkey) = parse_pkey("K1", pem).expect("pkey");
+        let rsa = pkey.rsa().expect("rsa");
+        let key = MbKey {
+            id: "K1".into(),
+            hash: HashAlg::Sha1,
+            algorithm: "rsa_sha1",
+            engine,
+            lane_key: LaneKey::Rsa(Rsa2048Key::from_openssl(&rsa).expect("2048")),
+            fallback: OpensslKey::new(kind, pkey),
+            verify_failed: Counter::noop(),
+            lane_error: Counter::noop(),
+            corrupt_next: std::sync::atomic::AtomicU8::new(0),
+            verify_failures_seen: std::sync::atomic::AtomicU64::new(0),
+        };
+        let msgs: Vec<Vec<u8>> = (0..6).map(|i| format!("policy {i}").into_bytes()).collect();
+        let want: Vec<Vec<u8>> = msgs
+            .iter()
+            .map(|m| ossl.key.sign(HashAlg::Sha1, m).expect("openssl"))
+            .collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+
+        // Clean run: every lane from crypto_mb, none re-signed.
+        let clean = key.sign_lanes(HashAlg::Sha1, &refs);
+        assert_eq!(key.verify_failures_seen.load(Ordering::SeqCst), 0);
+        // Lanes 0 and 2 corrupted after the private operation: the check catches both,
+        // OpenSSL re-signs them, and every released signature is still the right one.
+        key.corrupt_next.store(0b101, Ordering::SeqCst);
+        let caught = key.sign_lanes(HashAlg::Sha1, &refs);
+        assert_eq!(key.verify_failures_seen.load(Ordering::SeqCst), 2);
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(clean[i].as_ref().expect("clean"), w, "lane {i}");
+            assert_eq!(caught[i].as_ref().expect("re-signed"), w, "lane {i}");
+        }
+        // The parse path builds the same kind of key (8 lanes).
+        assert_eq!(parsed.key.lanes(), 8);
     }
 }

@@ -18,3 +18,6 @@ pub mod pkcs1;
 
 pub use engine::{Engine, Unavailable, engine};
 pub use key::MbKey;
+
+#[cfg(test)]
+pub(crate) mod tests;
