@@ -175,7 +175,7 @@ fn describe() {
     describe_histogram!(
         MULTIBUFFER_FLUSH_LANES,
         Unit::Count,
-        "Signatures per cross-request multi-buffer flush"
+        "How many signatures each cross-request multi-buffer flush computed"
     );
     describe_gauge!(KEYS_LOADED, "Keys in the live key set");
     describe_counter!(KEY_RELOADS, "Key set loads, by outcome");
