@@ -370,6 +370,22 @@ impl SigningKey {
         self.inner.sign_lanes(self.hash, msgs)
     }
 
+    /// The fewest signatures worth one lane computation (see
+    /// [`sign_one_by_one`](Self::sign_one_by_one)); 1 for keys without lanes.
+    pub fn min_lane_fill(&self) -> usize {
+        self.inner.min_lane_fill()
+    }
+
+    /// Signs each message on its own on the pool, with the key's scalar path (OpenSSL for
+    /// a multi-buffer key): for a few messages, cheaper than a lane computation.
+    pub fn sign_one_by_one(
+        &self,
+        msgs: &[&[u8]],
+        _on_pool: &OnPool,
+    ) -> Vec<Result<Vec<u8>, CryptoError>> {
+        self.inner.sign_one_by_one(self.hash, msgs)
+    }
+
     /// Signs `msg` with an ECDSA key on the calling thread (see [`Site::CallerThread`]).
     /// Contains no RSA code: an RSA key returns an error, so RSA stays on the pool.
     ///

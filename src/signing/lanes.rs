@@ -8,6 +8,11 @@
 //! is free meanwhile, and the private-key work still only runs on the pool (a flush is a
 //! pool job with an [`OnPool`] token).
 //!
+//! A timer flush of fewer signatures than [`SigningKey::min_lane_fill`] (3 for the
+//! multi-buffer backend: 8 lanes cost about what 3 OpenSSL signatures cost) signs them one
+//! by one with OpenSSL instead: a lone caller gets an OpenSSL signature's latency, not an
+//! 8-lane computation's.
+//!
 //! One timer thread (`cdnsign-lanes`) per [`Lanes`] watches the deadlines; it only moves
 //! queues to the pool, it never signs.
 
@@ -47,6 +52,9 @@ pub struct FlushCounts {
     pub full: AtomicU64,
     /// Flushes of a queue whose first signature had waited `multibuffer_flush_us`.
     pub timer: AtomicU64,
+    /// Of the timer flushes, those too small to be worth a lane computation
+    /// ([`SigningKey::min_lane_fill`]), signed one by one with OpenSSL.
+    pub one_by_one: AtomicU64,
     /// Signatures flushed, over all flushes.
     pub signatures: AtomicU64,
 }
@@ -206,10 +214,16 @@ impl Shared {
         self.counts
             .signatures
             .fetch_add(queue.msgs.len() as u64, Ordering::Relaxed);
-        let label = match trigger {
-            Trigger::Full => "full",
-            Trigger::Timer => "timer",
+        // A few signatures cost less one by one than one lane computation.
+        let one_by_one = queue.msgs.len() < queue.key.min_lane_fill();
+        let label = match (trigger, one_by_one) {
+            (Trigger::Full, _) => "full",
+            (Trigger::Timer, false) => "timer",
+            (Trigger::Timer, true) => "timer_one_by_one",
         };
+        if one_by_one {
+            self.counts.one_by_one.fetch_add(1, Ordering::Relaxed);
+        }
         metrics::counter!(MULTIBUFFER_FLUSHES, "trigger" => label).increment(1);
         metrics::histogram!(MULTIBUFFER_FLUSH_LANES).record(queue.msgs.len() as f64);
         self.pool.spawn(move |on_pool: &OnPool| {
@@ -217,7 +231,11 @@ impl Shared {
                 key, msgs, replies, ..
             } = queue;
             let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-            let sigs = key.sign_lanes(&refs, on_pool);
+            let sigs = if one_by_one {
+                key.sign_one_by_one(&refs, on_pool)
+            } else {
+                key.sign_lanes(&refs, on_pool)
+            };
             for (reply, sig) in replies.into_iter().zip(sigs) {
                 // The caller may have gone (deadline, cancel): its signature is dropped.
                 let _ = reply.send(sig);
@@ -303,10 +321,12 @@ mod tests {
         let counts = lanes.counts();
         assert_eq!(counts.full.load(Ordering::SeqCst), 1);
         assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
+        assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 0);
         assert_eq!(counts.signatures.load(Ordering::SeqCst), 8);
     }
 
-    /// A signature with nobody to share with is flushed by the timer, alone.
+    /// A signature with nobody to share with is flushed by the timer, alone, and signed
+    /// with OpenSSL (cheaper than 8 lanes for one signature).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lone_signature_is_flushed_by_the_timer() {
         let Some(engine) = engine_or_skip("a_lone_signature_is_flushed_by_the_timer") else {
@@ -328,6 +348,7 @@ mod tests {
         assert!(verify_url(&signed, &vk, NOW + 1, None).valid(), "{signed}");
         let counts = lanes.counts();
         assert_eq!(counts.timer.load(Ordering::SeqCst), 1);
+        assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 1);
         assert_eq!(counts.full.load(Ordering::SeqCst), 0);
     }
 }

@@ -37,6 +37,18 @@ pub(crate) trait PrivateKey: Send + Sync {
     fn sign_lanes(&self, hash: HashAlg, msgs: &[&[u8]]) -> Vec<Result<Vec<u8>, CryptoError>> {
         msgs.iter().map(|m| self.sign(hash, m)).collect()
     }
+
+    /// The fewest messages for which one lane computation costs less than signing them one
+    /// at a time ([`sign_one_by_one`](Self::sign_one_by_one)); 1 without lanes.
+    fn min_lane_fill(&self) -> usize {
+        1
+    }
+
+    /// Signs each message on its own with the key's scalar path (OpenSSL for the
+    /// multi-buffer backend): cheaper than a lane computation for a few messages.
+    fn sign_one_by_one(&self, hash: HashAlg, msgs: &[&[u8]]) -> Vec<Result<Vec<u8>, CryptoError>> {
+        msgs.iter().map(|m| self.sign(hash, m)).collect()
+    }
 }
 
 /// What a backend made of a PEM.
