@@ -4,7 +4,9 @@
 //! The model is Envoy's `cryptomb` private key provider: a queue per key, flushed to the
 //! signing pool as soon as it holds [`SigningKey::lanes`] signatures, or when the first of
 //! them has waited `[signing] multibuffer_flush_us` (a lone signature never waits longer
-//! than that). Requests submit from the gRPC worker and await their signature; the worker
+//! than that). One change, Nagle-like: a signature that finds the pool idle (nothing
+//! running, no flush waiting to start) is flushed at once; lanes are a throughput tool, and
+//! an idle pool has no throughput problem. Queues form as soon as the pool is busy. Requests submit from the gRPC worker and await their signature; the worker
 //! is free meanwhile, and the private-key work still only runs on the pool (a flush is a
 //! pool job with an [`OnPool`] token).
 //!
@@ -16,7 +18,7 @@
 //! One timer thread (`cdnsign-lanes`) per [`Lanes`] watches the deadlines; it only moves
 //! queues to the pool, it never signs.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -52,7 +54,9 @@ pub struct FlushCounts {
     pub full: AtomicU64,
     /// Flushes of a queue whose first signature had waited `multibuffer_flush_us`.
     pub timer: AtomicU64,
-    /// Of the timer flushes, those too small to be worth a lane computation
+    /// Flushes made at once because the pool was idle.
+    pub idle: AtomicU64,
+    /// Of the timer and idle flushes, those too small to be worth a lane computation
     /// ([`SigningKey::min_lane_fill`]), signed one by one with OpenSSL.
     pub one_by_one: AtomicU64,
     /// Signatures flushed, over all flushes.
@@ -65,6 +69,11 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     counts: FlushCounts,
+    /// Flush jobs handed to the pool and not started yet.
+    pending: AtomicUsize,
+    /// Test builds: told of every flush handed to the pool.
+    #[cfg(test)]
+    flushed: tokio::sync::Notify,
 }
 
 /// The cross-request lane queues of one server. Dropping it flushes what is queued and
@@ -85,6 +94,7 @@ impl std::fmt::Debug for Lanes {
 enum Trigger {
     Full,
     Timer,
+    Idle,
 }
 
 impl Lanes {
@@ -96,6 +106,9 @@ impl Lanes {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             counts: FlushCounts::default(),
+            pending: AtomicUsize::new(0),
+            #[cfg(test)]
+            flushed: tokio::sync::Notify::new(),
         });
         let timer = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -141,10 +154,17 @@ impl Lanes {
         let queue = &mut state.queues[at];
         queue.msgs.push(msg.to_vec());
         queue.replies.push(tx);
-        if queue.msgs.len() >= lanes || state.closed {
-            let full = state.queues.swap_remove(at);
+        let trigger = if queue.msgs.len() >= lanes || state.closed {
+            Some(Trigger::Full)
+        } else if self.shared.pool_idle() {
+            Some(Trigger::Idle)
+        } else {
+            None
+        };
+        if let Some(trigger) = trigger {
+            let queue = state.queues.swap_remove(at);
             drop(state);
-            self.shared.flush(full, Trigger::Full);
+            self.shared.flush(queue, trigger);
         }
         rx
     }
@@ -158,13 +178,20 @@ impl Drop for Lanes {
 }
 
 impl Shared {
+    /// Nothing runs on the pool and no flush waits to start.
+    fn pool_idle(&self) -> bool {
+        self.pool.busy() == 0
+            && self.pool.queued() == 0
+            && self.pending.load(Ordering::Acquire) == 0
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The timer thread: flushes every queue whose deadline has passed; at close, flushes
     /// everything and ends.
-    fn run_timer(&self) {
+    fn run_timer(self: &Arc<Self>) {
         let mut state = self.lock();
         loop {
             let now = Instant::now();
@@ -205,10 +232,11 @@ impl Shared {
     }
 
     /// Signs a queue's messages in one pool job and answers each waiter.
-    fn flush(&self, queue: Queue, trigger: Trigger) {
+    fn flush(self: &Arc<Self>, queue: Queue, trigger: Trigger) {
         let counter = match trigger {
             Trigger::Full => &self.counts.full,
             Trigger::Timer => &self.counts.timer,
+            Trigger::Idle => &self.counts.idle,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.counts
@@ -220,13 +248,21 @@ impl Shared {
             (Trigger::Full, _) => "full",
             (Trigger::Timer, false) => "timer",
             (Trigger::Timer, true) => "timer_one_by_one",
+            (Trigger::Idle, false) => "idle",
+            (Trigger::Idle, true) => "idle_one_by_one",
         };
         if one_by_one {
             self.counts.one_by_one.fetch_add(1, Ordering::Relaxed);
         }
         metrics::counter!(MULTIBUFFER_FLUSHES, "trigger" => label).increment(1);
         metrics::histogram!(MULTIBUFFER_FLUSH_LANES).record(queue.msgs.len() as f64);
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        #[cfg(test)]
+        self.flushed.notify_one();
+        let shared = Arc::clone(self);
         self.pool.spawn(move |on_pool: &OnPool| {
+            // Running now (counted in the pool's busy threads).
+            shared.pending.fetch_sub(1, Ordering::AcqRel);
             let Queue {
                 key, msgs, replies, ..
             } = queue;
@@ -279,20 +315,47 @@ mod tests {
     use crate::signing::backend::multibuffer::tests::{
         NOW, ctx, engine_or_skip, keyset, repo_file, url,
     };
-    use crate::signing::keys::Backend;
+    use crate::signing::keys::{Backend, KeySet};
     use crate::signing::validate::ItemSpec;
     use crate::signing::verify::{VerifyKey, verify_url};
 
-    /// Eight single-URL calls released together by a barrier: with a flush timer of an
-    /// hour, they can only complete by filling one queue to 8 and sharing its flush.
+    /// Holds the pool's only thread until the returned sender is dropped or sent to.
+    async fn hold(
+        pool: &Arc<SigningPool>,
+    ) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel::<()>();
+        let p = Arc::clone(pool);
+        let blocker = tokio::spawn(async move {
+            let _ = p
+                .run(move |_| {
+                    let _ = started.send(());
+                    let _ = released.recv();
+                })
+                .await;
+        });
+        running.await.expect("blocker started");
+        (release, blocker)
+    }
+
+    fn verify(signed: &str, public: &str) {
+        let vk = VerifyKey::from_pem(&repo_file(public)).expect("public key");
+        assert!(verify_url(signed, &vk, NOW + 1, None).valid(), "{signed}");
+    }
+
+    /// Eight single-URL calls released together by a barrier while the pool is busy: with
+    /// a flush timer of an hour, they complete by filling one queue to 8 and sharing its
+    /// flush.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_single_url_calls_share_one_flush() {
         let Some(engine) = engine_or_skip("concurrent_single_url_calls_share_one_flush") else {
             return;
         };
-        let pool = Arc::new(SigningPool::new(2).expect("pool"));
-        let lanes = Arc::new(Lanes::new(pool, Duration::from_secs(3600)).expect("lanes"));
+        let pool = Arc::new(SigningPool::new(1).expect("pool"));
+        let lanes =
+            Arc::new(Lanes::new(Arc::clone(&pool), Duration::from_secs(3600)).expect("lanes"));
         let keys = Arc::new(keyset(Backend::Multibuffer, Some(&engine)));
+        let (release, blocker) = hold(&pool).await;
         let barrier = Arc::new(tokio::sync::Barrier::new(8));
         let calls: Vec<_> = (0..8)
             .map(|i| {
@@ -312,29 +375,59 @@ mod tests {
                 })
             })
             .collect();
-        let vk = VerifyKey::from_pem(&repo_file("config/dev-keys/TEST-ONLY-cloudfront.pub.pem"))
-            .expect("public key");
+        // The eighth call fills the queue and hands its flush to the (busy) pool.
+        lanes.shared.flushed.notified().await;
+        release.send(()).expect("release");
+        blocker.await.expect("blocker");
         for call in calls {
-            let signed = call.await.expect("task");
-            assert!(verify_url(&signed, &vk, NOW + 1, None).valid(), "{signed}");
+            verify(
+                &call.await.expect("task"),
+                "config/dev-keys/TEST-ONLY-cloudfront.pub.pem",
+            );
         }
         let counts = lanes.counts();
         assert_eq!(counts.full.load(Ordering::SeqCst), 1);
         assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
+        assert_eq!(counts.idle.load(Ordering::SeqCst), 0);
         assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 0);
         assert_eq!(counts.signatures.load(Ordering::SeqCst), 8);
     }
 
-    /// A signature with nobody to share with is flushed by the timer, alone, and signed
-    /// with OpenSSL (cheaper than 8 lanes for one signature).
+    /// A lone signature on a busy pool waits at most `multibuffer_flush_us`, then the timer
+    /// flushes it alone, signed with OpenSSL (cheaper than 8 lanes for one signature).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lone_signature_is_flushed_by_the_timer() {
-        let Some(engine) = engine_or_skip("a_lone_signature_is_flushed_by_the_timer") else {
+    async fn a_lone_signature_on_a_busy_pool_is_flushed_by_the_timer() {
+        let Some(engine) =
+            engine_or_skip("a_lone_signature_on_a_busy_pool_is_flushed_by_the_timer")
+        else {
             return;
         };
         let pool = Arc::new(SigningPool::new(1).expect("pool"));
-        let lanes = Lanes::new(pool, Duration::from_micros(100)).expect("lanes");
+        let lanes = Lanes::new(Arc::clone(&pool), Duration::from_micros(100)).expect("lanes");
         let keys = keyset(Backend::Multibuffer, Some(&engine));
+        let key = keys.get("KEC256").expect("key");
+        let (release, blocker) = hold(&pool).await;
+        let rx = lanes.submit(&key, b"a policy");
+        lanes.shared.flushed.notified().await;
+        release.send(()).expect("release");
+        blocker.await.expect("blocker");
+        let der = rx.await.expect("answered").expect("signed");
+        openssl::ecdsa::EcdsaSig::from_der(&der).expect("DER");
+        let counts = lanes.counts();
+        assert_eq!(counts.timer.load(Ordering::SeqCst), 1);
+        assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 1);
+        assert_eq!(counts.full.load(Ordering::SeqCst), 0);
+    }
+
+    /// On an idle pool a signature does not wait for company at all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_an_idle_pool_a_signature_is_flushed_at_once() {
+        let Some(engine) = engine_or_skip("on_an_idle_pool_a_signature_is_flushed_at_once") else {
+            return;
+        };
+        let pool = Arc::new(SigningPool::new(1).expect("pool"));
+        let lanes = Lanes::new(pool, Duration::from_secs(3600)).expect("lanes");
+        let keys: KeySet = keyset(Backend::Multibuffer, Some(&engine));
         let u = url(1);
         let item = [ItemSpec {
             url: &u,
@@ -342,13 +435,13 @@ mod tests {
             ..ItemSpec::default()
         }];
         let (results, _) = sign_batch_shared(&item, &ctx(&keys, "KRSA1"), &keys, &lanes).await;
-        let signed = results[0].as_ref().expect("signed").signed_url();
-        let vk = VerifyKey::from_pem(&repo_file("tests/fixtures/keys/ec-p256.pub.pem"))
-            .expect("public key");
-        assert!(verify_url(&signed, &vk, NOW + 1, None).valid(), "{signed}");
+        verify(
+            &results[0].as_ref().expect("signed").signed_url(),
+            "tests/fixtures/keys/ec-p256.pub.pem",
+        );
         let counts = lanes.counts();
-        assert_eq!(counts.timer.load(Ordering::SeqCst), 1);
+        assert_eq!(counts.idle.load(Ordering::SeqCst), 1);
         assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 1);
-        assert_eq!(counts.full.load(Ordering::SeqCst), 0);
+        assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
     }
 }
