@@ -225,6 +225,7 @@ pub struct SigningKey {
     backend: Backend,
     bits: u32,
     counters: KeyCounters,
+    min_lane_fill: usize,
     inner: Box<dyn PrivateKey>,
 }
 
@@ -314,6 +315,7 @@ impl SigningKey {
             backend,
             bits: parsed.bits,
             counters: KeyCounters::new(id, algorithm_label(parsed.kind, hash)),
+            min_lane_fill: parsed.key.min_lane_fill(),
             inner: parsed.key,
         })
     }
@@ -370,10 +372,19 @@ impl SigningKey {
         self.inner.sign_lanes(self.hash, msgs)
     }
 
-    /// The fewest signatures worth one lane computation (see
-    /// [`sign_one_by_one`](Self::sign_one_by_one)); 1 for keys without lanes.
+    /// The fewest signatures worth one lane computation: fewer are signed one by one (see
+    /// [`sign_one_by_one`](Self::sign_one_by_one)), in batches and in cross-request
+    /// flushes alike. 3 for the multi-buffer backend, 1 for keys without lanes.
     pub fn min_lane_fill(&self) -> usize {
-        self.inner.min_lane_fill()
+        self.min_lane_fill
+    }
+
+    /// The same key with another [`min_lane_fill`](Self::min_lane_fill) (1 to
+    /// [`lanes`](Self::lanes)): 1 puts even a lone signature through the lanes, which is
+    /// how the vector tests pin the multi-buffer backend's bytes.
+    pub fn with_min_lane_fill(mut self, fill: usize) -> SigningKey {
+        self.min_lane_fill = fill.clamp(1, self.lanes().max(1));
+        self
     }
 
     /// Signs each message on its own on the pool, with the key's scalar path (OpenSSL for

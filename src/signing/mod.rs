@@ -337,7 +337,8 @@ pub fn sign_batch<T: AsItemSpec + Sync>(
 }
 
 /// Signs every group on the pool: groups of one key in chunks of its lane count (8 for
-/// the multi-buffer backend, else 1), the chunks in parallel.
+/// the multi-buffer backend, else 1), the chunks in parallel; a chunk smaller than the
+/// key's [`SigningKey::min_lane_fill`] is signed one by one.
 fn sign_groups_in_lanes(plan: &Plan, on_pool: &OnPool) -> Vec<GroupOut> {
     let groups: Vec<(&Arc<SigningKey>, &[u8])> = plan.groups().collect();
     // Group indices by key, in first-seen order.
@@ -356,8 +357,10 @@ fn sign_groups_in_lanes(plan: &Plan, on_pool: &OnPool) -> Vec<GroupOut> {
         .par_iter()
         .map(|(key, gs)| {
             let msgs: Vec<&[u8]> = gs.iter().map(|&g| groups[g].1).collect();
-            let sigs = if msgs.len() == 1 {
-                vec![key.sign(msgs[0], on_pool)]
+            // Too few for a lane computation (a playlist's one signature, a remainder):
+            // one by one is cheaper.
+            let sigs = if msgs.len() < key.min_lane_fill() {
+                key.sign_one_by_one(&msgs, on_pool)
             } else {
                 key.sign_lanes(&msgs, on_pool)
             };

@@ -66,6 +66,21 @@ pub(crate) fn keyset(backend: Backend, engine: Option<&Arc<Engine>>) -> KeySet {
     }))
 }
 
+/// The same keys, every signature through the lanes (even a lone one).
+fn keyset_all_lanes(engine: &Arc<Engine>) -> KeySet {
+    KeySet::from_keys(KEYS.iter().map(|(id, pem, _, hash)| {
+        SigningKey::parse(
+            id,
+            &repo_file(pem),
+            *hash,
+            Backend::Multibuffer,
+            Some(engine),
+        )
+        .expect("key")
+        .with_min_lane_fill(1)
+    }))
+}
+
 pub(crate) fn ctx(keys: &KeySet, default: &str) -> BatchContext {
     BatchContext {
         default_key: keys.get(default),
@@ -91,9 +106,10 @@ fn rsa_lanes_filled_1_to_8_and_past_8_are_byte_identical_to_openssl() {
         return;
     };
     let pool = SigningPool::new(2).expect("pool");
-    let mb = keyset(Backend::Multibuffer, Some(&engine));
+    let mb = keyset_all_lanes(&engine);
     let ossl = keyset(Backend::Openssl, None);
     assert_eq!(mb.get("KRSA1").expect("k").lanes(), 8);
+    assert_eq!(mb.get("KRSA1").expect("k").min_lane_fill(), 1);
     for default in ["KRSA1", "KRSA256"] {
         for n in (1..=8).chain([9, 17]) {
             let urls: Vec<String> = (0..n).map(url).collect();
@@ -120,6 +136,24 @@ fn rsa_lanes_filled_1_to_8_and_past_8_are_byte_identical_to_openssl() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn a_few_signatures_are_cheaper_one_by_one_and_identical() {
+    let Some(engine) = engine_or_skip("a_few_signatures_are_cheaper_one_by_one_and_identical")
+    else {
+        return;
+    };
+    let pool = SigningPool::new(1).expect("pool");
+    let keys = keyset(Backend::Multibuffer, Some(&engine));
+    let key = keys.get("KRSA1").expect("key");
+    assert_eq!(key.min_lane_fill(), super::key::MIN_LANE_FILL);
+    let msgs: Vec<&[u8]> = vec![b"one", b"two"];
+    let (lanes, one_by_one) =
+        pool.run_blocking(|on| (key.sign_lanes(&msgs, on), key.sign_one_by_one(&msgs, on)));
+    for (a, b) in lanes.iter().zip(&one_by_one) {
+        assert_eq!(a.as_ref().expect("lanes"), b.as_ref().expect("openssl"));
     }
 }
 
