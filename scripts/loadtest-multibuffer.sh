@@ -43,7 +43,8 @@ stop_server() {
 trap stop_server EXIT
 
 start_server() { # mode flush_us
-    CDNSIGN_SIGNING__MULTIBUFFER="$1" CDNSIGN_SIGNING__MULTIBUFFER_FLUSH_US="$2" \
+    RUST_LOG="warn,cdnsign::signing::selection=info" \
+        CDNSIGN_SIGNING__MULTIBUFFER="$1" CDNSIGN_SIGNING__MULTIBUFFER_FLUSH_US="$2" \
         "$bin/cdnsign" serve --config loadtest/config.toml >"$out/server-$1-$2.log" 2>&1 &
     server=$!
     for i in $(seq 100); do
