@@ -41,8 +41,9 @@ pub const SIGNING_BACKEND_INFO: &str = "cdnsign_signing_backend_info";
 /// Multi-buffer lanes re-signed with OpenSSL, by `algorithm` and `reason`
 /// (`verify_failed`, `lane_error`).
 pub const MULTIBUFFER_FALLBACKS: &str = "cdnsign_multibuffer_fallbacks_total";
-/// Cross-request lane flushes, by `trigger` (`full`, `timer`, `timer_one_by_one`: too few
-/// for a lane computation, signed one by one with OpenSSL).
+/// Cross-request lane flushes, by `trigger`: `full`, `timer`, `idle` (the pool was idle),
+/// `freed` (another flush ended); `*_one_by_one` when too few for a lane computation and
+/// signed one by one with OpenSSL.
 pub const MULTIBUFFER_FLUSHES: &str = "cdnsign_multibuffer_flushes_total";
 /// Signatures per cross-request lane flush (1 to 8).
 pub const MULTIBUFFER_FLUSH_LANES: &str = "cdnsign_multibuffer_flush_lanes";
@@ -171,7 +172,7 @@ fn describe() {
     );
     describe_counter!(
         MULTIBUFFER_FLUSHES,
-        "Cross-request multi-buffer lane flushes, by trigger (full, timer, timer_one_by_one)"
+        "Cross-request multi-buffer lane flushes, by trigger (full, timer, idle, freed; *_one_by_one when signed one by one)"
     );
     describe_histogram!(
         MULTIBUFFER_FLUSH_LANES,

@@ -4,9 +4,12 @@
 //! The model is Envoy's `cryptomb` private key provider: a queue per key, flushed to the
 //! signing pool as soon as it holds [`SigningKey::lanes`] signatures, or when the first of
 //! them has waited `[signing] multibuffer_flush_us` (a lone signature never waits longer
-//! than that). One change, Nagle-like: a signature that finds the pool idle (nothing
-//! running, no flush waiting to start) is flushed at once; lanes are a throughput tool, and
-//! an idle pool has no throughput problem. Queues form as soon as the pool is busy. Requests submit from the gRPC worker and await their signature; the worker
+//! than that). Two changes, Nagle-like: a signature that finds the pool idle (nothing
+//! running, no flush waiting to start) is flushed at once, and a flush that ends with no
+//! other flush waiting to start takes the oldest waiting queue with it, however full. Lanes
+//! are a throughput tool: queues form only while the pool is busy, and the pool never
+//! idles while signatures wait; the timer is the backstop (a thread the scheduler may be
+//! slow to wake on a loaded machine). Requests submit from the gRPC worker and await their signature; the worker
 //! is free meanwhile, and the private-key work still only runs on the pool (a flush is a
 //! pool job with an [`OnPool`] token).
 //!
@@ -56,6 +59,8 @@ pub struct FlushCounts {
     pub timer: AtomicU64,
     /// Flushes made at once because the pool was idle.
     pub idle: AtomicU64,
+    /// Flushes of a waiting queue started as another flush ended.
+    pub freed: AtomicU64,
     /// Of the timer and idle flushes, those too small to be worth a lane computation
     /// ([`SigningKey::min_lane_fill`]), signed one by one with OpenSSL.
     pub one_by_one: AtomicU64,
@@ -95,6 +100,7 @@ enum Trigger {
     Full,
     Timer,
     Idle,
+    Freed,
 }
 
 impl Lanes {
@@ -237,6 +243,7 @@ impl Shared {
             Trigger::Full => &self.counts.full,
             Trigger::Timer => &self.counts.timer,
             Trigger::Idle => &self.counts.idle,
+            Trigger::Freed => &self.counts.freed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.counts
@@ -250,6 +257,8 @@ impl Shared {
             (Trigger::Timer, true) => "timer_one_by_one",
             (Trigger::Idle, false) => "idle",
             (Trigger::Idle, true) => "idle_one_by_one",
+            (Trigger::Freed, false) => "freed",
+            (Trigger::Freed, true) => "freed_one_by_one",
         };
         if one_by_one {
             self.counts.one_by_one.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +285,28 @@ impl Shared {
                 // The caller may have gone (deadline, cancel): its signature is dropped.
                 let _ = reply.send(sig);
             }
+            shared.after_flush();
         });
+    }
+
+    /// As a flush ends: if no other flush waits to start, the oldest waiting queue goes
+    /// now rather than at its deadline.
+    fn after_flush(self: &Arc<Self>) {
+        let mut state = self.lock();
+        if self.pending.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        let oldest = state
+            .queues
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, q)| q.deadline)
+            .map(|(i, _)| i);
+        if let Some(i) = oldest {
+            let queue = state.queues.swap_remove(i);
+            drop(state);
+            self.flush(queue, Trigger::Freed);
+        }
     }
 }
 
@@ -308,140 +338,5 @@ pub async fn sign_batch_shared<T: AsItemSpec + Sync>(
 }
 
 #[cfg(all(test, feature = "openssl-backend"))]
-mod tests {
-    use std::sync::atomic::Ordering;
-
-    use super::*;
-    use crate::signing::backend::multibuffer::tests::{
-        NOW, ctx, engine_or_skip, keyset, repo_file, url,
-    };
-    use crate::signing::keys::{Backend, KeySet};
-    use crate::signing::validate::ItemSpec;
-    use crate::signing::verify::{VerifyKey, verify_url};
-
-    /// Holds the pool's only thread until the returned sender is dropped or sent to.
-    async fn hold(
-        pool: &Arc<SigningPool>,
-    ) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let (started, running) = oneshot::channel::<()>();
-        let p = Arc::clone(pool);
-        let blocker = tokio::spawn(async move {
-            let _ = p
-                .run(move |_| {
-                    let _ = started.send(());
-                    let _ = released.recv();
-                })
-                .await;
-        });
-        running.await.expect("blocker started");
-        (release, blocker)
-    }
-
-    fn verify(signed: &str, public: &str) {
-        let vk = VerifyKey::from_pem(&repo_file(public)).expect("public key");
-        assert!(verify_url(signed, &vk, NOW + 1, None).valid(), "{signed}");
-    }
-
-    /// Eight single-URL calls released together by a barrier while the pool is busy: with
-    /// a flush timer of an hour, they complete by filling one queue to 8 and sharing its
-    /// flush.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_single_url_calls_share_one_flush() {
-        let Some(engine) = engine_or_skip("concurrent_single_url_calls_share_one_flush") else {
-            return;
-        };
-        let pool = Arc::new(SigningPool::new(1).expect("pool"));
-        let lanes =
-            Arc::new(Lanes::new(Arc::clone(&pool), Duration::from_secs(3600)).expect("lanes"));
-        let keys = Arc::new(keyset(Backend::Multibuffer, Some(&engine)));
-        let (release, blocker) = hold(&pool).await;
-        let barrier = Arc::new(tokio::sync::Barrier::new(8));
-        let calls: Vec<_> = (0..8)
-            .map(|i| {
-                let (lanes, keys, barrier) =
-                    (Arc::clone(&lanes), Arc::clone(&keys), Arc::clone(&barrier));
-                tokio::spawn(async move {
-                    let u = url(i);
-                    let item = [ItemSpec {
-                        url: &u,
-                        ..ItemSpec::default()
-                    }];
-                    barrier.wait().await;
-                    let (mut results, stats) =
-                        sign_batch_shared(&item, &ctx(&keys, "KRSA1"), &keys, &lanes).await;
-                    assert_eq!(stats.signed, 1);
-                    results.remove(0).expect("signed").signed_url()
-                })
-            })
-            .collect();
-        // The eighth call fills the queue and hands its flush to the (busy) pool.
-        lanes.shared.flushed.notified().await;
-        release.send(()).expect("release");
-        blocker.await.expect("blocker");
-        for call in calls {
-            verify(
-                &call.await.expect("task"),
-                "config/dev-keys/TEST-ONLY-cloudfront.pub.pem",
-            );
-        }
-        let counts = lanes.counts();
-        assert_eq!(counts.full.load(Ordering::SeqCst), 1);
-        assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
-        assert_eq!(counts.idle.load(Ordering::SeqCst), 0);
-        assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 0);
-        assert_eq!(counts.signatures.load(Ordering::SeqCst), 8);
-    }
-
-    /// A lone signature on a busy pool waits at most `multibuffer_flush_us`, then the timer
-    /// flushes it alone, signed with OpenSSL (cheaper than 8 lanes for one signature).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lone_signature_on_a_busy_pool_is_flushed_by_the_timer() {
-        let Some(engine) =
-            engine_or_skip("a_lone_signature_on_a_busy_pool_is_flushed_by_the_timer")
-        else {
-            return;
-        };
-        let pool = Arc::new(SigningPool::new(1).expect("pool"));
-        let lanes = Lanes::new(Arc::clone(&pool), Duration::from_micros(100)).expect("lanes");
-        let keys = keyset(Backend::Multibuffer, Some(&engine));
-        let key = keys.get("KEC256").expect("key");
-        let (release, blocker) = hold(&pool).await;
-        let rx = lanes.submit(&key, b"a policy");
-        lanes.shared.flushed.notified().await;
-        release.send(()).expect("release");
-        blocker.await.expect("blocker");
-        let der = rx.await.expect("answered").expect("signed");
-        openssl::ecdsa::EcdsaSig::from_der(&der).expect("DER");
-        let counts = lanes.counts();
-        assert_eq!(counts.timer.load(Ordering::SeqCst), 1);
-        assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 1);
-        assert_eq!(counts.full.load(Ordering::SeqCst), 0);
-    }
-
-    /// On an idle pool a signature does not wait for company at all.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn on_an_idle_pool_a_signature_is_flushed_at_once() {
-        let Some(engine) = engine_or_skip("on_an_idle_pool_a_signature_is_flushed_at_once") else {
-            return;
-        };
-        let pool = Arc::new(SigningPool::new(1).expect("pool"));
-        let lanes = Lanes::new(pool, Duration::from_secs(3600)).expect("lanes");
-        let keys: KeySet = keyset(Backend::Multibuffer, Some(&engine));
-        let u = url(1);
-        let item = [ItemSpec {
-            url: &u,
-            key_id: "KEC256",
-            ..ItemSpec::default()
-        }];
-        let (results, _) = sign_batch_shared(&item, &ctx(&keys, "KRSA1"), &keys, &lanes).await;
-        verify(
-            &results[0].as_ref().expect("signed").signed_url(),
-            "tests/fixtures/keys/ec-p256.pub.pem",
-        );
-        let counts = lanes.counts();
-        assert_eq!(counts.idle.load(Ordering::SeqCst), 1);
-        assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 1);
-        assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
-    }
-}
+#[path = "lanes_tests.rs"]
+mod tests;
