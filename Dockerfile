@@ -2,7 +2,8 @@
 #
 # cdnsign container image: a Rust builder stage and a Debian slim runtime with only the
 # binary (debug info split off), libssl3 + ca-certificates (purges call provider APIs over
-# HTTPS) and the example config; OCI labels, and a HEALTHCHECK through `cdnsign health`.
+# HTTPS), crypto_mb for multi-buffer signing (from PyPI, in a stage of its own) and the
+# example config; OCI labels, and a HEALTHCHECK through `cdnsign health`.
 #
 #   docker build -t cdnsign:0.1.0 .
 #
@@ -52,22 +53,26 @@ WORKDIR /src
 # stub too (cargo loads the whole workspace), but `--bin cdnsign` never builds it.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY loadtest/Cargo.toml loadtest/Cargo.toml
+COPY cryptomb/Cargo.toml cryptomb/Cargo.toml
 COPY proto proto
-# benches/signing.rs is declared in Cargo.toml, so cargo wants the file to exist; the
-# benches themselves are not built here (and benches/ is not in the build context).
-RUN mkdir -p src loadtest/src benches \
+# benches/signing.rs and benches/playlist.rs are declared in Cargo.toml, so cargo wants the
+# files to exist; the benches themselves are not built here (and benches/ is not in the build context).
+RUN mkdir -p src loadtest/src benches cryptomb/src \
     && echo 'fn main() {}' > benches/signing.rs \
+    && echo 'fn main() {}' > benches/playlist.rs \
     && echo 'fn main() {}' > src/main.rs \
     && echo '//! stub' > src/lib.rs \
+    && echo '//! stub' > cryptomb/src/lib.rs \
     && echo 'fn main() {}' > loadtest/src/main.rs \
     && cargo build --release --locked --bin cdnsign \
-    && rm -rf src loadtest/src
+    && rm -rf src loadtest/src cryptomb/src
 
 # The real sources. config/ is needed at compile time: the built-in dev config and its
 # TEST ONLY key are compiled into the binary (`cdnsign serve` without --config).
 COPY src src
 COPY config config
 COPY loadtest/src loadtest/src
+COPY cryptomb/src cryptomb/src
 # The git revision for `cdnsign --version` and cdnsign_build_info (build.rs reads
 # CDNSIGN_REVISION when there is no .git, as here). Declared after the dependency layer so
 # a new revision does not rebuild the dependencies; empty: "unknown".
@@ -79,7 +84,7 @@ ARG CDNSIGN_REVISION=""
 # backtraces) and a .gnu_debuglink naming the file (with its CRC), which gdb, lldb and
 # std's backtraces follow when cdnsign.debug sits next to the binary or under
 # /usr/lib/debug.
-RUN touch src/main.rs src/lib.rs \
+RUN touch src/main.rs src/lib.rs cryptomb/src/lib.rs \
     && cargo build --release --locked --bin cdnsign \
     && objcopy --only-keep-debug target/release/cdnsign target/release/cdnsign.debug \
     && objcopy --strip-debug --add-gnu-debuglink=target/release/cdnsign.debug target/release/cdnsign \
@@ -90,6 +95,20 @@ RUN touch src/main.rs src/lib.rs \
 #   docker build --target debug --output type=local,dest=./debug-0.1.0 .
 FROM scratch AS debug
 COPY --from=builder /src/target/release/cdnsign.debug /cdnsign.debug
+
+# ---------------------------------------------------------------------------- crypto_mb
+# Intel's multi-buffer crypto library (crypto_mb, Apache-2.0) and the Intel runtime it links,
+# from pinned PyPI wheels (hashes checked by pip), into /usr/local/lib/cdnsign/: where
+# cdnsign looks for it. The runtime image is Debian 12, which does not package it (Debian
+# 13's libcrypto-mb11 would do too). cdnsign loads it at run time and uses it only on CPUs
+# with AVX-512 IFMA (`signing.multibuffer = "auto"`); elsewhere it signs with OpenSSL.
+FROM debian:bookworm-20260824-slim@sha256:88200866dfff7ea7f5cbcb6ec7c8a701889efe6fe859fe64d6990e4b07ea4171 AS cryptomb
+ARG PYTHON3_PIP_VERSION=23.0.1+dfsg-1
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends "python3-pip=${PYTHON3_PIP_VERSION}" \
+    && rm -rf /var/lib/apt/lists/*
+COPY scripts/install-crypto-mb.sh /tmp/install-crypto-mb.sh
+RUN PYTHON=python3 bash /tmp/install-crypto-mb.sh /usr/local/lib/cdnsign
 
 # ---------------------------------------------------------------------------- runtime
 # The last stage, so a plain `docker build` builds it.
@@ -131,6 +150,8 @@ RUN groupadd --system --gid 10001 cdnsign \
         --home-dir /nonexistent --shell /usr/sbin/nologin cdnsign
 
 COPY --from=builder /src/target/release/cdnsign /usr/local/bin/cdnsign
+# crypto_mb (multi-buffer signing), with its licence texts in /usr/local/lib/cdnsign/licenses.
+COPY --from=cryptomb /usr/local/lib/cdnsign /usr/local/lib/cdnsign
 # The documented example config, as the default, with the TEST ONLY key it names (public
 # in the repository and compiled into the binary's dev config anyway), so `docker run` of
 # the image starts. Its one client has a placeholder token nobody holds: mount a real

@@ -5,6 +5,9 @@
 //!   policy), no crypto.
 //! - `sign/<backend>/<algorithm>`: one private-key operation on a one-thread signing pool
 //!   (so per core), for every compiled backend and RSA-SHA1, RSA-SHA256, ECDSA-P256-SHA256.
+//! - `sign/multibuffer/<algorithm>-8-lanes`: one 8-lane crypto_mb flush (8 signatures,
+//!   verified before release for RSA), per signature, on one pool thread: compare with
+//!   `sign/openssl/<algorithm>`. Only where crypto_mb loads and the CPU has AVX-512 IFMA.
 //! - `batch/<backend>/<algorithm>`: `sign_batch` of 1,000 distinct URLs on a pool with one
 //!   thread per core, rendered as signed URLs: the service's work minus gRPC.
 //! - `batch/.../playlist-wildcard`: 1,000 segment URLs under one wildcard policy (one
@@ -141,6 +144,47 @@ fn bench_sign(c: &mut Criterion) {
     }
 }
 
+/// The backends measured: every compiled one, and the multi-buffer one where it runs.
+fn backends() -> Vec<Backend> {
+    let mut v = Backend::compiled();
+    if cdnsign::signing::backend::multibuffer::engine().is_ok() {
+        v.push(Backend::Multibuffer);
+    }
+    v
+}
+
+fn bench_multibuffer(c: &mut Criterion) {
+    if let Err(why) = cdnsign::signing::backend::multibuffer::engine() {
+        println!("SKIPPED sign/multibuffer: {why}");
+        return;
+    }
+    let pool = SigningPool::new(1).expect("pool");
+    let policies: Vec<String> = (0..8)
+        .map(|i| canned_json(&segment_url(i), 1_767_225_600))
+        .collect();
+    let msgs: Vec<&[u8]> = policies.iter().map(String::as_bytes).collect();
+    let mut g = c.benchmark_group("sign/multibuffer");
+    tune(&mut g, false);
+    // Per signature: one flush is 8 of them.
+    g.throughput(Throughput::Elements(8));
+    for (label, file, hash) in ALGORITHMS {
+        let k = key("K1", file, hash, Backend::Multibuffer);
+        assert_eq!(k.lanes(), 8);
+        g.bench_function(format!("{label}-8-lanes"), |b| {
+            b.iter_custom(|iters| {
+                pool.run_blocking(|on| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(k.sign_lanes(black_box(&msgs), on));
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
 fn bench_batch(c: &mut Criterion) {
     let pool = SigningPool::new(0).expect("pool");
     let urls: Vec<String> = (0..BATCH).map(segment_url).collect();
@@ -159,7 +203,7 @@ fn bench_batch(c: &mut Criterion) {
             ..ItemSpec::default()
         })
         .collect();
-    for backend in Backend::compiled() {
+    for backend in backends() {
         let mut g = c.benchmark_group(format!("batch/{}", backend.as_str()));
         tune(&mut g, true);
         g.throughput(Throughput::Elements(BATCH as u64));
@@ -209,6 +253,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_policy(&mut c);
     bench_sign(&mut c);
+    bench_multibuffer(&mut c);
     bench_batch(&mut c);
     c.final_summary();
 }

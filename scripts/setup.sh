@@ -10,7 +10,8 @@
 #      used by the vector generator), prometheus (for promtool), postgresql (the
 #      tests start clusters of their own with its initdb/postgres; no system
 #      cluster is created or started), ffmpeg (makes the HLS/DASH output the playlist
-#      tests sign, and plays it back through the local CloudFront edge), and
+#      tests sign, and plays it back through the local CloudFront edge), valgrind
+#      (scripts/memcheck.sh runs the FFI crate's tests (cryptomb/) under memcheck), and
 #      python3 + python3-venv when no usable Python 3 with venv is found.
 #      `apt-get update` runs only when something has to be installed.
 #      nodejs + npm when `node` or `npm` is missing (any Node >= 18 on PATH will do).
@@ -23,6 +24,9 @@
 #      package-lock.json) under scripts/buf/node_modules, with `npm ci`, for
 #      scripts/buf.sh (buf lint, buf breaking). Skipped when the installed buf already
 #      is the pinned version (CDNSIGN_SETUP_FORCE_NPM=1 forces it).
+#   4. Intel's multi-buffer crypto library (crypto_mb) and its Intel runtime, from pinned
+#      PyPI wheels, into /usr/local/lib/cdnsign/ (scripts/install-crypto-mb.sh), where
+#      `cdnsign serve` finds it with no extra environment. x86_64 only; idempotent.
 #
 # Environment:
 #   PYTHON                       interpreter to build the venv from (default: python3)
@@ -67,7 +71,7 @@ python_can_venv() {
         "$1" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 9) else 1)' >/dev/null 2>&1
 }
 
-wanted=(libssl-dev pkg-config openssl prometheus postgresql ffmpeg)
+wanted=(libssl-dev pkg-config openssl prometheus postgresql ffmpeg valgrind)
 if ! python_can_venv "$PYTHON"; then
     log "$PYTHON cannot build a venv with pip (missing, too old, or no ensurepip); using Debian's python3 + python3-venv"
     PYTHON=/usr/bin/python3
@@ -199,5 +203,16 @@ else
     [[ "$buf_have" == "$buf_pinned" ]] || die "buf after npm ci: '$buf_have', expected $buf_pinned"
 fi
 log "buf: $buf_have ($BUF_BIN)"
+
+# ---------------------------------------------------------------- crypto_mb
+
+# The multi-buffer signing backend's library (loaded at run time; cdnsign signs with OpenSSL
+# where it is absent or the CPU lacks AVX-512 IFMA).
+"${SUDO[@]}" env PYTHON="$REPO_ROOT/$VENV_DIR/bin/python" bash scripts/install-crypto-mb.sh
+if grep -qw avx512ifma /proc/cpuinfo 2>/dev/null; then
+    log "cpu: avx512ifma present: multi-buffer signing will be used (signing.multibuffer = \"auto\")"
+else
+    log "cpu: no avx512ifma: multi-buffer tests will report themselves skipped"
+fi
 
 log "done: activate with 'source $REPO_ROOT/$VENV_DIR/bin/activate'"

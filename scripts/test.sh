@@ -5,8 +5,10 @@
 #
 # 1. installs what the tests need (scripts/setup.sh: libssl-dev, Python peers, promtool...)
 # 2. cargo fmt --check, clippy -D warnings (all features), and a build without OpenSSL
-# 3. cargo test with both crypto backends compiled in (vectors run on each), and the
-#    criterion benches in quick mode (CDNSIGN_BENCH_QUICK=1)
+# 3. cargo test with both crypto backends compiled in (vectors run on each, and on the
+#    multi-buffer backend where the CPU has AVX-512 IFMA), the FFI crate under valgrind
+#    memcheck and AddressSanitizer, and the criterion benches in quick mode
+#    (CDNSIGN_BENCH_QUICK=1)
 # 4. a smoke test from a client we did not write: Python grpcio against the real server,
 #    then promtool check metrics on its /metrics
 # 5. the deployment files: hadolint, promtool rule tests, manifests, dashboard; and the
@@ -44,6 +46,9 @@ cargo check --no-default-features --features pure-rust --lib --bins
 
 step "cargo test (openssl + pure-rust backends)"
 cargo test --workspace --all-features
+
+step "FFI crate under valgrind memcheck and AddressSanitizer (scripts/memcheck.sh)"
+bash scripts/memcheck.sh
 
 step "benches in quick mode (they must keep compiling and running; no timing assertions)"
 # Dev profile: reuses the test build's dependencies (the release build would compile them

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::purge::config::{PurgeConfig, TargetConfig};
 use crate::signing::keys::{Backend, HashAlg, KeySpec, PemSource};
+use crate::signing::selection::MultibufferMode;
+
+/// Default `[signing] multibuffer_flush_us` (docs/performance.md has the measurements).
+pub const DEFAULT_FLUSH_US: u64 = 100;
 
 /// The dev config compiled into the binary (`cdnsign serve` with no `--config`).
 pub const DEV_CONFIG_TOML: &str = include_str!("../config/dev.toml");
@@ -196,6 +200,14 @@ pub struct SigningConfig {
     pub threads: usize,
     /// Crypto backend: "openssl" (default) or "pure-rust".
     pub backend: Backend,
+    /// Multi-buffer signing (crypto_mb, AVX-512 IFMA) over the OpenSSL backend: "auto"
+    /// (default: when the library loads and the CPU runs it), "off", or "required" (refuse
+    /// to start without it, naming what is missing). `CDNSIGN_CRYPTO_MB_LIB` names the
+    /// library file.
+    pub multibuffer: MultibufferMode,
+    /// Longest a signature waits for others to share its 8-lane computation, microseconds
+    /// (a queue also flushes as soon as it holds 8).
+    pub multibuffer_flush_us: u64,
     /// Most messages in one `SignUrlsStream` call; 0 = unlimited.
     pub max_stream_batches: u64,
     /// Requests of at most this many items, all with ECDSA keys, are signed on the tokio
@@ -222,6 +234,8 @@ impl Default for SigningConfig {
             max_batch: 10_000,
             threads: 0,
             backend: Backend::default(),
+            multibuffer: MultibufferMode::Auto,
+            multibuffer_flush_us: DEFAULT_FLUSH_US,
             max_stream_batches: 0,
             inline_ecdsa_max_items: 4,
             max_queued_items: 20_000,
@@ -394,6 +408,12 @@ impl Config {
         }
         if s.max_ttl_seconds <= 0 {
             problems.push("signing.max_ttl_seconds must be positive".into());
+        }
+        if s.multibuffer_flush_us == 0 || s.multibuffer_flush_us > 100_000 {
+            problems.push(format!(
+                "signing.multibuffer_flush_us must be 1 to 100000 (microseconds), not {}",
+                s.multibuffer_flush_us
+            ));
         }
         if s.max_queued_items == 0 {
             problems.push("signing.max_queued_items must be at least 1".into());

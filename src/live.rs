@@ -24,6 +24,7 @@ use crate::config::{Config, ConfigError};
 use crate::conn::TlsSource;
 use crate::metrics::{CONFIG_RELOADS, KeyMetrics};
 use crate::signing::keys::{Backend, KeyKind, KeySet};
+use crate::signing::selection::Selection;
 
 /// One consistent configuration, ready to serve.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct Live {
     pub config: Config,
     /// The parsed keys.
     pub keys: Arc<KeySet>,
+    /// Which backend signs each algorithm, and why.
+    pub selection: Selection,
     /// Who may call, and their grants.
     pub auth: Authenticator,
     /// TLS for new connections (`[server.tls]`).
@@ -61,12 +64,20 @@ impl Live {
         previous: Option<&Live>,
         mut problems: Vec<String>,
     ) -> Result<Live, ConfigError> {
-        let keys = match KeySet::load_all(&config.key_specs(), config.signing.backend) {
-            Ok(keys) => Some(keys),
-            Err(errors) => {
-                problems.extend(errors.iter().map(ToString::to_string));
-                None
+        let selection = Selection::resolve(&config.signing)
+            .map_err(|p| problems.push(p))
+            .ok();
+        let keys = match &selection {
+            Some(sel) => {
+                match KeySet::load_with(&config.key_specs(), config.signing.backend, sel.engine()) {
+                    Ok(keys) => Some(keys),
+                    Err(errors) => {
+                        problems.extend(errors.iter().map(ToString::to_string));
+                        None
+                    }
+                }
             }
+            None => None,
         };
         if let Some(keys) = &keys {
             problems.extend(variable_time_rsa(&config, keys));
@@ -80,13 +91,16 @@ impl Live {
         .map_err(|p| problems.extend(p))
         .ok();
         let tls = tls_config(&config).map_err(|p| problems.push(p)).ok();
-        match (keys, auth, tls) {
-            (Some(keys), Some(auth), Some(tls)) if problems.is_empty() => Ok(Live {
-                keys: Arc::new(keys),
-                auth,
-                tls: tls.map(Arc::new),
-                config,
-            }),
+        match (selection, keys, auth, tls) {
+            (Some(selection), Some(keys), Some(auth), Some(tls)) if problems.is_empty() => {
+                Ok(Live {
+                    keys: Arc::new(keys),
+                    selection,
+                    auth,
+                    tls: tls.map(Arc::new),
+                    config,
+                })
+            }
             _ => Err(ConfigError {
                 origin: config.source.describe(),
                 problems,
@@ -98,7 +112,7 @@ impl Live {
     pub fn summary(&self) -> String {
         let c = &self.config;
         format!(
-            "{} keys, {} clients, {} purge targets, gRPC on {}{}, metrics on {}",
+            "{} keys, {} clients, {} purge targets, gRPC on {}{}, metrics on {}, signing with {}",
             self.keys.len(),
             self.auth.clients(),
             c.targets.len(),
@@ -107,6 +121,7 @@ impl Live {
             c.metrics
                 .listen
                 .map_or_else(|| "(off)".to_owned(), |a| a.to_string()),
+            self.selection.backend().as_str(),
         )
     }
 }
@@ -185,6 +200,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         "signing.threads",
         old.signing.threads != new.signing.threads,
     );
+    differs(
+        "signing.multibuffer_flush_us",
+        old.signing.multibuffer_flush_us != new.signing.multibuffer_flush_us,
+    );
     differs("log", !same(&old.log, &new.log));
     differs("[purge]", !same(&old.purge, &new.purge));
     differs("[[targets]]", !same(&old.targets, &new.targets));
@@ -215,6 +234,7 @@ impl LiveConfig {
     pub fn new(live: Live) -> LiveConfig {
         let keys = KeyMetrics::new();
         keys.loaded(live.keys.len());
+        live.selection.publish();
         LiveConfig {
             current: ArcSwap::from_pointee(live),
             success: metrics::counter!(CONFIG_RELOADS, "outcome" => "success"),
@@ -244,6 +264,10 @@ impl LiveConfig {
                 }
                 let summary = live.summary();
                 self.keys.loaded(live.keys.len());
+                if live.selection.backend() != old.selection.backend() {
+                    live.selection.log();
+                }
+                live.selection.publish();
                 self.current.store(Arc::new(live));
                 self.success.increment(1);
                 tracing::info!(%summary, "config reloaded");

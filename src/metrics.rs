@@ -35,6 +35,18 @@ pub const SIGN_BATCHES: &str = "cdnsign_sign_batches_total";
 pub const POOL_QUEUE_DEPTH: &str = "cdnsign_pool_queue_depth";
 /// Batches running on the pool now.
 pub const POOL_BUSY: &str = "cdnsign_pool_busy_threads";
+/// 1 for the backend each `algorithm` signs with (`openssl`, `pure-rust`, `multibuffer`),
+/// 0 for the others.
+pub const SIGNING_BACKEND_INFO: &str = "cdnsign_signing_backend_info";
+/// Multi-buffer lanes re-signed with OpenSSL, by `algorithm` and `reason`
+/// (`verify_failed`, `lane_error`).
+pub const MULTIBUFFER_FALLBACKS: &str = "cdnsign_multibuffer_fallbacks_total";
+/// Cross-request lane flushes, by `trigger`: `full`, `timer`, `idle` (the pool was idle),
+/// `freed` (another flush ended); `*_one_by_one` when too few for a lane computation and
+/// signed one by one with OpenSSL.
+pub const MULTIBUFFER_FLUSHES: &str = "cdnsign_multibuffer_flushes_total";
+/// Signatures per cross-request lane flush (1 to 8).
+pub const MULTIBUFFER_FLUSH_LANES: &str = "cdnsign_multibuffer_flush_lanes";
 /// Signing pool size.
 pub const POOL_THREADS: &str = "cdnsign_pool_threads";
 /// Keys in the live key set.
@@ -94,6 +106,7 @@ pub const ALIYUN_QUOTA_REMAINING: &str = "cdnsign_aliyun_quota_remaining";
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+const LANE_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 50000.0,
 ];
@@ -142,6 +155,12 @@ pub fn install() -> Option<PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(BATCH_ITEMS.into()), BATCH_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(MULTIBUFFER_FLUSH_LANES.into()),
+                        LANE_BUCKETS,
+                    )
                 });
             match builder.and_then(|b| b.install_recorder()) {
                 Ok(handle) => {
@@ -180,11 +199,28 @@ fn describe() {
     );
     describe_counter!(
         SIGN_BATCHES,
-        "Signing batches, by where they ran: pool, or caller_thread for small ECDSA requests"
+        "Signing batches, by where they ran: pool, caller_thread for small ECDSA requests, shared_lanes for small requests sharing multi-buffer flushes"
     );
     describe_gauge!(POOL_QUEUE_DEPTH, "Batches waiting for a signing thread");
     describe_gauge!(POOL_BUSY, "Batches running on the signing pool");
     describe_gauge!(POOL_THREADS, "Signing pool threads");
+    describe_gauge!(
+        SIGNING_BACKEND_INFO,
+        "1 for the backend each algorithm signs with (openssl, pure-rust, multibuffer), 0 for the others"
+    );
+    describe_counter!(
+        MULTIBUFFER_FALLBACKS,
+        "Multi-buffer signatures re-signed with OpenSSL, by algorithm and reason (verify_failed, lane_error)"
+    );
+    describe_counter!(
+        MULTIBUFFER_FLUSHES,
+        "Cross-request multi-buffer lane flushes, by trigger (full, timer, idle, freed; *_one_by_one when signed one by one)"
+    );
+    describe_histogram!(
+        MULTIBUFFER_FLUSH_LANES,
+        Unit::Count,
+        "How many signatures each cross-request multi-buffer flush computed"
+    );
     describe_gauge!(KEYS_LOADED, "Keys in the live key set");
     describe_counter!(KEY_RELOADS, "Key set loads, by outcome");
     describe_counter!(
@@ -343,6 +379,8 @@ pub struct SignMetrics {
     pub batches_on_pool: Counter,
     /// Batches signed on the calling thread.
     pub batches_here: Counter,
+    /// Small batches whose signatures shared lane flushes with other requests.
+    pub batches_shared: Counter,
     /// Requests refused because the pool queue was full.
     pub queue_full: Counter,
 }
@@ -370,6 +408,7 @@ impl SignMetrics {
             sign_time: histogram!(SIGN_DURATION),
             batches_on_pool: counter!(SIGN_BATCHES, "site" => "pool"),
             batches_here: counter!(SIGN_BATCHES, "site" => "caller_thread"),
+            batches_shared: counter!(SIGN_BATCHES, "site" => "shared_lanes"),
             queue_full: counter!(SIGN_QUEUE_FULL),
         }
     }

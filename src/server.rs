@@ -114,10 +114,11 @@ impl Server {
         let config = &live.config;
         tracing::info!(
             keys = live.keys.len(),
-            backend = config.signing.backend.as_str(),
+            backend = live.selection.backend().as_str(),
             "signing keys loaded"
         );
-        crate::metrics::set_build_info(config.signing.backend.as_str());
+        crate::metrics::set_build_info(live.selection.backend().as_str());
+        live.selection.log();
         if live.keys.is_empty() {
             tracing::warn!("no [[keys]] configured: every signing request will fail");
         }

@@ -20,6 +20,7 @@ use crate::metrics::{ITEMS_DENIED, RATE_LIMITED, SignMetrics};
 use crate::proto;
 use crate::proto::signer_server::Signer;
 use crate::signing::keys::{KeyKind, KeySet, SigningKey};
+use crate::signing::lanes::{Lanes, sign_batch_shared};
 use crate::signing::pool::{Admission, JobTiming, SigningPool};
 use crate::signing::validate::{BatchContext, ItemSpec};
 use crate::signing::{AsItemSpec, BatchStats, SignError, SignedItem, sign_batch};
@@ -45,10 +46,16 @@ impl AsItemSpec for proto::SignItem {
 pub struct SignerService {
     pub(super) live: Arc<LiveConfig>,
     pub(super) pool: Arc<SigningPool>,
+    /// Cross-request lane queues: small requests whose keys sign in lanes share flushes.
+    lanes: Option<Lanes>,
     pub(super) metrics: SignMetrics,
     /// Public halves of the loaded keys, for `VerifyUrls` / `VerifyCookies`.
     pub(super) public_keys: super::verify::PublicKeyCache,
 }
+
+/// Most items a request may have to share lane flushes with other requests; larger ones
+/// fill lanes on their own, on the pool.
+const SHARED_MAX_ITEMS: usize = 8;
 
 /// Batch-wide request fields, common to URL and cookie requests.
 pub(super) struct BatchFields<'a> {
@@ -75,12 +82,26 @@ pub(super) struct CallConfig {
 impl SignerService {
     /// A service signing on `pool` with the keys and limits of the live configuration.
     pub fn new(live: Arc<LiveConfig>, pool: Arc<SigningPool>) -> SignerService {
+        let flush_after = live.snapshot().selection.flush_after();
+        let lanes = match Lanes::new(Arc::clone(&pool), flush_after) {
+            Ok(lanes) => Some(lanes),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the lane timer thread; requests will not share multi-buffer flushes");
+                None
+            }
+        };
         SignerService {
             live,
             pool,
+            lanes,
             metrics: SignMetrics::new(),
             public_keys: super::verify::PublicKeyCache::default(),
         }
+    }
+
+    /// The lane queues (tests watch their flushes).
+    pub fn lanes(&self) -> Option<&Lanes> {
+        self.lanes.as_ref()
     }
 
     pub(super) fn call_config(&self) -> CallConfig {
@@ -228,6 +249,20 @@ impl SignerService {
         );
         let metrics = self.metrics.clone();
         let here = self.few_ecdsa(&call.limits, &req.items, &ctx, &call.keys);
+        if let Some(lanes) = self.shared_lanes(here, &req.items, &ctx, &call.keys) {
+            // Room in the pool's queue like any other request: overload is refused first.
+            let admission = self.admit(false, items, &call.limits)?;
+            let started = std::time::Instant::now();
+            let (results, stats) = sign_batch_shared(&req.items, &ctx, &call.keys, lanes).await;
+            if let Some(a) = admission {
+                a.ran(started.elapsed());
+            }
+            let denied = count_outcomes(&results, &metrics, Output::Url);
+            let response = url_response(results, stats, batch_index);
+            self.record_shared(started.elapsed());
+            Self::audit_denied(caller, items, denied);
+            return Ok(response);
+        }
         let admission = self.admit(here, items, &call.limits)?;
         let keys = call.keys;
         let ((response, denied), timing) = self
@@ -275,6 +310,36 @@ impl SignerService {
                     keys.get(id).as_deref().is_none_or(ecdsa)
                 }
             })
+    }
+
+    /// The lane queues, when a request should share flushes with others: not signed here
+    /// (few ECDSA), at most [`SHARED_MAX_ITEMS`] items, and every key it names signs in
+    /// lanes. Validation and rendering then run on this worker (no crypto); the signatures
+    /// on the pool, in flushes shared with concurrent requests.
+    fn shared_lanes<T: AsItemSpec>(
+        &self,
+        here: bool,
+        items: &[T],
+        ctx: &BatchContext,
+        keys: &KeySet,
+    ) -> Option<&Lanes> {
+        let lanes = self.lanes.as_ref()?;
+        let in_lanes = |k: &SigningKey| k.lanes() > 1;
+        let all = items.iter().all(|item| {
+            let id = item.item_spec().key_id;
+            // An unknown key signs nothing: its item only gets an error.
+            if id.is_empty() {
+                ctx.default_key.as_deref().is_none_or(in_lanes)
+            } else {
+                keys.get(id).as_deref().is_none_or(in_lanes)
+            }
+        });
+        (!here && items.len() <= SHARED_MAX_ITEMS && all).then_some(lanes)
+    }
+
+    fn record_shared(&self, elapsed: std::time::Duration) {
+        self.metrics.batches_shared.increment(1);
+        self.metrics.sign_time.record(elapsed.as_secs_f64());
     }
 
     pub(super) fn record_timing(&self, here: bool, timing: JobTiming) {
@@ -521,6 +586,20 @@ impl Signer for Arc<SignerService> {
         );
         let metrics = self.metrics.clone();
         let here = self.few_ecdsa(&call.limits, &req.items, &ctx, &call.keys);
+        if let Some(lanes) = self.shared_lanes(here, &req.items, &ctx, &call.keys) {
+            // Room in the pool's queue like any other request: overload is refused first.
+            let admission = self.admit(false, items, &call.limits)?;
+            let started = std::time::Instant::now();
+            let (results, stats) = sign_batch_shared(&req.items, &ctx, &call.keys, lanes).await;
+            if let Some(a) = admission {
+                a.ran(started.elapsed());
+            }
+            let denied = count_outcomes(&results, &metrics, Output::Cookie);
+            let response = cookie_response(results, stats, &attrs);
+            self.record_shared(started.elapsed());
+            SignerService::audit_denied(&caller, items, denied);
+            return Ok(Response::new(response));
+        }
         let admission = self.admit(here, items, &call.limits)?;
         let keys = call.keys;
         let ((response, denied), timing) = self

@@ -4,18 +4,24 @@
 //! held in an immutable [`KeySet`]; the live configuration (`crate::live`) swaps whole sets
 //! atomically, so a request sees either the old set or the new one, never a mix, and never
 //! waits for a reload.
-//! Private key material never leaves this module: `Debug` prints the id, kind and size,
-//! and errors name the key id and file, never the bytes.
+//! Private key material never leaves the signing module: `Debug` prints the id, kind and
+//! size, and errors name the key id and file, never the bytes.
+//!
+//! The crypto is a backend's (`super::backend`: OpenSSL, pure Rust, multi-buffer), behind
+//! one trait; the set of keys is [`KeySet`] (`super::keyset`).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+#[cfg(feature = "openssl-backend")]
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::backend::{Parsed, PrivateKey, pem_body};
 use super::pool::OnPool;
 use crate::metrics::KeyCounters;
+
+pub use super::keyset::KeySet;
 
 /// Digest used for the signature. CloudFront's default is SHA-1; SHA-256 adds
 /// `Hash-Algorithm=SHA256` to URLs and a `CloudFront-Hash-Algorithm` cookie.
@@ -68,14 +74,19 @@ pub fn algorithm_label(kind: KeyKind, hash: HashAlg) -> &'static str {
     }
 }
 
-/// Which crypto library signs. Both give byte-identical RSA signatures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which crypto library signs. All give byte-identical RSA signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
     /// The `openssl` crate (default; ~4x faster than `rsa` for RSA-2048 here).
     Openssl,
     /// Pure Rust, feature `pure-rust`: the `rsa` 0.10 crate for RSA, `p256` 0.14 for ECDSA.
     PureRust,
+    /// Intel's crypto_mb in 8 AVX-512 IFMA lanes over OpenSSL keys (feature
+    /// `openssl-backend`, chosen at run time by `[signing] multibuffer`, never named in
+    /// `[signing] backend`).
+    #[serde(skip)]
+    Multibuffer,
 }
 
 impl Default for Backend {
@@ -106,6 +117,7 @@ impl Backend {
         match self {
             Backend::Openssl => "openssl",
             Backend::PureRust => "pure-rust",
+            Backend::Multibuffer => "multibuffer",
         }
     }
 }
@@ -173,6 +185,18 @@ pub enum KeyError {
     },
 }
 
+impl KeyError {
+    /// Stable short code for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KeyError::Read { .. } => "read",
+            KeyError::Parse { .. } => "parse",
+            KeyError::Duplicate(_) => "duplicate",
+            KeyError::Unsupported { .. } => "unsupported",
+        }
+    }
+}
+
 /// Errors from a signing operation itself (a crypto library failure, not bad input).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{backend} signing failed: {reason}")]
@@ -181,23 +205,16 @@ pub struct CryptoError {
     reason: String,
 }
 
-enum Inner {
-    #[cfg(feature = "openssl-backend")]
-    Openssl(openssl::pkey::PKey<openssl::pkey::Private>),
-    /// EC keys: the policy is hashed here and signed with a per-thread `EVP_PKEY_CTX` that is
-    /// initialised once per key (see [`openssl_ec_sign`]).
-    #[cfg(feature = "openssl-backend")]
-    OpensslEc {
-        pkey: openssl::pkey::PKey<openssl::pkey::Private>,
-        /// Process-unique id of this parsed key, the per-thread context cache's key.
-        uid: u64,
-    },
-    #[cfg(feature = "pure-rust")]
-    RustSha1(Box<rsa::pkcs1v15::SigningKey<sha1::Sha1>>),
-    #[cfg(feature = "pure-rust")]
-    RustSha256(Box<rsa::pkcs1v15::SigningKey<rsa::sha2::Sha256>>),
-    #[cfg(feature = "pure-rust")]
-    RustEcdsa(Box<p256::ecdsa::SigningKey>),
+impl CryptoError {
+    /// A failure of `backend`, in words that carry no key material or message.
+    pub(crate) fn new(backend: &'static str, reason: String) -> CryptoError {
+        CryptoError { backend, reason }
+    }
+
+    /// Stable short code for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        "crypto"
+    }
 }
 
 /// A parsed private key, ready to sign on the pool.
@@ -208,7 +225,8 @@ pub struct SigningKey {
     backend: Backend,
     bits: u32,
     counters: KeyCounters,
-    inner: Inner,
+    min_lane_fill: usize,
+    inner: Box<dyn PrivateKey>,
 }
 
 impl fmt::Debug for SigningKey {
@@ -224,150 +242,82 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-/// Drops any explanatory text before the first `-----BEGIN` line (our TEST ONLY key
-/// carries a warning there), which strict PEM parsers refuse.
-fn pem_body(pem: &str) -> &str {
-    pem.find("-----BEGIN").map_or(pem, |i| &pem[i..])
-}
+/// The multi-buffer engine keys are parsed with (`None`: none).
+#[cfg(feature = "openssl-backend")]
+pub(crate) type EngineRef<'a> = Option<&'a Arc<super::backend::multibuffer::Engine>>;
+/// Without OpenSSL there is no multi-buffer backend.
+#[cfg(not(feature = "openssl-backend"))]
+pub(crate) type EngineRef<'a> = Option<&'a std::convert::Infallible>;
 
 impl SigningKey {
     /// Parses a PKCS#1 or PKCS#8 PEM private key (RSA or EC P-256) for `backend`.
+    /// [`Backend::Multibuffer`] loads crypto_mb as `cdnsign serve` would
+    /// (`CDNSIGN_CRYPTO_MB_LIB` or the default locations) and fails, naming what is missing,
+    /// when it cannot be used here.
     pub fn from_pem(
         id: &str,
         pem: &str,
         hash: HashAlg,
         backend: Backend,
     ) -> Result<SigningKey, KeyError> {
+        Self::parse(id, pem, hash, backend, None)
+    }
+
+    /// Parses with `engine` for [`Backend::Multibuffer`] (the selection made at start;
+    /// `None`: load it as `serve` would).
+    pub(crate) fn parse(
+        id: &str,
+        pem: &str,
+        hash: HashAlg,
+        backend: Backend,
+        engine: EngineRef<'_>,
+    ) -> Result<SigningKey, KeyError> {
         let pem = pem_body(pem);
-        let parse_err = |reason: String| KeyError::Parse {
+        let not_compiled = |name: &str, feature: &str| KeyError::Unsupported {
             id: id.to_owned(),
-            reason,
+            reason: format!("backend \"{name}\" is not compiled in (build with feature {feature})"),
         };
-        match backend {
-            Backend::Openssl => {
-                #[cfg(feature = "openssl-backend")]
-                {
-                    use openssl::pkey::{Id, PKey};
-                    let pkey = PKey::private_key_from_pem(pem.as_bytes()).map_err(|_| {
-                        parse_err(
-                            "not a PEM private key (expected BEGIN RSA PRIVATE KEY, BEGIN PRIVATE KEY or BEGIN EC PRIVATE KEY)"
-                                .into(),
-                        )
-                    })?;
-                    let kind = match pkey.id() {
-                        Id::RSA => KeyKind::Rsa,
-                        Id::EC => {
-                            let ec = pkey.ec_key().map_err(|_| parse_err("bad EC key".into()))?;
-                            if ec.group().curve_name() != Some(openssl::nid::Nid::X9_62_PRIME256V1)
-                            {
-                                return Err(KeyError::Unsupported {
-                                    id: id.to_owned(),
-                                    reason: "EC keys must be on P-256 (prime256v1), as CloudFront requires".into(),
-                                });
+        let parsed: Parsed = match backend {
+            #[cfg(feature = "openssl-backend")]
+            Backend::Openssl => super::backend::openssl::parse(id, pem)?,
+            #[cfg(feature = "openssl-backend")]
+            Backend::Multibuffer => {
+                let loaded;
+                let engine = match engine {
+                    Some(engine) => engine,
+                    None => {
+                        loaded = super::backend::multibuffer::engine().map_err(|e| {
+                            KeyError::Unsupported {
+                                id: id.to_owned(),
+                                reason: format!("backend \"multibuffer\": {e}"),
                             }
-                            KeyKind::EcdsaP256
-                        }
-                        _ => {
-                            return Err(KeyError::Unsupported {
-                                id: id.to_owned(),
-                                reason: "only RSA and ECDSA P-256 keys are supported".into(),
-                            });
-                        }
-                    };
-                    let bits = pkey.bits();
-                    check_bits(id, kind, bits)?;
-                    let inner = match kind {
-                        KeyKind::Rsa => Inner::Openssl(pkey),
-                        KeyKind::EcdsaP256 => Inner::OpensslEc {
-                            pkey,
-                            uid: NEXT_KEY_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                        },
-                    };
-                    Ok(SigningKey {
-                        id: id.to_owned(),
-                        kind,
-                        hash,
-                        backend,
-                        bits,
-                        counters: KeyCounters::new(id, algorithm_label(kind, hash)),
-                        inner,
-                    })
-                }
-                #[cfg(not(feature = "openssl-backend"))]
-                {
-                    let _ = parse_err;
-                    Err(KeyError::Unsupported {
-                        id: id.to_owned(),
-                        reason: "backend \"openssl\" is not compiled in (build with feature openssl-backend)".into(),
-                    })
-                }
+                        })?;
+                        &loaded
+                    }
+                };
+                super::backend::multibuffer::key::parse(id, pem, hash, engine)?
             }
-            Backend::PureRust => {
-                #[cfg(feature = "pure-rust")]
-                {
-                    use rsa::pkcs1::DecodeRsaPrivateKey as _;
-                    use rsa::pkcs8::DecodePrivateKey as _;
-                    use rsa::traits::PublicKeyParts as _;
-                    let rsa_key = rsa::PrivateKey::from_pkcs1_pem(pem)
-                        .or_else(|_| rsa::PrivateKey::from_pkcs8_pem(pem));
-                    let key = match rsa_key {
-                        Ok(key) => key,
-                        Err(_) => {
-                            // Not RSA: an EC P-256 key (PKCS#8 or SEC1), or nothing we sign with.
-                            let ec = p256_from_pem(pem).map_err(|_| {
-                                if pem.contains("EC PRIVATE KEY") || pem.contains("BEGIN PRIVATE KEY") {
-                                    KeyError::Unsupported {
-                                        id: id.to_owned(),
-                                        reason: "neither RSA nor EC P-256 (CloudFront accepts RSA 2048 and ECDSA P-256 only)".into(),
-                                    }
-                                } else {
-                                    parse_err("not a PEM private key (expected BEGIN RSA PRIVATE KEY, BEGIN PRIVATE KEY or BEGIN EC PRIVATE KEY)".into())
-                                }
-                            })?;
-                            return Ok(SigningKey {
-                                id: id.to_owned(),
-                                kind: KeyKind::EcdsaP256,
-                                hash,
-                                backend,
-                                bits: 256,
-                                counters: KeyCounters::new(
-                                    id,
-                                    algorithm_label(KeyKind::EcdsaP256, hash),
-                                ),
-                                inner: Inner::RustEcdsa(Box::new(ec)),
-                            });
-                        }
-                    };
-                    let bits = key.n().bit_width();
-                    check_bits(id, KeyKind::Rsa, bits)?;
-                    let inner = match hash {
-                        HashAlg::Sha1 => {
-                            Inner::RustSha1(Box::new(rsa::pkcs1v15::SigningKey::new(key)))
-                        }
-                        HashAlg::Sha256 => {
-                            Inner::RustSha256(Box::new(rsa::pkcs1v15::SigningKey::new(key)))
-                        }
-                    };
-                    Ok(SigningKey {
-                        id: id.to_owned(),
-                        kind: KeyKind::Rsa,
-                        hash,
-                        backend,
-                        bits,
-                        counters: KeyCounters::new(id, algorithm_label(KeyKind::Rsa, hash)),
-                        inner,
-                    })
-                }
-                #[cfg(not(feature = "pure-rust"))]
-                {
-                    let _ = parse_err;
-                    Err(KeyError::Unsupported {
-                        id: id.to_owned(),
-                        reason: "backend \"pure-rust\" is not compiled in (build with feature pure-rust)".into(),
-                    })
-                }
+            #[cfg(not(feature = "openssl-backend"))]
+            Backend::Openssl | Backend::Multibuffer => {
+                let _ = engine;
+                return Err(not_compiled(backend.as_str(), "openssl-backend"));
             }
-        }
+            #[cfg(feature = "pure-rust")]
+            Backend::PureRust => super::backend::pure_rust::parse(id, pem, hash)?,
+            #[cfg(not(feature = "pure-rust"))]
+            Backend::PureRust => return Err(not_compiled("pure-rust", "pure-rust")),
+        };
+        let _ = not_compiled;
+        Ok(SigningKey {
+            id: id.to_owned(),
+            kind: parsed.kind,
+            hash,
+            backend,
+            bits: parsed.bits,
+            counters: KeyCounters::new(id, algorithm_label(parsed.kind, hash)),
+            min_lane_fill: parsed.key.min_lane_fill(),
+            inner: parsed.key,
+        })
     }
 
     /// Key id (CloudFront key pair id).
@@ -403,177 +353,61 @@ impl SigningKey {
     /// Signs `msg`. Only callable on a signing-pool thread: the [`OnPool`] token cannot be
     /// made anywhere else, so no tokio worker can ever run RSA.
     pub fn sign(&self, msg: &[u8], _on_pool: &OnPool) -> Result<Vec<u8>, CryptoError> {
-        match &self.inner {
-            #[cfg(feature = "openssl-backend")]
-            Inner::Openssl(pkey) => {
-                use openssl::hash::MessageDigest;
-                let md = match self.hash {
-                    HashAlg::Sha1 => MessageDigest::sha1(),
-                    HashAlg::Sha256 => MessageDigest::sha256(),
-                };
-                let err = |e: openssl::error::ErrorStack| CryptoError {
-                    backend: "openssl",
-                    reason: e.to_string(),
-                };
-                let mut signer = openssl::sign::Signer::new(md, pkey).map_err(err)?;
-                signer.update(msg).map_err(err)?;
-                signer.sign_to_vec().map_err(err)
-            }
-            #[cfg(feature = "openssl-backend")]
-            Inner::OpensslEc { .. } => self.sign_ecdsa_here(msg),
-            #[cfg(feature = "pure-rust")]
-            Inner::RustSha1(key) => rust_sign(key.as_ref(), msg),
-            #[cfg(feature = "pure-rust")]
-            Inner::RustSha256(key) => rust_sign(key.as_ref(), msg),
-            #[cfg(feature = "pure-rust")]
-            Inner::RustEcdsa(_) => self.sign_ecdsa_here(msg),
-        }
+        self.inner.sign(self.hash, msg)
     }
-}
 
-impl SigningKey {
+    /// How many signatures one [`sign_lanes`](Self::sign_lanes) computation makes at once:
+    /// 8 with the multi-buffer backend, 1 otherwise.
+    pub fn lanes(&self) -> usize {
+        self.inner.lanes()
+    }
+
+    /// Signs several messages on the pool, up to [`lanes`](Self::lanes) per private-key
+    /// computation; one result per message, in order.
+    pub fn sign_lanes(
+        &self,
+        msgs: &[&[u8]],
+        _on_pool: &OnPool,
+    ) -> Vec<Result<Vec<u8>, CryptoError>> {
+        self.inner.sign_lanes(self.hash, msgs)
+    }
+
+    /// The fewest signatures worth one lane computation: fewer are signed one by one (see
+    /// [`sign_one_by_one`](Self::sign_one_by_one)), in batches and in cross-request
+    /// flushes alike. 3 for the multi-buffer backend, 1 for keys without lanes.
+    pub fn min_lane_fill(&self) -> usize {
+        self.min_lane_fill
+    }
+
+    /// The same key with another [`min_lane_fill`](Self::min_lane_fill) (1 to
+    /// [`lanes`](Self::lanes)): 1 puts even a lone signature through the lanes, which is
+    /// how the vector tests pin the multi-buffer backend's bytes.
+    pub fn with_min_lane_fill(mut self, fill: usize) -> SigningKey {
+        self.min_lane_fill = fill.clamp(1, self.lanes().max(1));
+        self
+    }
+
+    /// Signs each message on its own on the pool, with the key's scalar path (OpenSSL for
+    /// a multi-buffer key): for a few messages, cheaper than a lane computation.
+    pub fn sign_one_by_one(
+        &self,
+        msgs: &[&[u8]],
+        _on_pool: &OnPool,
+    ) -> Vec<Result<Vec<u8>, CryptoError>> {
+        self.inner.sign_one_by_one(self.hash, msgs)
+    }
+
     /// Signs `msg` with an ECDSA key on the calling thread (see [`Site::CallerThread`]).
     /// Contains no RSA code: an RSA key returns an error, so RSA stays on the pool.
     ///
     /// [`Site::CallerThread`]: super::pool::Site::CallerThread
     pub fn sign_ecdsa_here(&self, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        match &self.inner {
-            #[cfg(feature = "openssl-backend")]
-            Inner::OpensslEc { pkey, uid } => {
-                openssl_ec_sign(pkey, *uid, self.hash, msg).map_err(|e| CryptoError {
-                    backend: "openssl",
-                    reason: e.to_string(),
-                })
-            }
-            #[cfg(feature = "pure-rust")]
-            Inner::RustEcdsa(key) => rust_sign_ecdsa(key, self.hash, msg),
-            #[cfg(feature = "openssl-backend")]
-            Inner::Openssl(_) => Err(rsa_off_pool()),
-            #[cfg(feature = "pure-rust")]
-            Inner::RustSha1(_) | Inner::RustSha256(_) => Err(rsa_off_pool()),
-        }
+        self.inner.sign_ecdsa_here(self.hash, msg)
     }
 }
 
-/// What [`SigningKey::sign_ecdsa_here`] answers for an RSA key (a bug in the caller).
-fn rsa_off_pool() -> CryptoError {
-    CryptoError {
-        backend: "cdnsign",
-        reason: "RSA keys sign only on the signing pool".to_owned(),
-    }
-}
-
-/// Parses an EC P-256 private key from PKCS#8 (`BEGIN PRIVATE KEY`) or SEC1
-/// (`BEGIN EC PRIVATE KEY`) PEM; keys on any other curve fail.
-#[cfg(feature = "pure-rust")]
-fn p256_from_pem(pem: &str) -> Result<p256::ecdsa::SigningKey, ()> {
-    use p256::pkcs8::DecodePrivateKey as _;
-    if let Ok(key) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
-        return Ok(key);
-    }
-    p256::SecretKey::from_sec1_pem(pem)
-        .map(p256::ecdsa::SigningKey::from)
-        .map_err(|_| ())
-}
-
-/// ECDSA P-256 over SHA-1 or SHA-256 of `msg`, DER-encoded as CloudFront expects (the bytes
-/// `openssl dgst -sign` writes). Nonces are RFC 6979 (deterministic), which CloudFront
-/// cannot tell from random ones.
-#[cfg(feature = "pure-rust")]
-fn rust_sign_ecdsa(
-    key: &p256::ecdsa::SigningKey,
-    hash: HashAlg,
-    msg: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
-    use p256::ecdsa::signature::hazmat::PrehashSigner as _;
-    use sha1::Digest as _;
-    let digest: Vec<u8> = match hash {
-        HashAlg::Sha1 => sha1::Sha1::digest(msg).to_vec(),
-        HashAlg::Sha256 => rsa::sha2::Sha256::digest(msg).to_vec(),
-    };
-    let sig: p256::ecdsa::Signature = key.sign_prehash(&digest).map_err(|e| CryptoError {
-        backend: "pure-rust",
-        reason: e.to_string(),
-    })?;
-    Ok(sig.to_der().as_bytes().to_vec())
-}
-
-/// Source of [`Inner::OpensslEc`] uids; never reused, so a cached context can never be
-/// used with a different key, even when a reload frees a key and allocates another.
-#[cfg(feature = "openssl-backend")]
-static NEXT_KEY_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// Most EC signing contexts one pool thread keeps (one per key; old keys age out).
-#[cfg(feature = "openssl-backend")]
-const EC_CTX_CACHE: usize = 16;
-
-#[cfg(feature = "openssl-backend")]
-thread_local! {
-    /// Per-thread `EVP_PKEY_CTX`s, initialised for signing, by key uid. OpenSSL allows
-    /// `EVP_PKEY_sign` to be called repeatedly on one initialised context.
-    static EC_SIGN_CTX: std::cell::RefCell<Vec<(u64, openssl::pkey_ctx::PkeyCtx<openssl::pkey::Private>)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// ECDSA over SHA-1 or SHA-256 of `msg`, DER-encoded: the bytes `EVP_DigestSign*` (and
-/// `openssl dgst -sign`) produce, without `EVP_DigestSignInit`'s provider and digest
-/// fetches on every call, which callgrind put at ~9% of an ECDSA signature.
-#[cfg(feature = "openssl-backend")]
-fn openssl_ec_sign(
-    pkey: &openssl::pkey::PKey<openssl::pkey::Private>,
-    uid: u64,
-    hash: HashAlg,
-    msg: &[u8],
-) -> Result<Vec<u8>, openssl::error::ErrorStack> {
-    use openssl::md::Md;
-    let (sha1, sha256);
-    let (digest, md): (&[u8], _) = match hash {
-        HashAlg::Sha1 => {
-            sha1 = openssl::sha::sha1(msg);
-            (&sha1, Md::sha1())
-        }
-        HashAlg::Sha256 => {
-            sha256 = openssl::sha::sha256(msg);
-            (&sha256, Md::sha256())
-        }
-    };
-    EC_SIGN_CTX.with(|cell| {
-        let mut ctxs = cell.borrow_mut();
-        let at = match ctxs.iter().position(|(u, _)| *u == uid) {
-            Some(i) => i,
-            None => {
-                let mut ctx = openssl::pkey_ctx::PkeyCtx::new(pkey)?;
-                ctx.sign_init()?;
-                ctx.set_signature_md(md)?;
-                if ctxs.len() >= EC_CTX_CACHE {
-                    ctxs.remove(0);
-                }
-                ctxs.push((uid, ctx));
-                ctxs.len() - 1
-            }
-        };
-        let mut sig = Vec::with_capacity(72);
-        ctxs[at].1.sign_to_vec(digest, &mut sig)?;
-        Ok(sig)
-    })
-}
-
-#[cfg(feature = "pure-rust")]
-fn rust_sign(
-    key: &impl rsa::signature::Signer<rsa::pkcs1v15::Signature>,
-    msg: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
-    use rsa::signature::SignatureEncoding as _;
-    // `Signer` in rsa 0.10 blinds with the OS RNG (feature `getrandom`).
-    key.try_sign(msg)
-        .map(|s| s.to_vec())
-        .map_err(|e| CryptoError {
-            backend: "pure-rust",
-            reason: e.to_string(),
-        })
-}
-
-fn check_bits(id: &str, kind: KeyKind, bits: u32) -> Result<(), KeyError> {
+/// Only the sizes CloudFront accepts: RSA 2048 and ECDSA P-256.
+pub(crate) fn check_bits(id: &str, kind: KeyKind, bits: u32) -> Result<(), KeyError> {
     let ok = match kind {
         // CloudFront accepts RSA 2048 only; bigger keys are refused there, smaller are weak.
         KeyKind::Rsa => bits == 2048,
@@ -593,113 +427,11 @@ fn check_bits(id: &str, kind: KeyKind, bits: u32) -> Result<(), KeyError> {
     }
 }
 
-/// An immutable set of parsed keys, looked up by id.
-#[derive(Debug, Default)]
-pub struct KeySet {
-    keys: HashMap<String, Arc<SigningKey>>,
-}
-
-impl KeySet {
-    /// Reads and parses every key; any failure fails the whole set, so a reload never
-    /// half-applies. The error is the first key that failed.
-    pub fn load(specs: &[KeySpec], backend: Backend) -> Result<KeySet, KeyError> {
-        Self::load_all(specs, backend).map_err(|mut errors| errors.swap_remove(0))
-    }
-
-    /// [`load`](Self::load), reporting every key that failed (never an empty list).
-    pub fn load_all(specs: &[KeySpec], backend: Backend) -> Result<KeySet, Vec<KeyError>> {
-        let mut keys = HashMap::with_capacity(specs.len());
-        let mut errors = Vec::new();
-        for spec in specs {
-            let pem = match &spec.pem {
-                PemSource::Builtin(text) => std::borrow::Cow::Borrowed(*text),
-                PemSource::File(path) => match read_key_file(&spec.id, path) {
-                    Ok(text) => std::borrow::Cow::Owned(text),
-                    Err(e) => {
-                        errors.push(e);
-                        continue;
-                    }
-                },
-            };
-            match SigningKey::from_pem(&spec.id, &pem, spec.hash, backend) {
-                Ok(key) => {
-                    if keys.insert(spec.id.clone(), Arc::new(key)).is_some() {
-                        errors.push(KeyError::Duplicate(spec.id.clone()));
-                    }
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        if errors.is_empty() {
-            Ok(KeySet { keys })
-        } else {
-            Err(errors)
-        }
-    }
-
-    /// Builds a set from already parsed keys (tests, benches).
-    pub fn from_keys(keys: impl IntoIterator<Item = SigningKey>) -> KeySet {
-        KeySet {
-            keys: keys
-                .into_iter()
-                .map(|k| (k.id.clone(), Arc::new(k)))
-                .collect(),
-        }
-    }
-
-    /// The key with this id.
-    pub fn get(&self, id: &str) -> Option<Arc<SigningKey>> {
-        self.keys.get(id).cloned()
-    }
-
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// No keys at all.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// All keys, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<SigningKey>> {
-        self.keys.values()
-    }
-}
-
-fn read_key_file(id: &str, path: &Path) -> Result<String, KeyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-        id: id.to_owned(),
-        path: path.to_owned(),
-        source,
-    })?;
-    warn_if_world_readable(id, path);
-    Ok(text)
-}
-
-#[cfg(unix)]
-fn warn_if_world_readable(id: &str, path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                key_id = id,
-                path = %path.display(),
-                mode = format_args!("{:o}", mode & 0o777),
-                "private key file is readable by group or others; chmod 600 it"
-            );
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_world_readable(_id: &str, _path: &Path) {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::signing::backend::pem_body;
 
     #[test]
     fn pem_body_skips_comment_lines() {
@@ -720,19 +452,13 @@ imyG4QygVeEU3+504PGxL1EpF7iE2Q4z6nJIrH9/pACx2jc/2eagB4Y=
 ";
 
     fn compiled_backends() -> Vec<Backend> {
-        let mut v = Vec::new();
-        if cfg!(feature = "openssl-backend") {
-            v.push(Backend::Openssl);
-        }
-        if cfg!(feature = "pure-rust") {
-            v.push(Backend::PureRust);
-        }
-        v
+        Backend::compiled()
     }
 
     #[test]
     fn ec_p256_keys_load_on_every_backend_and_other_curves_do_not() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/ec-p256.pem");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/keys/ec-p256.pem");
         let pem = std::fs::read_to_string(path).expect("fixture key");
         for backend in compiled_backends() {
             let key = SigningKey::from_pem("KEC", &pem, HashAlg::Sha256, backend).expect("p256");

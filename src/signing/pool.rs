@@ -286,6 +286,20 @@ impl SigningPool {
         Ok((out, timing))
     }
 
+    /// Runs `job` on the pool without waiting for it (the lane queues' flushes, which
+    /// answer their callers themselves). A panic in `job` is logged by the pool.
+    pub(crate) fn spawn<F>(&self, job: F)
+    where
+        F: FnOnce(&OnPool) + Send + 'static,
+    {
+        let counters = Arc::clone(&self.counters);
+        self.pool.spawn(move || {
+            counters.busy.fetch_add(1, Ordering::Relaxed);
+            let _busy = BusyGuard(&counters);
+            job(&OnPool::here());
+        });
+    }
+
     /// Runs `job` on the pool and blocks the calling thread until it is done. For the CLI
     /// and benches; never call it from async code.
     pub fn run_blocking<F, R>(&self, job: F) -> R

@@ -12,6 +12,7 @@ mod purge_support;
 
 mod cli;
 mod grpc_api;
+mod multibuffer;
 mod observability;
 mod operability;
 mod playlist_api;

@@ -195,7 +195,8 @@ async fn shutdown_drains_then_finishes_the_batch_in_flight() {
 
 /// Small ECDSA requests are signed on the gRPC worker (`site="caller_thread"`); anything
 /// with an RSA key, or more items than `inline_ecdsa_max_items`, goes to the pool. Every
-/// URL verifies either way.
+/// URL verifies either way. (With multi-buffer signing off: with it on, small RSA requests
+/// share lane flushes instead, `multibuffer.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_ecdsa_requests_skip_the_pool_and_rsa_never_does() {
     use cdnsign::proto::sign_url_result::Outcome;
@@ -203,7 +204,7 @@ async fn small_ecdsa_requests_skip_the_pool_and_rsa_never_does() {
 
     let ec_key = crate::common::repo("tests/fixtures/keys/ec-p256.pem");
     let mut config = test_config(
-        "inline_ecdsa_max_items = 2",
+        "inline_ecdsa_max_items = 2\nmultibuffer = \"off\"",
         &format!(
             "[[keys]]\nid = \"KECTEST\"\npath = \"{}\"\nalgorithm = \"sha256\"\n",
             ec_key.display()

@@ -252,7 +252,9 @@ fn sdk_urls_and_cookies_verify_with_our_verifier() {
 
 fn sign_case(c: &Case<'_>, backend: Backend, pool: &SigningPool) -> SignedItem {
     let key = SigningKey::from_pem(c.key_pair_id, &read(&c.key_file), c.hash, backend)
-        .unwrap_or_else(|e| panic!("{} {backend:?}: {e}", c.name));
+        .unwrap_or_else(|e| panic!("{} {backend:?}: {e}", c.name))
+        // On the multi-buffer backend, even this lone signature goes through the lanes.
+        .with_min_lane_fill(1);
     let keys = KeySet::from_keys([key]);
     let ctx = BatchContext {
         default_key: keys.get(c.key_pair_id),
@@ -287,7 +289,9 @@ fn our_signatures_match_or_verify_like_the_sdk() {
     let doc = vectors();
     let pool = SigningPool::new(1).expect("pool");
     let mut openssl_cli_checked = 0;
-    for backend in Backend::compiled() {
+    for backend in crate::common::signing_backends(
+        "sdk_js_vectors::our_signatures_match_or_verify_like_the_sdk",
+    ) {
         for v in doc["cases"].as_array().expect("cases") {
             let c = Case::from(&doc, v);
             let what = format!("{} ({backend:?})", c.name);

@@ -539,8 +539,12 @@ async fn a_batch_whose_caller_has_gone_is_not_signed() {
     use std::future::Future as _;
 
     let live = std::sync::Arc::new(cdnsign::live::LiveConfig::new(
-        cdnsign::live::Live::build(anonymous_config("inline_ecdsa_max_items = 0"), None)
-            .expect("live"),
+        // The pool path (multi-buffer lanes shared across requests skip the pool's queue).
+        cdnsign::live::Live::build(
+            anonymous_config("inline_ecdsa_max_items = 0\nmultibuffer = \"off\""),
+            None,
+        )
+        .expect("live"),
     ));
     let pool = std::sync::Arc::new(cdnsign::signing::pool::SigningPool::new(1).expect("pool"));
     let service = std::sync::Arc::new(cdnsign::grpc::sign::SignerService::new(

@@ -85,3 +85,27 @@ pub async fn start(config: Config) -> Running {
         handle,
     }
 }
+
+/// The backends to run a signing test on: every compiled one, plus the multi-buffer backend
+/// where crypto_mb loads and the CPU runs it; otherwise a "SKIPPED <test> on multibuffer"
+/// line goes to stderr past the harness's capture, so the suite's output shows it.
+pub fn signing_backends(test: &str) -> Vec<cdnsign::signing::keys::Backend> {
+    let mut backends = cdnsign::signing::keys::Backend::compiled();
+    #[cfg(feature = "openssl-backend")]
+    match cdnsign::signing::backend::multibuffer::engine() {
+        Ok(_) => backends.push(cdnsign::signing::keys::Backend::Multibuffer),
+        Err(why) => skip(&format!("{test} on multibuffer"), &why.to_string()),
+    }
+    #[cfg(not(feature = "openssl-backend"))]
+    skip(
+        &format!("{test} on multibuffer"),
+        "no openssl-backend feature",
+    );
+    backends
+}
+
+/// Says a test (or part of one) is skipped, on stderr past the harness's capture.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}

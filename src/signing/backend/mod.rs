@@ -1,0 +1,76 @@
+//! The crypto backends behind one internal trait, one file each: [`openssl`] (the default),
+//! [`pure_rust`] (feature `pure-rust`, for builds without OpenSSL) and [`multibuffer`]
+//! (Intel's crypto_mb in 8 AVX-512 IFMA lanes, over OpenSSL, when the library loads and
+//! the CPU runs it).
+//!
+//! A backend parses a PEM into a [`PrivateKey`]; [`super::keys::SigningKey`] wraps it with
+//! the key's id, kind, digest and metric handles. Backends know nothing of batches, pools or
+//! requests: they sign one message, or up to [`PrivateKey::lanes`] at once.
+
+#[cfg(feature = "openssl-backend")]
+pub mod multibuffer;
+#[cfg(feature = "openssl-backend")]
+pub mod openssl;
+#[cfg(feature = "pure-rust")]
+pub mod pure_rust;
+
+use super::keys::{CryptoError, HashAlg, KeyKind};
+
+/// A parsed private key of one backend.
+pub(crate) trait PrivateKey: Send + Sync {
+    /// Signs `msg` (hashing it with `hash`): PKCS#1 v1.5 for RSA, DER ECDSA for EC. Runs
+    /// on a signing-pool thread.
+    fn sign(&self, hash: HashAlg, msg: &[u8]) -> Result<Vec<u8>, CryptoError>;
+
+    /// Signs with an ECDSA key on the calling thread; RSA keys refuse (RSA only runs on
+    /// the pool).
+    fn sign_ecdsa_here(&self, hash: HashAlg, msg: &[u8]) -> Result<Vec<u8>, CryptoError>;
+
+    /// How many messages one [`sign_lanes`](Self::sign_lanes) call signs for the price of
+    /// one: 8 for the multi-buffer backend, 1 otherwise.
+    fn lanes(&self) -> usize {
+        1
+    }
+
+    /// Signs several messages; one result per message, in order. At most
+    /// [`lanes`](Self::lanes) messages share one private-key computation.
+    fn sign_lanes(&self, hash: HashAlg, msgs: &[&[u8]]) -> Vec<Result<Vec<u8>, CryptoError>> {
+        msgs.iter().map(|m| self.sign(hash, m)).collect()
+    }
+
+    /// The fewest messages for which one lane computation costs less than signing them one
+    /// at a time ([`sign_one_by_one`](Self::sign_one_by_one)); 1 without lanes.
+    fn min_lane_fill(&self) -> usize {
+        1
+    }
+
+    /// Signs each message on its own with the key's scalar path (OpenSSL for the
+    /// multi-buffer backend): cheaper than a lane computation for a few messages.
+    fn sign_one_by_one(&self, hash: HashAlg, msgs: &[&[u8]]) -> Vec<Result<Vec<u8>, CryptoError>> {
+        msgs.iter().map(|m| self.sign(hash, m)).collect()
+    }
+}
+
+/// What a backend made of a PEM.
+pub(crate) struct Parsed {
+    pub(crate) kind: KeyKind,
+    pub(crate) bits: u32,
+    pub(crate) key: Box<dyn PrivateKey>,
+}
+
+/// What [`PrivateKey::sign_ecdsa_here`] answers for an RSA key (a bug in the caller).
+pub(crate) fn rsa_off_pool() -> CryptoError {
+    CryptoError::new(
+        "cdnsign",
+        "RSA keys sign only on the signing pool".to_owned(),
+    )
+}
+
+/// PEM "explanatory text" before the first `-----BEGIN` line (our TEST ONLY key carries a
+/// warning there) is dropped; strict PEM parsers refuse it.
+pub(crate) fn pem_body(pem: &str) -> &str {
+    pem.find("-----BEGIN").map_or(pem, |i| &pem[i..])
+}
+
+/// The error for a PEM that is no private key at all.
+pub(crate) const NOT_A_KEY: &str = "not a PEM private key (expected BEGIN RSA PRIVATE KEY, BEGIN PRIVATE KEY or BEGIN EC PRIVATE KEY)";

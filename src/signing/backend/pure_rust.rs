@@ -1,0 +1,117 @@
+//! The pure-Rust backend (feature `pure-rust`): `rsa` 0.10 for RSA, `p256` 0.14 for ECDSA,
+//! for builds without OpenSSL. The `rsa` crate is not constant-time (RUSTSEC-2023-0071):
+//! `cdnsign serve` refuses its RSA keys unless told otherwise (see `crate::live`).
+
+use super::{NOT_A_KEY, Parsed, PrivateKey, rsa_off_pool};
+use crate::signing::keys::{CryptoError, HashAlg, KeyError, KeyKind, check_bits};
+
+enum RustKey {
+    Sha1(Box<rsa::pkcs1v15::SigningKey<sha1::Sha1>>),
+    Sha256(Box<rsa::pkcs1v15::SigningKey<rsa::sha2::Sha256>>),
+    Ecdsa(Box<p256::ecdsa::SigningKey>),
+}
+
+/// Parses `pem` (RSA PKCS#1/PKCS#8, EC P-256 PKCS#8/SEC1) for the pure-Rust backend. The
+/// digest is part of an `rsa` signing key's type, so it is given here.
+pub(crate) fn parse(id: &str, pem: &str, hash: HashAlg) -> Result<Parsed, KeyError> {
+    use rsa::pkcs1::DecodeRsaPrivateKey as _;
+    use rsa::pkcs8::DecodePrivateKey as _;
+    use rsa::traits::PublicKeyParts as _;
+    let rsa_key =
+        rsa::PrivateKey::from_pkcs1_pem(pem).or_else(|_| rsa::PrivateKey::from_pkcs8_pem(pem));
+    let key = match rsa_key {
+        Ok(key) => key,
+        Err(_) => {
+            // Not RSA: an EC P-256 key (PKCS#8 or SEC1), or nothing we sign with.
+            let ec = p256_from_pem(pem).map_err(|_| {
+                if pem.contains("EC PRIVATE KEY") || pem.contains("BEGIN PRIVATE KEY") {
+                    KeyError::Unsupported {
+                        id: id.to_owned(),
+                        reason: "neither RSA nor EC P-256 (CloudFront accepts RSA 2048 and ECDSA P-256 only)".into(),
+                    }
+                } else {
+                    KeyError::Parse {
+                        id: id.to_owned(),
+                        reason: NOT_A_KEY.into(),
+                    }
+                }
+            })?;
+            return Ok(Parsed {
+                kind: KeyKind::EcdsaP256,
+                bits: 256,
+                key: Box::new(RustKey::Ecdsa(Box::new(ec))),
+            });
+        }
+    };
+    let bits = key.n().bit_width();
+    check_bits(id, KeyKind::Rsa, bits)?;
+    let key = match hash {
+        HashAlg::Sha1 => RustKey::Sha1(Box::new(rsa::pkcs1v15::SigningKey::new(key))),
+        HashAlg::Sha256 => RustKey::Sha256(Box::new(rsa::pkcs1v15::SigningKey::new(key))),
+    };
+    Ok(Parsed {
+        kind: KeyKind::Rsa,
+        bits,
+        key: Box::new(key),
+    })
+}
+
+impl PrivateKey for RustKey {
+    fn sign(&self, hash: HashAlg, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        match self {
+            RustKey::Sha1(key) => rsa_sign(key.as_ref(), msg),
+            RustKey::Sha256(key) => rsa_sign(key.as_ref(), msg),
+            RustKey::Ecdsa(_) => self.sign_ecdsa_here(hash, msg),
+        }
+    }
+
+    fn sign_ecdsa_here(&self, hash: HashAlg, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        match self {
+            RustKey::Ecdsa(key) => ecdsa_sign(key, hash, msg),
+            RustKey::Sha1(_) | RustKey::Sha256(_) => Err(rsa_off_pool()),
+        }
+    }
+}
+
+/// Parses an EC P-256 private key from PKCS#8 (`BEGIN PRIVATE KEY`) or SEC1
+/// (`BEGIN EC PRIVATE KEY`) PEM; keys on any other curve fail.
+fn p256_from_pem(pem: &str) -> Result<p256::ecdsa::SigningKey, ()> {
+    use p256::pkcs8::DecodePrivateKey as _;
+    if let Ok(key) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
+        return Ok(key);
+    }
+    p256::SecretKey::from_sec1_pem(pem)
+        .map(p256::ecdsa::SigningKey::from)
+        .map_err(|_| ())
+}
+
+/// ECDSA P-256 over SHA-1 or SHA-256 of `msg`, DER-encoded as CloudFront expects (the bytes
+/// `openssl dgst -sign` writes). Nonces are RFC 6979 (deterministic), which CloudFront
+/// cannot tell from random ones.
+fn ecdsa_sign(
+    key: &p256::ecdsa::SigningKey,
+    hash: HashAlg,
+    msg: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+    use sha1::Digest as _;
+    let digest: Vec<u8> = match hash {
+        HashAlg::Sha1 => sha1::Sha1::digest(msg).to_vec(),
+        HashAlg::Sha256 => rsa::sha2::Sha256::digest(msg).to_vec(),
+    };
+    let sig: p256::ecdsa::Signature = key
+        .sign_prehash(&digest)
+        .map_err(|e| CryptoError::new("pure-rust", e.to_string()))?;
+    Ok(sig.to_der().as_bytes().to_vec())
+}
+
+fn rsa_sign(
+    key: &impl rsa::signature::Signer<rsa::pkcs1v15::Signature>,
+    msg: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    use rsa::signature::SignatureEncoding as _;
+    // `Signer` in rsa 0.10 blinds with the OS RNG (feature `getrandom`).
+    key.try_sign(msg)
+        .map(|s| s.to_vec())
+        .map_err(|e| CryptoError::new("pure-rust", e.to_string()))
+}

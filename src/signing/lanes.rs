@@ -1,0 +1,342 @@
+//! Filling multi-buffer lanes across requests: single-URL calls arriving together share one
+//! 8-lane computation.
+//!
+//! The model is Envoy's `cryptomb` private key provider: a queue per key, flushed to the
+//! signing pool as soon as it holds [`SigningKey::lanes`] signatures, or when the first of
+//! them has waited `[signing] multibuffer_flush_us` (a lone signature never waits longer
+//! than that). Two changes, Nagle-like: a signature that finds the pool idle (nothing
+//! running, no flush waiting to start) is flushed at once, and a flush that ends with no
+//! other flush waiting to start takes the oldest waiting queue with it, however full. Lanes
+//! are a throughput tool: queues form only while the pool is busy, and the pool never
+//! idles while signatures wait; the timer is the backstop (a thread the scheduler may be
+//! slow to wake on a loaded machine). Requests submit from the gRPC worker and await their signature; the worker
+//! is free meanwhile, and the private-key work still only runs on the pool (a flush is a
+//! pool job with an [`OnPool`] token).
+//!
+//! A timer flush of fewer signatures than [`SigningKey::min_lane_fill`] (3 for the
+//! multi-buffer backend: 8 lanes cost about what 3 OpenSSL signatures cost) signs them one
+//! by one with OpenSSL instead: a lone caller gets an OpenSSL signature's latency, not an
+//! 8-lane computation's.
+//!
+//! One timer thread (`cdnsign-lanes`) per [`Lanes`] watches the deadlines; it only moves
+//! queues to the pool, it never signs.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::keys::{CryptoError, SigningKey};
+use super::pool::{OnPool, SigningPool};
+use super::validate::BatchContext;
+use super::{AsItemSpec, BatchStats, Plan, SignError, SignedItem};
+use crate::metrics::{MULTIBUFFER_FLUSH_LANES, MULTIBUFFER_FLUSHES};
+
+type Reply = oneshot::Sender<Result<Vec<u8>, CryptoError>>;
+
+/// Signatures waiting for one key's next flush.
+struct Queue {
+    key: Arc<SigningKey>,
+    msgs: Vec<Vec<u8>>,
+    replies: Vec<Reply>,
+    /// When the first of them must be flushed at the latest.
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    queues: Vec<Queue>,
+    closed: bool,
+}
+
+/// Flushes so far, by what triggered them.
+#[derive(Debug, Default)]
+pub struct FlushCounts {
+    /// Flushes of a full queue (every lane used).
+    pub full: AtomicU64,
+    /// Flushes of a queue whose first signature had waited `multibuffer_flush_us`.
+    pub timer: AtomicU64,
+    /// Flushes made at once because the pool was idle.
+    pub idle: AtomicU64,
+    /// Flushes of a waiting queue started as another flush ended.
+    pub freed: AtomicU64,
+    /// Of the timer and idle flushes, those too small to be worth a lane computation
+    /// ([`SigningKey::min_lane_fill`]), signed one by one with OpenSSL.
+    pub one_by_one: AtomicU64,
+    /// Signatures flushed, over all flushes.
+    pub signatures: AtomicU64,
+}
+
+struct Shared {
+    pool: Arc<SigningPool>,
+    flush_after: Duration,
+    state: Mutex<State>,
+    wake: Condvar,
+    counts: FlushCounts,
+    /// Flush jobs handed to the pool and not started yet.
+    pending: AtomicUsize,
+    /// Test builds: told of every flush handed to the pool.
+    #[cfg(test)]
+    flushed: tokio::sync::Notify,
+}
+
+/// The cross-request lane queues of one server. Dropping it flushes what is queued and
+/// stops the timer thread.
+pub struct Lanes {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Lanes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lanes")
+            .field("flush_after", &self.shared.flush_after)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Trigger {
+    Full,
+    Timer,
+    Idle,
+    Freed,
+}
+
+impl Lanes {
+    /// Queues flushing to `pool` when full or after `flush_after`.
+    pub fn new(pool: Arc<SigningPool>, flush_after: Duration) -> std::io::Result<Lanes> {
+        let shared = Arc::new(Shared {
+            pool,
+            flush_after,
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            counts: FlushCounts::default(),
+            pending: AtomicUsize::new(0),
+            #[cfg(test)]
+            flushed: tokio::sync::Notify::new(),
+        });
+        let timer = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("cdnsign-lanes".into())
+            .spawn(move || timer.run_timer())?;
+        Ok(Lanes { shared })
+    }
+
+    /// How long a signature may wait for company.
+    pub fn flush_after(&self) -> Duration {
+        self.shared.flush_after
+    }
+
+    /// Flushes so far.
+    pub fn counts(&self) -> &FlushCounts {
+        &self.shared.counts
+    }
+
+    /// Queues a signature of `msg` with `key` (a key with more than one lane) and returns
+    /// where its result will arrive.
+    pub fn submit(
+        &self,
+        key: &Arc<SigningKey>,
+        msg: &[u8],
+    ) -> oneshot::Receiver<Result<Vec<u8>, CryptoError>> {
+        let (tx, rx) = oneshot::channel();
+        let lanes = key.lanes().max(1);
+        let mut state = self.shared.lock();
+        let at = match state.queues.iter().position(|q| Arc::ptr_eq(&q.key, key)) {
+            Some(i) => i,
+            None => {
+                state.queues.push(Queue {
+                    key: Arc::clone(key),
+                    msgs: Vec::with_capacity(lanes),
+                    replies: Vec::with_capacity(lanes),
+                    deadline: Instant::now() + self.shared.flush_after,
+                });
+                // A new deadline: the timer may have to wake earlier than it planned.
+                self.shared.wake.notify_one();
+                state.queues.len() - 1
+            }
+        };
+        let queue = &mut state.queues[at];
+        queue.msgs.push(msg.to_vec());
+        queue.replies.push(tx);
+        let trigger = if queue.msgs.len() >= lanes || state.closed {
+            Some(Trigger::Full)
+        } else if self.shared.pool_idle() {
+            Some(Trigger::Idle)
+        } else {
+            None
+        };
+        if let Some(trigger) = trigger {
+            let queue = state.queues.swap_remove(at);
+            drop(state);
+            self.shared.flush(queue, trigger);
+        }
+        rx
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Shared {
+    /// Nothing runs on the pool and no flush waits to start.
+    fn pool_idle(&self) -> bool {
+        self.pool.busy() == 0
+            && self.pool.queued() == 0
+            && self.pending.load(Ordering::Acquire) == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The timer thread: flushes every queue whose deadline has passed; at close, flushes
+    /// everything and ends.
+    fn run_timer(self: &Arc<Self>) {
+        let mut state = self.lock();
+        loop {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            let mut i = 0;
+            while i < state.queues.len() {
+                if state.closed || state.queues[i].deadline <= now {
+                    due.push(state.queues.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            if !due.is_empty() {
+                drop(state);
+                for queue in due {
+                    self.flush(queue, Trigger::Timer);
+                }
+                state = self.lock();
+                continue;
+            }
+            if state.closed {
+                return;
+            }
+            let next = state.queues.iter().map(|q| q.deadline).min();
+            state = match next {
+                None => self
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    self.wake
+                        .wait_timeout(state, deadline.saturating_duration_since(now))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Signs a queue's messages in one pool job and answers each waiter.
+    fn flush(self: &Arc<Self>, queue: Queue, trigger: Trigger) {
+        let counter = match trigger {
+            Trigger::Full => &self.counts.full,
+            Trigger::Timer => &self.counts.timer,
+            Trigger::Idle => &self.counts.idle,
+            Trigger::Freed => &self.counts.freed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .signatures
+            .fetch_add(queue.msgs.len() as u64, Ordering::Relaxed);
+        // A few signatures cost less one by one than one lane computation.
+        let one_by_one = queue.msgs.len() < queue.key.min_lane_fill();
+        let label = match (trigger, one_by_one) {
+            (Trigger::Full, _) => "full",
+            (Trigger::Timer, false) => "timer",
+            (Trigger::Timer, true) => "timer_one_by_one",
+            (Trigger::Idle, false) => "idle",
+            (Trigger::Idle, true) => "idle_one_by_one",
+            (Trigger::Freed, false) => "freed",
+            (Trigger::Freed, true) => "freed_one_by_one",
+        };
+        if one_by_one {
+            self.counts.one_by_one.fetch_add(1, Ordering::Relaxed);
+        }
+        metrics::counter!(MULTIBUFFER_FLUSHES, "trigger" => label).increment(1);
+        metrics::histogram!(MULTIBUFFER_FLUSH_LANES).record(queue.msgs.len() as f64);
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        #[cfg(test)]
+        self.flushed.notify_one();
+        let shared = Arc::clone(self);
+        self.pool.spawn(move |on_pool: &OnPool| {
+            // Running now (counted in the pool's busy threads).
+            shared.pending.fetch_sub(1, Ordering::AcqRel);
+            let Queue {
+                key, msgs, replies, ..
+            } = queue;
+            let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+            let sigs = if one_by_one {
+                key.sign_one_by_one(&refs, on_pool)
+            } else {
+                key.sign_lanes(&refs, on_pool)
+            };
+            for (reply, sig) in replies.into_iter().zip(sigs) {
+                // The caller may have gone (deadline, cancel): its signature is dropped.
+                let _ = reply.send(sig);
+            }
+            shared.after_flush();
+        });
+    }
+
+    /// As a flush ends: if no other flush waits to start, the oldest waiting queue goes
+    /// now rather than at its deadline.
+    fn after_flush(self: &Arc<Self>) {
+        let mut state = self.lock();
+        if self.pending.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        let oldest = state
+            .queues
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, q)| q.deadline)
+            .map(|(i, _)| i);
+        if let Some(i) = oldest {
+            let queue = state.queues.swap_remove(i);
+            drop(state);
+            self.flush(queue, Trigger::Freed);
+        }
+    }
+}
+
+/// Signs a small batch whose keys all sign in lanes, sharing flushes with concurrent
+/// requests: items are validated and rendered here (no crypto), signatures come from the
+/// lane queues. Results as [`super::sign_batch`] gives them.
+pub async fn sign_batch_shared<T: AsItemSpec + Sync>(
+    items: &[T],
+    ctx: &BatchContext,
+    keys: &super::keys::KeySet,
+    lanes: &Lanes,
+) -> (Vec<Result<SignedItem, SignError>>, BatchStats) {
+    let plan = Plan::new(items, ctx, keys, super::pool::Site::CallerThread);
+    let pending: Vec<_> = plan
+        .groups()
+        .map(|(key, msg)| lanes.submit(key, msg))
+        .collect();
+    let mut signed = Vec::with_capacity(pending.len());
+    for (g, ((key, msg), rx)) in plan.groups().zip(pending).enumerate() {
+        let sig = rx.await.unwrap_or_else(|_| {
+            Err(CryptoError::new(
+                "cdnsign",
+                "signing job did not complete".into(),
+            ))
+        });
+        signed.push(plan.group_out(g, key, msg, sig));
+    }
+    plan.finish(signed)
+}
+
+#[cfg(all(test, feature = "openssl-backend"))]
+#[path = "lanes_tests.rs"]
+mod tests;

@@ -1,0 +1,166 @@
+//! Lane queue tests: shared, timer, idle and freed flushes, with the pool held busy by a
+//! blocker job and flushes awaited through a notification, never a sleep.
+use std::sync::atomic::Ordering;
+
+use super::*;
+use crate::signing::backend::multibuffer::tests::{
+    NOW, ctx, engine_or_skip, keyset, repo_file, url,
+};
+use crate::signing::keys::{Backend, KeySet};
+use crate::signing::validate::ItemSpec;
+use crate::signing::verify::{VerifyKey, verify_url};
+
+/// Holds the pool's only thread until the returned sender is dropped or sent to.
+async fn hold(
+    pool: &Arc<SigningPool>,
+) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started, running) = oneshot::channel::<()>();
+    let p = Arc::clone(pool);
+    let blocker = tokio::spawn(async move {
+        let _ = p
+            .run(move |_| {
+                let _ = started.send(());
+                let _ = released.recv();
+            })
+            .await;
+    });
+    running.await.expect("blocker started");
+    (release, blocker)
+}
+
+fn verify(signed: &str, public: &str) {
+    let vk = VerifyKey::from_pem(&repo_file(public)).expect("public key");
+    assert!(verify_url(signed, &vk, NOW + 1, None).valid(), "{signed}");
+}
+
+/// Eight single-URL calls released together by a barrier while the pool is busy: with
+/// a flush timer of an hour, they complete by filling one queue to 8 and sharing its
+/// flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_single_url_calls_share_one_flush() {
+    let Some(engine) = engine_or_skip("concurrent_single_url_calls_share_one_flush") else {
+        return;
+    };
+    let pool = Arc::new(SigningPool::new(1).expect("pool"));
+    let lanes = Arc::new(Lanes::new(Arc::clone(&pool), Duration::from_secs(3600)).expect("lanes"));
+    let keys = Arc::new(keyset(Backend::Multibuffer, Some(&engine)));
+    let (release, blocker) = hold(&pool).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let (lanes, keys, barrier) =
+                (Arc::clone(&lanes), Arc::clone(&keys), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                let u = url(i);
+                let item = [ItemSpec {
+                    url: &u,
+                    ..ItemSpec::default()
+                }];
+                barrier.wait().await;
+                let (mut results, stats) =
+                    sign_batch_shared(&item, &ctx(&keys, "KRSA1"), &keys, &lanes).await;
+                assert_eq!(stats.signed, 1);
+                results.remove(0).expect("signed").signed_url()
+            })
+        })
+        .collect();
+    // The eighth call fills the queue and hands its flush to the (busy) pool.
+    lanes.shared.flushed.notified().await;
+    release.send(()).expect("release");
+    blocker.await.expect("blocker");
+    for call in calls {
+        verify(
+            &call.await.expect("task"),
+            "config/dev-keys/TEST-ONLY-cloudfront.pub.pem",
+        );
+    }
+    let counts = lanes.counts();
+    assert_eq!(counts.full.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
+    assert_eq!(counts.idle.load(Ordering::SeqCst), 0);
+    assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 0);
+    assert_eq!(counts.signatures.load(Ordering::SeqCst), 8);
+}
+
+/// A lone signature on a busy pool waits at most `multibuffer_flush_us`, then the timer
+/// flushes it alone, signed with OpenSSL (cheaper than 8 lanes for one signature).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_signature_on_a_busy_pool_is_flushed_by_the_timer() {
+    let Some(engine) = engine_or_skip("a_lone_signature_on_a_busy_pool_is_flushed_by_the_timer")
+    else {
+        return;
+    };
+    let pool = Arc::new(SigningPool::new(1).expect("pool"));
+    let lanes = Lanes::new(Arc::clone(&pool), Duration::from_micros(100)).expect("lanes");
+    let keys = keyset(Backend::Multibuffer, Some(&engine));
+    let key = keys.get("KEC256").expect("key");
+    let (release, blocker) = hold(&pool).await;
+    let rx = lanes.submit(&key, b"a policy");
+    lanes.shared.flushed.notified().await;
+    release.send(()).expect("release");
+    blocker.await.expect("blocker");
+    let der = rx.await.expect("answered").expect("signed");
+    openssl::ecdsa::EcdsaSig::from_der(&der).expect("DER");
+    let counts = lanes.counts();
+    assert_eq!(counts.timer.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.full.load(Ordering::SeqCst), 0);
+}
+
+/// A queue waiting on a busy pool goes as soon as a flush ends, not at its deadline
+/// (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_queue_goes_when_a_flush_ends() {
+    let Some(engine) = engine_or_skip("a_waiting_queue_goes_when_a_flush_ends") else {
+        return;
+    };
+    let pool = Arc::new(SigningPool::new(1).expect("pool"));
+    let lanes = Lanes::new(Arc::clone(&pool), Duration::from_secs(3600)).expect("lanes");
+    let keys = keyset(Backend::Multibuffer, Some(&engine));
+    let (rsa, ec) = (
+        keys.get("KRSA1").expect("rsa"),
+        keys.get("KEC256").expect("ec"),
+    );
+    let (release, blocker) = hold(&pool).await;
+    let full: Vec<_> = (0..8)
+        .map(|i| lanes.submit(&rsa, format!("p{i}").as_bytes()))
+        .collect();
+    let waiting = lanes.submit(&ec, b"an EC policy");
+    assert_eq!(lanes.counts().full.load(Ordering::SeqCst), 1);
+    release.send(()).expect("release");
+    blocker.await.expect("blocker");
+    for rx in full {
+        rx.await.expect("answered").expect("signed");
+    }
+    waiting.await.expect("answered").expect("signed");
+    let counts = lanes.counts();
+    assert_eq!(counts.freed.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
+}
+
+/// On an idle pool a signature does not wait for company at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_idle_pool_a_signature_is_flushed_at_once() {
+    let Some(engine) = engine_or_skip("on_an_idle_pool_a_signature_is_flushed_at_once") else {
+        return;
+    };
+    let pool = Arc::new(SigningPool::new(1).expect("pool"));
+    let lanes = Lanes::new(pool, Duration::from_secs(3600)).expect("lanes");
+    let keys: KeySet = keyset(Backend::Multibuffer, Some(&engine));
+    let u = url(1);
+    let item = [ItemSpec {
+        url: &u,
+        key_id: "KEC256",
+        ..ItemSpec::default()
+    }];
+    let (results, _) = sign_batch_shared(&item, &ctx(&keys, "KRSA1"), &keys, &lanes).await;
+    verify(
+        &results[0].as_ref().expect("signed").signed_url(),
+        "tests/fixtures/keys/ec-p256.pub.pem",
+    );
+    let counts = lanes.counts();
+    assert_eq!(counts.idle.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
+}
