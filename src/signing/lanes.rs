@@ -40,6 +40,11 @@ struct Queue {
     key: Arc<SigningKey>,
     msgs: Vec<Vec<u8>>,
     replies: Vec<Reply>,
+    /// Traces (debug spans, free unless a trace exporter wants them): each submitter's
+    /// span, the flush's `sign.job` parent (the first) or links (the others).
+    callers: Vec<tracing::Span>,
+    /// Each submitter's `sign.queue` span: the wait for its flush to start.
+    waits: Vec<tracing::Span>,
     /// When the first of them must be flushed at the latest.
     deadline: Instant,
 }
@@ -150,6 +155,8 @@ impl Lanes {
                     key: Arc::clone(key),
                     msgs: Vec::with_capacity(lanes),
                     replies: Vec::with_capacity(lanes),
+                    callers: Vec::with_capacity(lanes),
+                    waits: Vec::with_capacity(lanes),
                     deadline: Instant::now() + self.shared.flush_after,
                 });
                 // A new deadline: the timer may have to wake earlier than it planned.
@@ -160,6 +167,8 @@ impl Lanes {
         let queue = &mut state.queues[at];
         queue.msgs.push(msg.to_vec());
         queue.replies.push(tx);
+        queue.callers.push(tracing::Span::current());
+        queue.waits.push(tracing::debug_span!("sign.queue", lanes = true));
         let trigger = if queue.msgs.len() >= lanes || state.closed {
             Some(Trigger::Full)
         } else if self.shared.pool_idle() {
@@ -273,14 +282,36 @@ impl Shared {
             // Running now (counted in the pool's busy threads).
             shared.pending.fetch_sub(1, Ordering::AcqRel);
             let Queue {
-                key, msgs, replies, ..
+                key,
+                msgs,
+                replies,
+                callers,
+                waits,
+                ..
             } = queue;
-            let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-            let sigs = if one_by_one {
-                key.sign_one_by_one(&refs, on_pool)
-            } else {
-                key.sign_lanes(&refs, on_pool)
+            drop(waits);
+            // One job for several calls: a child of the first caller's span, linked from
+            // the others'.
+            let job = match callers.first() {
+                Some(first) => tracing::debug_span!(
+                    parent: first,
+                    "sign.job",
+                    signatures = msgs.len(),
+                    flush = label
+                ),
+                None => tracing::Span::none(),
             };
+            for other in callers.iter().skip(1) {
+                job.follows_from(other);
+            }
+            let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+            let sigs = job.in_scope(|| {
+                if one_by_one {
+                    key.sign_one_by_one(&refs, on_pool)
+                } else {
+                    key.sign_lanes(&refs, on_pool)
+                }
+            });
             for (reply, sig) in replies.into_iter().zip(sigs) {
                 // The caller may have gone (deadline, cancel): its signature is dropped.
                 let _ = reply.send(sig);
