@@ -168,7 +168,9 @@ impl Lanes {
         queue.msgs.push(msg.to_vec());
         queue.replies.push(tx);
         queue.callers.push(tracing::Span::current());
-        queue.waits.push(tracing::debug_span!("sign.queue", lanes = true));
+        queue
+            .waits
+            .push(tracing::debug_span!("sign.queue", lanes = true));
         let trigger = if queue.msgs.len() >= lanes || state.closed {
             Some(Trigger::Full)
         } else if self.shared.pool_idle() {
