@@ -245,6 +245,18 @@ impl Default for SigningConfig {
     }
 }
 
+impl SigningConfig {
+    /// What the signing backends are chosen from (`backend`, `multibuffer`,
+    /// `multibuffer_flush_us`).
+    pub fn selection_wanted(&self) -> crate::signing::selection::Wanted {
+        crate::signing::selection::Wanted {
+            backend: self.backend,
+            multibuffer: self.multibuffer,
+            flush_after: std::time::Duration::from_micros(self.multibuffer_flush_us),
+        }
+    }
+}
+
 /// One `[[keys]]` entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyConfig {

@@ -64,7 +64,7 @@ impl Live {
         previous: Option<&Live>,
         mut problems: Vec<String>,
     ) -> Result<Live, ConfigError> {
-        let selection = Selection::resolve(&config.signing)
+        let selection = Selection::resolve(&config.signing.selection_wanted())
             .map_err(|p| problems.push(p))
             .ok();
         let keys = match &selection {

@@ -50,7 +50,7 @@ pub struct SignerService {
     lanes: Option<Lanes>,
     pub(super) metrics: SignMetrics,
     /// Public halves of the loaded keys, for `VerifyUrls` / `VerifyCookies`.
-    pub(super) public_keys: super::verify::PublicKeyCache,
+    pub(super) public_keys: crate::signing::public_keys::PublicKeyCache,
 }
 
 /// Most items a request may have to share lane flushes with other requests; larger ones
@@ -95,7 +95,7 @@ impl SignerService {
             pool,
             lanes,
             metrics: SignMetrics::new(),
-            public_keys: super::verify::PublicKeyCache::default(),
+            public_keys: crate::signing::public_keys::PublicKeyCache::default(),
         }
     }
 

@@ -4,49 +4,17 @@
 //! without an identity. Runs on the signing pool, admitted like a signing batch.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, Weak};
 
 use tonic::Status;
 
 use super::sign::{SignerService, unix_now};
 use super::status::ApiError;
-use crate::live::Live;
 use crate::proto;
 use crate::proto::verify_problem::Reason as ProtoReason;
-use crate::signing::keys::KeySet;
-use crate::signing::pool::OnPool;
 use crate::signing::public_keys::PublicKeys;
 use crate::signing::verify::{
     Reason, Verdict, parse_cookie_header, verify_cookies_with, verify_url_with,
 };
-
-/// Public keys derived from one key set (held weakly: a reload frees the old set).
-type Derived = (Weak<KeySet>, Arc<PublicKeys>);
-
-/// The public keys of the key set in force, derived again when a reload swaps it.
-#[derive(Debug, Clone, Default)]
-pub struct PublicKeyCache {
-    inner: Arc<Mutex<Option<Derived>>>,
-}
-
-impl PublicKeyCache {
-    /// The public halves of `live`'s keys (derived on first use after each reload).
-    fn get(&self, live: &Live, on_pool: &OnPool) -> Arc<PublicKeys> {
-        let mut cached = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((set, keys)) = cached.as_ref()
-            && set.upgrade().is_some_and(|s| Arc::ptr_eq(&s, &live.keys))
-        {
-            return Arc::clone(keys);
-        }
-        let keys = Arc::new(PublicKeys::derive(
-            &live.config.key_specs(),
-            &live.keys,
-            on_pool,
-        ));
-        *cached = Some((Arc::downgrade(&live.keys), Arc::clone(&keys)));
-        keys
-    }
-}
 
 fn reason(r: Reason) -> ProtoReason {
     match r {
@@ -116,7 +84,7 @@ impl SignerService {
         let (results, _) = self
             .pool
             .run(move |on_pool| {
-                let keys = cache.get(&live, on_pool);
+                let keys = cache.get(&live.keys, || live.config.key_specs(), on_pool);
                 let out: Vec<proto::VerifyResult> = items
                     .iter()
                     .enumerate()

@@ -6,7 +6,9 @@
 //! parallel ([`keys::SigningKey::sign`]) → [`SignedItem`] per item, which renders as a URL
 //! ([`SignedItem::signed_url`]) or cookies ([`SignedItem::cookies`]).
 
+pub mod algorithm;
 pub mod backend;
+pub mod errors;
 pub mod keys;
 pub mod keyset;
 pub mod lanes;

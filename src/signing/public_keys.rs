@@ -6,6 +6,7 @@
 //! replaced on disk since the last (re)load therefore never verifies in that key's name.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use super::keys::{KeySet, KeySpec, PemSource};
 use super::pool::OnPool;
@@ -74,5 +75,36 @@ impl PublicKeys {
     /// No usable key.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Public keys derived from one key set (held weakly: a reload frees the old set).
+type Derived = (Weak<KeySet>, Arc<PublicKeys>);
+
+/// The public keys of the key set in force, derived again when a reload swaps it. Clones
+/// share one cache.
+#[derive(Debug, Clone, Default)]
+pub struct PublicKeyCache {
+    inner: Arc<Mutex<Option<Derived>>>,
+}
+
+impl PublicKeyCache {
+    /// The public halves of `loaded` (derived from `specs()` on first use after each
+    /// reload, on the pool thread `on_pool` proves this is).
+    pub fn get(
+        &self,
+        loaded: &Arc<KeySet>,
+        specs: impl FnOnce() -> Vec<KeySpec>,
+        on_pool: &OnPool,
+    ) -> Arc<PublicKeys> {
+        let mut cached = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((set, keys)) = cached.as_ref()
+            && set.upgrade().is_some_and(|s| Arc::ptr_eq(&s, loaded))
+        {
+            return Arc::clone(keys);
+        }
+        let keys = Arc::new(PublicKeys::derive(&specs(), loaded, on_pool));
+        *cached = Some((Arc::downgrade(loaded), Arc::clone(&keys)));
+        keys
     }
 }

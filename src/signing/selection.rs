@@ -7,12 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{Backend, EngineRef, HashAlg, KeyKind, algorithm_label};
-use crate::config::SigningConfig;
 
-/// The environment variable naming the crypto_mb library file to load instead of the
-/// default locations (`/usr/local/lib/cdnsign/libcrypto_mb.so.13`, then the system
-/// loader's search for `libcrypto_mb.so.13`, `.so.11`, `.so`).
-pub const LIB_ENV: &str = "CDNSIGN_CRYPTO_MB_LIB";
+pub use super::backend::LIB_ENV;
 
 /// `[signing] multibuffer`: whether RSA-2048 and ECDSA P-256 sign in crypto_mb's 8 lanes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -39,6 +35,18 @@ impl MultibufferMode {
     }
 }
 
+/// What a [`Selection`] is decided from: `[signing] backend`, `multibuffer` and
+/// `multibuffer_flush_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    /// `[signing] backend`.
+    pub backend: Backend,
+    /// `[signing] multibuffer`.
+    pub multibuffer: MultibufferMode,
+    /// `[signing] multibuffer_flush_us`, the longest a lane queue waits to fill.
+    pub flush_after: Duration,
+}
+
 /// The algorithms, as the `algorithm` label of the signing metrics names them.
 const ALGORITHMS: [(KeyKind, HashAlg); 4] = [
     (KeyKind::Rsa, HashAlg::Sha1),
@@ -61,7 +69,7 @@ impl Selection {
     /// Decides for `signing`; an error (naming what is missing) only when
     /// `multibuffer = "required"` cannot be met. The library is the one
     /// `CDNSIGN_CRYPTO_MB_LIB` names, else the first found in the default locations.
-    pub fn resolve(signing: &SigningConfig) -> Result<Selection, String> {
+    pub fn resolve(signing: &Wanted) -> Result<Selection, String> {
         let lib = std::env::var_os(LIB_ENV)
             .filter(|p| !p.is_empty())
             .map(std::path::PathBuf::from);
@@ -71,11 +79,11 @@ impl Selection {
     /// [`resolve`](Self::resolve) with the library file given (`None`: the default
     /// locations).
     pub fn resolve_with(
-        signing: &SigningConfig,
+        signing: &Wanted,
         lib: Option<&std::path::Path>,
     ) -> Result<Selection, String> {
         let mode = signing.multibuffer;
-        let flush_after = Duration::from_micros(signing.multibuffer_flush_us);
+        let flush_after = signing.flush_after;
         let plain = |reason: String| Selection {
             backend: signing.backend,
             #[cfg(feature = "openssl-backend")]
@@ -211,10 +219,11 @@ impl Selection {
 mod tests {
     use super::*;
 
-    fn signing(mode: MultibufferMode) -> SigningConfig {
-        SigningConfig {
+    fn signing(mode: MultibufferMode) -> Wanted {
+        Wanted {
+            backend: Backend::default(),
             multibuffer: mode,
-            ..SigningConfig::default()
+            flush_after: Duration::from_micros(100),
         }
     }
 

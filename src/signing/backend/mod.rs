@@ -14,7 +14,13 @@ pub mod openssl;
 #[cfg(feature = "pure-rust")]
 pub mod pure_rust;
 
-use super::keys::{CryptoError, HashAlg, KeyKind};
+use super::algorithm::{HashAlg, KeyKind};
+use super::errors::CryptoError;
+
+/// The environment variable naming the crypto_mb library file to load instead of the
+/// default locations (`/usr/local/lib/cdnsign/libcrypto_mb.so.13`, then the system
+/// loader's search for `libcrypto_mb.so.13`, `.so.11`, `.so`).
+pub const LIB_ENV: &str = "CDNSIGN_CRYPTO_MB_LIB";
 
 /// A parsed private key of one backend.
 pub(crate) trait PrivateKey: Send + Sync {

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use openssl::pkey::{Id, PKey, Private};
 
 use super::{NOT_A_KEY, Parsed, PrivateKey, rsa_off_pool};
-use crate::signing::keys::{CryptoError, HashAlg, KeyError, KeyKind, check_bits};
+use crate::signing::algorithm::{HashAlg, KeyKind, check_bits};
+use crate::signing::errors::{CryptoError, KeyError};
 
 /// A key parsed by OpenSSL.
 pub(crate) enum OpensslKey {

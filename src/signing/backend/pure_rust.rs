@@ -3,7 +3,8 @@
 //! `cdnsign serve` refuses its RSA keys unless told otherwise (see `crate::live`).
 
 use super::{NOT_A_KEY, Parsed, PrivateKey, rsa_off_pool};
-use crate::signing::keys::{CryptoError, HashAlg, KeyError, KeyKind, check_bits};
+use crate::signing::algorithm::{HashAlg, KeyKind, check_bits};
+use crate::signing::errors::{CryptoError, KeyError};
 
 enum RustKey {
     Sha1(Box<rsa::pkcs1v15::SigningKey<sha1::Sha1>>),

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use cdnsign_cryptomb::{CryptoMb, LoadError};
 
-use crate::signing::selection::LIB_ENV;
+use crate::signing::backend::LIB_ENV;
 
 /// A loaded crypto_mb that this CPU runs.
 #[derive(Debug)]

@@ -7,9 +7,10 @@ use metrics::Counter;
 
 use super::engine::Engine;
 use super::pkcs1;
+use crate::signing::algorithm::{HashAlg, KeyKind, algorithm_label};
 use crate::signing::backend::openssl::{OpensslKey, digest, parse_pkey};
 use crate::signing::backend::{Parsed, PrivateKey, rsa_off_pool};
-use crate::signing::keys::{CryptoError, HashAlg, KeyError, KeyKind, algorithm_label};
+use crate::signing::errors::{CryptoError, KeyError};
 
 /// The key material the lanes use.
 enum LaneKey {

@@ -3,7 +3,7 @@
 
 use cdnsign_cryptomb::RSA2048_BYTES;
 
-use crate::signing::keys::HashAlg;
+use crate::signing::algorithm::HashAlg;
 
 /// DER `DigestInfo` prefixes (RFC 8017 9.2, note 1).
 const SHA1_PREFIX: [u8; 15] = [
