@@ -164,3 +164,51 @@ async fn on_an_idle_pool_a_signature_is_flushed_at_once() {
     assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 1);
     assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
 }
+
+/// While a lane flush waits for the busy pool, a queue past its deadline is not handed to
+/// the pool behind it (where it could gain no lanes): it keeps filling, and goes, with
+/// everything that joined it, as that flush ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_past_its_deadline_keeps_filling_while_a_flush_is_ahead_of_it() {
+    let Some(engine) =
+        engine_or_skip("a_queue_past_its_deadline_keeps_filling_while_a_flush_is_ahead_of_it")
+    else {
+        return;
+    };
+    let pool = Arc::new(SigningPool::new(1).expect("pool"));
+    let lanes = Lanes::new(Arc::clone(&pool), Duration::from_micros(100)).expect("lanes");
+    let keys = keyset(Backend::Multibuffer, Some(&engine));
+    let (rsa, ec) = (
+        keys.get("KRSA1").expect("rsa"),
+        keys.get("KEC256").expect("ec"),
+    );
+    let (release, blocker) = hold(&pool).await;
+    // A full RSA flush waits for the held pool thread.
+    let full: Vec<_> = (0..8)
+        .map(|i| lanes.submit(&rsa, format!("p{i}").as_bytes()))
+        .collect();
+    assert_eq!(lanes.counts().full.load(Ordering::SeqCst), 1);
+    // An EC signature whose deadline passes meanwhile: the timer leaves it queued.
+    let first = lanes.submit(&ec, b"EC policy 0");
+    tokio::time::timeout(Duration::from_secs(60), lanes.shared.deferred.notified())
+        .await
+        .expect("the timer left the EC queue waiting for the flush ahead of it");
+    let later: Vec<_> = (1..4)
+        .map(|i| lanes.submit(&ec, format!("EC policy {i}").as_bytes()))
+        .collect();
+    release.send(()).expect("release");
+    blocker.await.expect("blocker");
+    for rx in full {
+        rx.await.expect("answered").expect("signed");
+    }
+    for rx in std::iter::once(first).chain(later) {
+        let der = rx.await.expect("answered").expect("signed");
+        openssl::ecdsa::EcdsaSig::from_der(&der).expect("DER");
+    }
+    let counts = lanes.counts();
+    assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
+    assert_eq!(counts.freed.load(Ordering::SeqCst), 1);
+    // One flush of 8 and one of 4: the EC queue went whole, in lanes.
+    assert_eq!(counts.signatures.load(Ordering::SeqCst), 12);
+    assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 0);
+}
