@@ -3,15 +3,20 @@
 //!
 //! The model is Envoy's `cryptomb` private key provider: a queue per key, flushed to the
 //! signing pool as soon as it holds [`SigningKey::lanes`] signatures, or when the first of
-//! them has waited `[signing] multibuffer_flush_us` (a lone signature never waits longer
-//! than that). Two changes, Nagle-like: a signature that finds the pool idle (nothing
-//! running, no flush waiting to start) is flushed at once, and a flush that ends with no
-//! other flush waiting to start takes the oldest waiting queue with it, however full. Lanes
-//! are a throughput tool: queues form only while the pool is busy, and the pool never
+//! them has waited `[signing] multibuffer_flush_us`. Three changes, Nagle-like:
+//! - a signature that finds the pool idle (nothing running, no flush waiting to start) is
+//!   flushed at once;
+//! - a flush that ends with no other flush waiting to start takes the oldest waiting queue
+//!   with it, however full;
+//! - a queue past its deadline while every pool thread is taken and a lane flush is running
+//!   or waiting stays open (handed to the pool it would only wait there, unable to gain
+//!   lanes); that flush's end takes it.
+//!
+//! Lanes are a throughput tool: queues form only while the pool is busy, and the pool never
 //! idles while signatures wait; the timer is the backstop (a thread the scheduler may be
-//! slow to wake on a loaded machine). Requests submit from the gRPC worker and await their signature; the worker
-//! is free meanwhile, and the private-key work still only runs on the pool (a flush is a
-//! pool job with an [`OnPool`] token).
+//! slow to wake on a loaded machine). Requests submit from the gRPC worker and await their
+//! signature; the worker is free meanwhile, and the private-key work still only runs on the
+//! pool (a flush is a pool job with an [`OnPool`] token).
 //!
 //! A timer flush of fewer signatures than [`SigningKey::min_lane_fill`] (3 for the
 //! multi-buffer backend: 8 lanes cost about what 3 OpenSSL signatures cost) signs them one
