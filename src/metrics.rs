@@ -41,7 +41,7 @@ pub const SIGNING_BACKEND_INFO: &str = "cdnsign_signing_backend_info";
 /// Multi-buffer lanes re-signed with OpenSSL, by `algorithm` and `reason`
 /// (`verify_failed`, `lane_error`).
 pub const MULTIBUFFER_FALLBACKS: &str = "cdnsign_multibuffer_fallbacks_total";
-/// Cross-request lane flushes, by `trigger`: `full`, `timer`, `idle` (the pool was idle),
+/// Cross-request lane flushes, by `trigger`: `full`, `timer`, `idle` (a pool thread was free),
 /// `freed` (another flush ended); `*_one_by_one` when too few for a lane computation and
 /// signed one by one with OpenSSL.
 pub const MULTIBUFFER_FLUSHES: &str = "cdnsign_multibuffer_flushes_total";

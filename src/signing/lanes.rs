@@ -4,8 +4,8 @@
 //! The model is Envoy's `cryptomb` private key provider: a queue per key, flushed to the
 //! signing pool as soon as it holds [`SigningKey::lanes`] signatures, or when the first of
 //! them has waited `[signing] multibuffer_flush_us`. Three changes, Nagle-like:
-//! - a signature that finds the pool idle (nothing running, no flush waiting to start) is
-//!   flushed at once;
+//! - a signature that finds a pool thread free (and no flush waiting to start) is flushed
+//!   at once: lanes only wait for company while every thread is taken;
 //! - a flush that ends with no other flush waiting to start takes the oldest waiting queue
 //!   with it, however full;
 //! - a queue past its deadline while every pool thread is taken and a lane flush is running
@@ -67,7 +67,7 @@ pub struct FlushCounts {
     pub full: AtomicU64,
     /// Flushes of a queue whose first signature had waited `multibuffer_flush_us`.
     pub timer: AtomicU64,
-    /// Flushes made at once because the pool was idle.
+    /// Flushes made at once because a pool thread was free (`trigger="idle"`).
     pub idle: AtomicU64,
     /// Flushes of a waiting queue started as another flush ended.
     pub freed: AtomicU64,
@@ -187,7 +187,7 @@ impl Lanes {
             .push(tracing::debug_span!("sign.queue", lanes = true));
         let trigger = if queue.msgs.len() >= lanes || state.closed {
             Some(Trigger::Full)
-        } else if self.shared.pool_idle() {
+        } else if self.shared.thread_free() {
             Some(Trigger::Idle)
         } else {
             None
@@ -209,13 +209,6 @@ impl Drop for Lanes {
 }
 
 impl Shared {
-    /// Nothing runs on the pool and no flush waits to start.
-    fn pool_idle(&self) -> bool {
-        self.pool.busy() == 0
-            && self.pool.queued() == 0
-            && self.pending.load(Ordering::Acquire) == 0
-    }
-
     /// A flush handed to the pool now would start at once.
     fn thread_free(&self) -> bool {
         self.pool.queued() == 0

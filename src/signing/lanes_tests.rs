@@ -212,3 +212,30 @@ async fn a_queue_past_its_deadline_keeps_filling_while_a_flush_is_ahead_of_it() 
     assert_eq!(counts.signatures.load(Ordering::SeqCst), 12);
     assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 0);
 }
+
+/// A signature that finds one of the pool's threads free goes at once, even while the
+/// other thread is busy: queues only wait for company while every thread is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_pool_thread_takes_a_signature_at_once() {
+    let Some(engine) = engine_or_skip("a_free_pool_thread_takes_a_signature_at_once") else {
+        return;
+    };
+    let pool = Arc::new(SigningPool::new(2).expect("pool"));
+    let lanes = Lanes::new(Arc::clone(&pool), Duration::from_secs(3600)).expect("lanes");
+    let keys = keyset(Backend::Multibuffer, Some(&engine));
+    let key = keys.get("KEC256").expect("key");
+    let (release, blocker) = hold(&pool).await;
+    let rx = lanes.submit(&key, b"a policy");
+    // Answered while the blocker still holds the other thread (a flush timer of an hour).
+    let der = tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("flushed to the free thread at once")
+        .expect("answered")
+        .expect("signed");
+    openssl::ecdsa::EcdsaSig::from_der(&der).expect("DER");
+    release.send(()).expect("release");
+    blocker.await.expect("blocker");
+    let counts = lanes.counts();
+    assert_eq!(counts.idle.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
+}
