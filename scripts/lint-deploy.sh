@@ -562,8 +562,8 @@ else
     note "kubectl kustomize skipped: no kubectl on PATH (the kustomizations' structure is checked above in Python)"
 fi
 
-# Kubernetes schema check, when PyPI's kubernetes-validate is in the venv (optional:
-# scripts/setup.sh does not install it; `.venv/bin/pip install kubernetes-validate==1.37.0`).
+# Kubernetes schema check with PyPI's kubernetes-validate (in scripts/requirements-test.txt,
+# so scripts/setup.sh installs it into .venv; without it the check is skipped, loudly).
 # 1.27 is the oldest Kubernetes with GA gRPC probes, which deployment.yaml needs.
 k8s_files=()
 for f in deploy/kubernetes/*.yaml deploy/kubernetes-embedded/*.yaml; do
