@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use tonic::Status;
 
-use super::sign::{BatchFields, Output, SignerService, check_attributes, count_outcomes};
+use super::sign::{
+    BatchFields, Output, SignerService, check_attributes, cookie_set, count_outcomes,
+};
 use super::status::{ApiError, uri_error};
 use crate::auth::Caller;
 use crate::playlist::{self, Format, Mode, Outcome, Parsed, Plan, PlaylistError, SharedOptions};
@@ -14,7 +16,7 @@ use crate::proto;
 use crate::signing::keys::KeySet;
 use crate::signing::pool::{OnPool, Site};
 use crate::signing::validate::BatchContext;
-use crate::signing::{SignedItem, sign_batch};
+use crate::signing::sign_batch;
 
 fn mode_of(value: i32) -> Result<Mode, ApiError> {
     match proto::PlaylistMode::try_from(value) {
@@ -72,23 +74,6 @@ fn sign_on_pool(
     };
     let denied = count_outcomes(&results, metrics, output);
     plan.finish(&job.text, results, stats).map(|o| (o, denied))
-}
-
-fn cookie_set(item: &SignedItem, attrs: &proto::CookieAttributes) -> proto::CookieSet {
-    let pairs = item.cookies();
-    proto::CookieSet {
-        set_cookie_headers: pairs
-            .iter()
-            .map(|(n, v)| super::sign::set_cookie_header(n, v, attrs))
-            .collect(),
-        cookies: pairs
-            .into_iter()
-            .map(|(name, value)| proto::Cookie {
-                name: name.to_owned(),
-                value,
-            })
-            .collect(),
-    }
 }
 
 impl SignerService {

@@ -495,6 +495,25 @@ pub(super) fn set_cookie_header(
     h
 }
 
+/// A signed item's `CloudFront-*` cookies, as name/value pairs and as `Set-Cookie`
+/// headers with `attrs`.
+pub(super) fn cookie_set(item: &SignedItem, attrs: &proto::CookieAttributes) -> proto::CookieSet {
+    let pairs = item.cookies();
+    proto::CookieSet {
+        set_cookie_headers: pairs
+            .iter()
+            .map(|(n, v)| set_cookie_header(n, v, attrs))
+            .collect(),
+        cookies: pairs
+            .into_iter()
+            .map(|(name, value)| proto::Cookie {
+                name: name.to_owned(),
+                value,
+            })
+            .collect(),
+    }
+}
+
 fn cookie_response(
     results: Vec<Result<SignedItem, SignError>>,
     stats: BatchStats,
@@ -505,28 +524,12 @@ fn cookie_response(
         .into_iter()
         .enumerate()
         .map(|(i, r)| match r {
-            Ok(item) => {
-                let pairs = item.cookies();
-                let set_cookie_headers = pairs
-                    .iter()
-                    .map(|(n, v)| set_cookie_header(n, v, attrs))
-                    .collect();
-                proto::SignCookiesResult {
-                    outcome: Some(Outcome::Cookies(proto::CookieSet {
-                        cookies: pairs
-                            .into_iter()
-                            .map(|(name, value)| proto::Cookie {
-                                name: name.to_owned(),
-                                value,
-                            })
-                            .collect(),
-                        set_cookie_headers,
-                    })),
-                    index: u32::try_from(i).unwrap_or(u32::MAX),
-                    expires_at: item.expires,
-                    key_id: item.key.id().to_owned(),
-                }
-            }
+            Ok(item) => proto::SignCookiesResult {
+                outcome: Some(Outcome::Cookies(cookie_set(&item, attrs))),
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                expires_at: item.expires,
+                key_id: item.key.id().to_owned(),
+            },
             Err(e) => proto::SignCookiesResult {
                 outcome: Some(Outcome::Error(item_error(i, &e))),
                 index: u32::try_from(i).unwrap_or(u32::MAX),
