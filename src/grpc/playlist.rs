@@ -15,8 +15,8 @@ use crate::playlist::{self, Format, Mode, Outcome, Parsed, Plan, PlaylistError, 
 use crate::proto;
 use crate::signing::keys::KeySet;
 use crate::signing::pool::{OnPool, Site};
-use crate::signing::validate::BatchContext;
 use crate::signing::sign_batch;
+use crate::signing::validate::BatchContext;
 
 fn mode_of(value: i32) -> Result<Mode, ApiError> {
     match proto::PlaylistMode::try_from(value) {

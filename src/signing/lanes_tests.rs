@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use super::*;
+use crate::signing::backend::multibuffer::Engine;
 use crate::signing::backend::multibuffer::tests::{
     NOW, ctx, engine_or_skip, keyset, repo_file, url,
 };
@@ -10,10 +11,22 @@ use crate::signing::keys::{Backend, KeySet};
 use crate::signing::validate::ItemSpec;
 use crate::signing::verify::{VerifyKey, verify_url};
 
-/// Holds the pool's only thread until the returned sender is dropped or sent to.
-async fn hold(
-    pool: &Arc<SigningPool>,
-) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+/// One pool thread held by a blocker job until [`Held::release`].
+struct Held {
+    release: std::sync::mpsc::Sender<()>,
+    blocker: tokio::task::JoinHandle<()>,
+}
+
+impl Held {
+    /// Lets the blocker end, and waits until it has.
+    async fn release(self) {
+        self.release.send(()).expect("release");
+        self.blocker.await.expect("blocker");
+    }
+}
+
+/// Holds one pool thread (the only one, in a one-thread pool) until released.
+async fn hold(pool: &Arc<SigningPool>) -> Held {
     let (release, released) = std::sync::mpsc::channel::<()>();
     let (started, running) = oneshot::channel::<()>();
     let p = Arc::clone(pool);
@@ -26,7 +39,25 @@ async fn hold(
             .await;
     });
     running.await.expect("blocker started");
-    (release, blocker)
+    Held { release, blocker }
+}
+
+/// A pool of `threads`, lane queues on it flushing after `flush_after`, and the test keys
+/// on the multi-buffer backend.
+fn rig(
+    engine: &Arc<Engine>,
+    threads: usize,
+    flush_after: Duration,
+) -> (Arc<SigningPool>, Lanes, KeySet) {
+    let pool = Arc::new(SigningPool::new(threads).expect("pool"));
+    let lanes = Lanes::new(Arc::clone(&pool), flush_after).expect("lanes");
+    (pool, lanes, keyset(Backend::Multibuffer, Some(engine)))
+}
+
+/// An ECDSA signature's answer: signed, and DER.
+fn assert_der(answer: Result<Result<Vec<u8>, CryptoError>, oneshot::error::RecvError>) {
+    let der = answer.expect("answered").expect("signed");
+    openssl::ecdsa::EcdsaSig::from_der(&der).expect("DER");
 }
 
 fn verify(signed: &str, public: &str) {
@@ -42,10 +73,9 @@ async fn concurrent_single_url_calls_share_one_flush() {
     let Some(engine) = engine_or_skip("concurrent_single_url_calls_share_one_flush") else {
         return;
     };
-    let pool = Arc::new(SigningPool::new(1).expect("pool"));
-    let lanes = Arc::new(Lanes::new(Arc::clone(&pool), Duration::from_secs(3600)).expect("lanes"));
-    let keys = Arc::new(keyset(Backend::Multibuffer, Some(&engine)));
-    let (release, blocker) = hold(&pool).await;
+    let (pool, lanes, keys) = rig(&engine, 1, Duration::from_secs(3600));
+    let (lanes, keys) = (Arc::new(lanes), Arc::new(keys));
+    let held = hold(&pool).await;
     let barrier = Arc::new(tokio::sync::Barrier::new(8));
     let calls: Vec<_> = (0..8)
         .map(|i| {
@@ -67,8 +97,7 @@ async fn concurrent_single_url_calls_share_one_flush() {
         .collect();
     // The eighth call fills the queue and hands its flush to the (busy) pool.
     lanes.shared.flushed.notified().await;
-    release.send(()).expect("release");
-    blocker.await.expect("blocker");
+    held.release().await;
     for call in calls {
         verify(
             &call.await.expect("task"),
@@ -91,17 +120,13 @@ async fn a_lone_signature_on_a_busy_pool_is_flushed_by_the_timer() {
     else {
         return;
     };
-    let pool = Arc::new(SigningPool::new(1).expect("pool"));
-    let lanes = Lanes::new(Arc::clone(&pool), Duration::from_micros(100)).expect("lanes");
-    let keys = keyset(Backend::Multibuffer, Some(&engine));
+    let (pool, lanes, keys) = rig(&engine, 1, Duration::from_micros(100));
     let key = keys.get("KEC256").expect("key");
-    let (release, blocker) = hold(&pool).await;
+    let held = hold(&pool).await;
     let rx = lanes.submit(&key, b"a policy");
     lanes.shared.flushed.notified().await;
-    release.send(()).expect("release");
-    blocker.await.expect("blocker");
-    let der = rx.await.expect("answered").expect("signed");
-    openssl::ecdsa::EcdsaSig::from_der(&der).expect("DER");
+    held.release().await;
+    assert_der(rx.await);
     let counts = lanes.counts();
     assert_eq!(counts.timer.load(Ordering::SeqCst), 1);
     assert_eq!(counts.one_by_one.load(Ordering::SeqCst), 1);
@@ -115,21 +140,18 @@ async fn a_waiting_queue_goes_when_a_flush_ends() {
     let Some(engine) = engine_or_skip("a_waiting_queue_goes_when_a_flush_ends") else {
         return;
     };
-    let pool = Arc::new(SigningPool::new(1).expect("pool"));
-    let lanes = Lanes::new(Arc::clone(&pool), Duration::from_secs(3600)).expect("lanes");
-    let keys = keyset(Backend::Multibuffer, Some(&engine));
+    let (pool, lanes, keys) = rig(&engine, 1, Duration::from_secs(3600));
     let (rsa, ec) = (
         keys.get("KRSA1").expect("rsa"),
         keys.get("KEC256").expect("ec"),
     );
-    let (release, blocker) = hold(&pool).await;
+    let held = hold(&pool).await;
     let full: Vec<_> = (0..8)
         .map(|i| lanes.submit(&rsa, format!("p{i}").as_bytes()))
         .collect();
     let waiting = lanes.submit(&ec, b"an EC policy");
     assert_eq!(lanes.counts().full.load(Ordering::SeqCst), 1);
-    release.send(()).expect("release");
-    blocker.await.expect("blocker");
+    held.release().await;
     for rx in full {
         rx.await.expect("answered").expect("signed");
     }
@@ -145,9 +167,7 @@ async fn on_an_idle_pool_a_signature_is_flushed_at_once() {
     let Some(engine) = engine_or_skip("on_an_idle_pool_a_signature_is_flushed_at_once") else {
         return;
     };
-    let pool = Arc::new(SigningPool::new(1).expect("pool"));
-    let lanes = Lanes::new(pool, Duration::from_secs(3600)).expect("lanes");
-    let keys: KeySet = keyset(Backend::Multibuffer, Some(&engine));
+    let (_pool, lanes, keys) = rig(&engine, 1, Duration::from_secs(3600));
     let u = url(1);
     let item = [ItemSpec {
         url: &u,
@@ -175,14 +195,12 @@ async fn a_queue_past_its_deadline_keeps_filling_while_a_flush_is_ahead_of_it() 
     else {
         return;
     };
-    let pool = Arc::new(SigningPool::new(1).expect("pool"));
-    let lanes = Lanes::new(Arc::clone(&pool), Duration::from_micros(100)).expect("lanes");
-    let keys = keyset(Backend::Multibuffer, Some(&engine));
+    let (pool, lanes, keys) = rig(&engine, 1, Duration::from_micros(100));
     let (rsa, ec) = (
         keys.get("KRSA1").expect("rsa"),
         keys.get("KEC256").expect("ec"),
     );
-    let (release, blocker) = hold(&pool).await;
+    let held = hold(&pool).await;
     // A full RSA flush waits for the held pool thread.
     let full: Vec<_> = (0..8)
         .map(|i| lanes.submit(&rsa, format!("p{i}").as_bytes()))
@@ -196,14 +214,12 @@ async fn a_queue_past_its_deadline_keeps_filling_while_a_flush_is_ahead_of_it() 
     let later: Vec<_> = (1..4)
         .map(|i| lanes.submit(&ec, format!("EC policy {i}").as_bytes()))
         .collect();
-    release.send(()).expect("release");
-    blocker.await.expect("blocker");
+    held.release().await;
     for rx in full {
         rx.await.expect("answered").expect("signed");
     }
     for rx in std::iter::once(first).chain(later) {
-        let der = rx.await.expect("answered").expect("signed");
-        openssl::ecdsa::EcdsaSig::from_der(&der).expect("DER");
+        assert_der(rx.await);
     }
     let counts = lanes.counts();
     assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
@@ -220,21 +236,17 @@ async fn a_free_pool_thread_takes_a_signature_at_once() {
     let Some(engine) = engine_or_skip("a_free_pool_thread_takes_a_signature_at_once") else {
         return;
     };
-    let pool = Arc::new(SigningPool::new(2).expect("pool"));
-    let lanes = Lanes::new(Arc::clone(&pool), Duration::from_secs(3600)).expect("lanes");
-    let keys = keyset(Backend::Multibuffer, Some(&engine));
+    let (pool, lanes, keys) = rig(&engine, 2, Duration::from_secs(3600));
     let key = keys.get("KEC256").expect("key");
-    let (release, blocker) = hold(&pool).await;
+    let held = hold(&pool).await;
     let rx = lanes.submit(&key, b"a policy");
     // Answered while the blocker still holds the other thread (a flush timer of an hour).
-    let der = tokio::time::timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("flushed to the free thread at once")
-        .expect("answered")
-        .expect("signed");
-    openssl::ecdsa::EcdsaSig::from_der(&der).expect("DER");
-    release.send(()).expect("release");
-    blocker.await.expect("blocker");
+    assert_der(
+        tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .expect("flushed to the free thread at once"),
+    );
+    held.release().await;
     let counts = lanes.counts();
     assert_eq!(counts.idle.load(Ordering::SeqCst), 1);
     assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
