@@ -31,40 +31,13 @@ log="$out/runs.txt"
 : >"$results"
 : >"$log"
 
-server=""
-stop_server() {
-    if [[ -n "$server" ]] && kill -0 "$server" 2>/dev/null; then
-        kill -TERM "$server" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$server" 2>/dev/null || true
-    fi
-    server=""
-}
+# shellcheck source=scripts/loadtest-lib.sh
+source scripts/loadtest-lib.sh
 trap stop_server EXIT
 
-start_server() { # mode flush_us
-    RUST_LOG="warn,cdnsign::signing::selection=info" \
-        CDNSIGN_SIGNING__MULTIBUFFER="$1" CDNSIGN_SIGNING__MULTIBUFFER_FLUSH_US="$2" \
-        "$bin/cdnsign" serve --config loadtest/config.toml >"$out/server-$1-$2.log" 2>&1 &
-    server=$!
-    for i in $(seq 100); do
-        if (exec 3<>/dev/tcp/127.0.0.1/50151) 2>/dev/null; then return 0; fi
-        if ! kill -0 "$server" 2>/dev/null; then
-            echo "cdnsign exited; see $out/server-$1-$2.log" >&2
-            cat "$out/server-$1-$2.log" >&2
-            exit 1
-        fi
-        [[ $i == 100 ]] && { echo "cdnsign did not listen within 10 s" >&2; exit 1; }
-        sleep 0.1
-    done
-}
-
-run() { # label, then loadtest flags
-    local label="$1"
-    shift
-    "$bin/cdnsign-loadtest" run --addr "$addr" --server-pid "$server" --label "$label" \
-        --json-out "$results" --openssl-seconds "$ossl_secs" "$@" | tee -a "$log" \
-        || echo "  (this run reported errors; see above)" | tee -a "$log"
+start_mode() { # multibuffer mode, flush_us
+    start_server "$out/server-$1-$2.log" RUST_LOG="warn,cdnsign::signing::selection=info" \
+        CDNSIGN_SIGNING__MULTIBUFFER="$1" CDNSIGN_SIGNING__MULTIBUFFER_FLUSH_US="$2"
 }
 
 {
@@ -77,14 +50,14 @@ run() { # label, then loadtest flags
 
 for mode in $modes; do
     first_flush="${flushes%% *}"
-    start_server "$mode" "$first_flush"
+    start_mode "$mode" "$first_flush"
     grep -m1 "signing backends" "$out/server-$mode-$first_flush.log" | tee -a "$log" || true
     run "rsa-sha1-$mode" --key-id K2JCJMDEHXQW5F --batch 500 --concurrency 2 --duration "$secs"
     run "ecdsa-sha256-$mode" --key-id KECP256TESTONLY --batch 500 --concurrency 2 --duration "$secs"
     for flush in $flushes; do
         if [[ "$flush" != "$first_flush" ]]; then
             stop_server
-            start_server "$mode" "$flush"
+            start_mode "$mode" "$flush"
         fi
         run "rsa-single-$mode-flush$flush" --key-id K2JCJMDEHXQW5F --batch 1 --concurrency 32 --duration "$secs"
         sat="$(python3 -c '

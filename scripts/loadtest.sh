@@ -33,33 +33,10 @@ log="$out/runs.txt"
 : >"$log"
 
 echo "== starting cdnsign (loadtest/config.toml)"
-"$bin/cdnsign" serve --config loadtest/config.toml >"$out/server.log" 2>&1 &
-server=$!
-cleanup() {
-    if kill -0 "$server" 2>/dev/null; then
-        kill -TERM "$server" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$server" 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
-for i in $(seq 100); do
-    if (exec 3<>/dev/tcp/127.0.0.1/50151) 2>/dev/null; then break; fi
-    if ! kill -0 "$server" 2>/dev/null; then
-        echo "cdnsign exited; see $out/server.log" >&2
-        exit 1
-    fi
-    [[ $i == 100 ]] && { echo "cdnsign did not listen within 10 s" >&2; exit 1; }
-    sleep 0.1
-done
-
-run() { # label, then loadtest flags
-    local label="$1"
-    shift
-    "$bin/cdnsign-loadtest" run --addr "$addr" --server-pid "$server" --label "$label" \
-        --json-out "$results" --openssl-seconds "$ossl_secs" "$@" | tee -a "$log" \
-        || echo "  (this run reported errors; see above)" | tee -a "$log"
-}
+# shellcheck source=scripts/loadtest-lib.sh
+source scripts/loadtest-lib.sh
+trap stop_server EXIT
+start_server "$out/server.log"
 
 {
     echo "cdnsign load test, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
