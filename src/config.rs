@@ -205,8 +205,9 @@ pub struct SigningConfig {
     /// to start without it, naming what is missing). `CDNSIGN_CRYPTO_MB_LIB` names the
     /// library file.
     pub multibuffer: MultibufferMode,
-    /// Longest a signature waits for others to share its 8-lane computation, microseconds
-    /// (a queue also flushes as soon as it holds 8).
+    /// How long a signature waits for others to share its 8-lane computation while every
+    /// pool thread is busy, microseconds (a queue also flushes as soon as it holds 8, and
+    /// as the lane flush ahead of it ends; `crate::signing::lanes`).
     pub multibuffer_flush_us: u64,
     /// Most messages in one `SignUrlsStream` call; 0 = unlimited.
     pub max_stream_batches: u64,
