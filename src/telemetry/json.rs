@@ -4,9 +4,10 @@
 //! line and its audit events join on `request_id`, and on `trace_id` with the caller's
 //! traces, without digging into the nested `span`/`spans` objects (still there).
 
+use super::span_fields::SpanFields;
 use serde_json::{Map, Value};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::format::{Format, Json, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -41,13 +42,13 @@ impl Default for JsonLines {
     }
 }
 
-impl<S> FormatEvent<S, JsonFields> for JsonLines
+impl<S> FormatEvent<S, SpanFields> for JsonLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn format_event(
         &self,
-        ctx: &FmtContext<'_, S, JsonFields>,
+        ctx: &FmtContext<'_, S, SpanFields>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
@@ -58,7 +59,7 @@ where
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let ext = span.extensions();
-                let Some(fields) = ext.get::<FormattedFields<JsonFields>>() else {
+                let Some(fields) = ext.get::<FormattedFields<SpanFields>>() else {
                     continue;
                 };
                 if !LIFTED.iter().any(|k| fields.fields.contains(k)) {
@@ -116,7 +117,7 @@ mod tests {
         let out = sink.clone();
         let subscriber = tracing_subscriber::registry().with(
             tracing_subscriber::fmt::layer()
-                .fmt_fields(JsonFields::new())
+                .fmt_fields(SpanFields::new())
                 .event_format(JsonLines::new())
                 .with_writer(move || out.clone()),
         );

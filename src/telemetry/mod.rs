@@ -13,16 +13,17 @@
 
 pub mod json;
 pub mod otel;
+pub mod span_fields;
 
 use opentelemetry::trace::TracerProvider as _;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets, filter_fn};
-use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
 
 use crate::auth::AUDIT_TARGET;
 use crate::config::{LogConfig, LogFormat};
+use span_fields::SpanFields;
 
 /// What [`init`] set up; [`Telemetry::shutdown`] flushes spans not yet exported.
 #[derive(Debug, Default)]
@@ -55,7 +56,7 @@ pub fn init(log: &LogConfig) -> Telemetry {
     let not_audit = filter_fn(|meta| meta.target() != AUDIT_TARGET);
     let main = match log.format {
         LogFormat::Json => fmt::layer()
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(SpanFields::new())
             .event_format(json::JsonLines::new())
             .with_writer(std::io::stderr)
             .with_filter(not_audit)
@@ -70,7 +71,7 @@ pub fn init(log: &LogConfig) -> Telemetry {
             .boxed(),
     };
     let audit = fmt::layer()
-        .fmt_fields(JsonFields::new())
+        .fmt_fields(SpanFields::new())
         .event_format(json::JsonLines::new())
         .with_writer(std::io::stderr)
         // Spans too, so an audit event carries its call's ids (request_id, trace_id...).
