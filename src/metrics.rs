@@ -47,6 +47,9 @@ pub const MULTIBUFFER_FALLBACKS: &str = "cdnsign_multibuffer_fallbacks_total";
 pub const MULTIBUFFER_FLUSHES: &str = "cdnsign_multibuffer_flushes_total";
 /// Signatures per cross-request lane flush (1 to 8).
 pub const MULTIBUFFER_FLUSH_LANES: &str = "cdnsign_multibuffer_flush_lanes";
+/// The fewest signatures worth one multi-buffer lane computation, by `algorithm`, as
+/// measured on this CPU at start (fewer sign one by one with OpenSSL).
+pub const MULTIBUFFER_MIN_LANE_FILL: &str = "cdnsign_multibuffer_min_lane_fill";
 /// Signing pool size.
 pub const POOL_THREADS: &str = "cdnsign_pool_threads";
 /// Keys in the live key set.
@@ -220,6 +223,10 @@ fn describe() {
         MULTIBUFFER_FLUSH_LANES,
         Unit::Count,
         "How many signatures each cross-request multi-buffer flush computed"
+    );
+    describe_gauge!(
+        MULTIBUFFER_MIN_LANE_FILL,
+        "Fewest signatures worth one multi-buffer lane computation on this CPU, by algorithm (measured at start; fewer sign one by one with OpenSSL)"
     );
     describe_gauge!(KEYS_LOADED, "Keys in the live key set");
     describe_counter!(KEY_RELOADS, "Key set loads, by outcome");

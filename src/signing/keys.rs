@@ -209,7 +209,8 @@ impl SigningKey {
 
     /// The fewest signatures worth one lane computation: fewer are signed one by one (see
     /// [`sign_one_by_one`](Self::sign_one_by_one)), in batches and in cross-request
-    /// flushes alike. 3 for the multi-buffer backend, 1 for keys without lanes.
+    /// flushes alike. For the multi-buffer backend measured on this CPU when the first key of
+    /// its algorithm loads (3 to 5 on the CPUs measured so far); 1 for keys without lanes.
     pub fn min_lane_fill(&self) -> usize {
         self.min_lane_fill
     }

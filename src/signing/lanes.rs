@@ -18,10 +18,10 @@
 //! signature; the worker is free meanwhile, and the private-key work still only runs on the
 //! pool (a flush is a pool job with an [`OnPool`] token).
 //!
-//! A timer flush of fewer signatures than [`SigningKey::min_lane_fill`] (3 for the
-//! multi-buffer backend: 8 lanes cost about what 3 OpenSSL signatures cost) signs them one
-//! by one with OpenSSL instead: a lone caller gets an OpenSSL signature's latency, not an
-//! 8-lane computation's.
+//! A flush of fewer signatures than [`SigningKey::min_lane_fill`] (what one 8-lane
+//! computation costs in OpenSSL signatures, measured on the CPU at start: 3 to 5) signs
+//! them one by one with OpenSSL instead: less CPU, and a lone caller gets an OpenSSL
+//! signature's latency, not an 8-lane computation's.
 //!
 //! One timer thread (`cdnsign-lanes`) per [`Lanes`] watches the deadlines; it only moves
 //! queues to the pool, it never signs.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use cdnsign_cryptomb::{LANES, MbError, P256Key, P256Lane, RSA2048_BYTES, Rsa2048Key, RsaLane};
 use metrics::Counter;
 
+use super::calibrate;
 use super::engine::Engine;
 use super::pkcs1;
 use crate::signing::algorithm::{HashAlg, KeyKind, algorithm_label};
@@ -45,12 +46,6 @@ impl Digest {
     }
 }
 
-/// A lane computation costs what this many OpenSSL signatures cost, give or take: measured
-/// in one run, 8 RSA-2048 lanes (verification included) 2.7x one OpenSSL signature, 8 P-256
-/// lanes 3.3x (docs/performance.md). A cross-request flush of fewer signatures than this
-/// signs them one by one with OpenSSL instead: less CPU and less latency.
-pub const MIN_LANE_FILL: usize = 3;
-
 /// Why a lane was re-signed with OpenSSL (the `reason` label of
 /// `cdnsign_multibuffer_fallbacks_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +75,8 @@ pub struct MbKey {
     fallback: OpensslKey,
     verify_failed: Counter,
     lane_error: Counter,
+    /// The fewest signatures worth a lane computation on this CPU ([`calibrate`]).
+    min_lane_fill: usize,
     /// Test builds: lanes (bit i = lane i) whose next RSA result is corrupted before the
     /// check, to prove the check catches it.
     #[cfg(test)]
@@ -121,7 +118,7 @@ pub(crate) fn parse(
                     "reason" => reason.as_str()
                 )
             };
-            Box::new(MbKey {
+            let mut key = MbKey {
                 id: id.to_owned(),
                 hash,
                 algorithm,
@@ -130,11 +127,14 @@ pub(crate) fn parse(
                 fallback,
                 verify_failed: counter(Fallback::VerifyFailed),
                 lane_error: counter(Fallback::LaneError),
+                min_lane_fill: LANES,
                 #[cfg(test)]
                 corrupt_next: std::sync::atomic::AtomicU8::new(0),
                 #[cfg(test)]
                 verify_failures_seen: std::sync::atomic::AtomicU64::new(0),
-            })
+            };
+            key.min_lane_fill = key.measure_min_lane_fill();
+            Box::new(key)
         }
         None => Box::new(fallback),
     };
@@ -142,6 +142,24 @@ pub(crate) fn parse(
 }
 
 impl MbKey {
+    /// How many signatures a lane computation must carry to beat OpenSSL one by one with
+    /// this kind of key on this CPU: measured the first time such a key is loaded.
+    fn measure_min_lane_fill(&self) -> usize {
+        let digests: Vec<Digest> = (0..LANES)
+            .map(|i| {
+                Digest::of(
+                    self.hash,
+                    format!("cdnsign lane calibration {i}").as_bytes(),
+                )
+            })
+            .collect();
+        calibrate::min_lane_fill(
+            self.algorithm,
+            || drop(self.sign_digests(&digests)),
+            || drop(self.fallback.sign_digest(self.hash, digests[0].as_slice())),
+        )
+    }
+
     /// The digest this key signs over.
     pub fn hash(&self) -> HashAlg {
         self.hash
@@ -275,7 +293,8 @@ impl MbKey {
 }
 
 impl PrivateKey for MbKey {
-    /// One signature: OpenSSL's, which costs a third of an 8-lane computation.
+    /// One signature: OpenSSL's, which costs a fraction of an 8-lane computation (a fifth
+    /// to a third, by CPU: [`calibrate`]).
     fn sign(&self, hash: HashAlg, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let d = Digest::of(hash, msg);
         self.fallback.sign_digest(hash, d.as_slice())
@@ -295,7 +314,7 @@ impl PrivateKey for MbKey {
     }
 
     fn min_lane_fill(&self) -> usize {
-        MIN_LANE_FILL
+        self.min_lane_fill
     }
 
     fn sign_one_by_one(&self, hash: HashAlg, msgs: &[&[u8]]) -> Vec<Result<Vec<u8>, CryptoError>> {
@@ -348,6 +367,7 @@ mod tests {
             fallback: OpensslKey::new(kind, pkey),
             verify_failed: Counter::noop(),
             lane_error: Counter::noop(),
+            min_lane_fill: 3,
             corrupt_next: std::sync::atomic::AtomicU8::new(0),
             verify_failures_seen: std::sync::atomic::AtomicU64::new(0),
         };

@@ -12,6 +12,7 @@
 //! Filling lanes across requests (single-URL calls arriving together) is the signing
 //! layer's job: `crate::signing::lanes`.
 
+pub mod calibrate;
 pub mod engine;
 pub mod key;
 pub mod pkcs1;
