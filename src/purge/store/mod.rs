@@ -18,6 +18,7 @@
 //! - rate-limit buckets for purge paths live here so every replica shares them.
 
 pub mod embedded;
+mod pg_pool;
 pub mod pg_url;
 pub mod postgres;
 

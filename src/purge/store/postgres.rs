@@ -12,13 +12,13 @@
 //! network. Queue leases use `FOR UPDATE SKIP LOCKED` to claim and a row lock on the
 //! queue to fence every job write.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::sync::Semaphore;
-use tokio_postgres::{Client, Config, GenericClient, NoTls, Transaction};
+use tokio_postgres::{GenericClient, Transaction};
 
+use super::pg_pool::{Pool, db_error};
 use super::pg_url::{connection_config, describe};
 use super::{AdmissionLock, Inserted, Lease, PurgeStore, QueuedJob, StoreError, bucket_take};
 use crate::purge::config::ProviderKind;
@@ -77,142 +77,8 @@ CREATE TABLE purge_rate (
 );
 "#];
 
-/// Most connections one replica opens.
-const MAX_CONNECTIONS: usize = 8;
-
-fn db_error(e: tokio_postgres::Error) -> StoreError {
-    // The driver's messages name the server's error, never the password.
-    StoreError::Unavailable(format!("postgresql: {e}"))
-}
-
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
-}
-
-/// The store's own runtime, where connections do their I/O. Dropped without blocking.
-struct IoRuntime(Option<tokio::runtime::Runtime>);
-
-impl IoRuntime {
-    fn handle(&self) -> Option<tokio::runtime::Handle> {
-        self.0.as_ref().map(|r| r.handle().clone())
-    }
-}
-
-impl Drop for IoRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// A few connections, made on demand and remade after a failure (database restarted).
-struct Pool {
-    cfg: Config,
-    io: IoRuntime,
-    idle: Mutex<Vec<Client>>,
-    permits: Semaphore,
-}
-
-/// A connection lent out; goes back to the pool when dropped, if still usable.
-struct Conn<'a> {
-    client: Option<Client>,
-    pool: &'a Pool,
-    _permit: tokio::sync::SemaphorePermit<'a>,
-}
-
-impl std::ops::Deref for Conn<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.client.as_ref().expect("present until dropped")
-    }
-}
-
-impl std::ops::DerefMut for Conn<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("present until dropped")
-    }
-}
-
-impl Drop for Conn<'_> {
-    fn drop(&mut self) {
-        if let Some(c) = self.client.take()
-            && !c.is_closed()
-        {
-            self.pool
-                .idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(c);
-        }
-    }
-}
-
-impl Pool {
-    /// A connection of its own, outside the pool (closed when dropped).
-    async fn dedicated(&self) -> Result<Client, StoreError> {
-        let cfg = self.cfg.clone();
-        let handle = self
-            .io
-            .handle()
-            .ok_or_else(|| StoreError::Unavailable("store closed".into()))?;
-        handle
-            .clone()
-            .spawn(async move {
-                let (client, connection) = cfg.connect(NoTls).await.map_err(db_error)?;
-                handle.spawn(async move {
-                    let _ = connection.await;
-                });
-                Ok::<_, StoreError>(client)
-            })
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
-    }
-
-    async fn get(&self) -> Result<Conn<'_>, StoreError> {
-        let permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Unavailable("store closed".into()))?;
-        loop {
-            let c = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            match c {
-                Some(c) if !c.is_closed() => {
-                    return Ok(Conn {
-                        client: Some(c),
-                        pool: self,
-                        _permit: permit,
-                    });
-                }
-                Some(_) => continue,
-                None => break,
-            }
-        }
-        let cfg = self.cfg.clone();
-        let handle = self
-            .io
-            .handle()
-            .ok_or_else(|| StoreError::Unavailable("store closed".into()))?;
-        let client = handle
-            .clone()
-            .spawn(async move {
-                let (client, connection) = cfg.connect(NoTls).await.map_err(db_error)?;
-                handle.spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "postgresql connection closed");
-                    }
-                });
-                Ok::<_, StoreError>(client)
-            })
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))??;
-        Ok(Conn {
-            client: Some(client),
-            pool: self,
-            _permit: permit,
-        })
-    }
 }
 
 /// Purges in PostgreSQL (see the module docs).
@@ -251,19 +117,8 @@ impl PgStore {
     pub async fn connect(database_url: &str) -> Result<PgStore, StoreError> {
         let cfg = connection_config(database_url).map_err(StoreError::Unavailable)?;
         let name = describe(&cfg);
-        let io = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("cdnsign-store")
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Unavailable(format!("store runtime: {e}")))?;
         let store = PgStore {
-            pool: Arc::new(Pool {
-                cfg,
-                io: IoRuntime(Some(io)),
-                idle: Mutex::new(Vec::new()),
-                permits: Semaphore::new(MAX_CONNECTIONS),
-            }),
+            pool: Arc::new(Pool::new(cfg)?),
             name,
         };
         store.migrate().await.map_err(|e| match e {
