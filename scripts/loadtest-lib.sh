@@ -6,6 +6,36 @@
 
 server=""
 
+# Pinning. With 4 or more cores the server gets two of them (LOADTEST_SERVER_CPUS, default
+# 0-1, a `taskset -c` list), the load generator the others (LOADTEST_CLIENT_CPUS), and
+# `openssl speed` runs on the server's: `-multi 2` and the server then measure the same two
+# cores, and the generator takes none of their time. With fewer cores, or LOADTEST_PIN=0,
+# nothing is pinned and all three share the machine (say so beside the figures).
+ncpu="$(nproc)"
+if [[ "${LOADTEST_PIN:-auto}" != 0 && -z "${LOADTEST_SERVER_CPUS:-}" && "$ncpu" -ge 4 ]]; then
+    LOADTEST_SERVER_CPUS="0-1"
+    LOADTEST_CLIENT_CPUS="${LOADTEST_CLIENT_CPUS:-2-$((ncpu - 1))}"
+fi
+server_pin=()
+client_pin=()
+ossl_pin=()
+if [[ -n "${LOADTEST_SERVER_CPUS:-}" ]]; then
+    server_pin=(taskset -c "$LOADTEST_SERVER_CPUS")
+    ossl_pin=(--openssl-cpus "$LOADTEST_SERVER_CPUS")
+fi
+if [[ -n "${LOADTEST_CLIENT_CPUS:-}" ]]; then
+    client_pin=(taskset -c "$LOADTEST_CLIENT_CPUS")
+fi
+
+# One line for the report: where the server, the generator and `openssl speed` ran.
+pinning() {
+    if [[ -n "${LOADTEST_SERVER_CPUS:-}" ]]; then
+        echo "pinning: server and openssl speed on CPUs $LOADTEST_SERVER_CPUS, load generator on ${LOADTEST_CLIENT_CPUS:-any}"
+    else
+        echo "pinning: none (server, load generator and openssl speed share the $ncpu cores)"
+    fi
+}
+
 # Stops the server under test (TERM, then KILL after 5 s); safe to call twice.
 stop_server() {
     if [[ -n "$server" ]] && kill -0 "$server" 2>/dev/null; then
@@ -22,7 +52,7 @@ stop_server() {
 start_server() {
     local server_log="$1"
     shift
-    env "$@" "$bin/cdnsign" serve --config loadtest/config.toml >"$server_log" 2>&1 &
+    env "$@" "${server_pin[@]}" "$bin/cdnsign" serve --config loadtest/config.toml >"$server_log" 2>&1 &
     server=$!
     for i in $(seq 100); do
         if (exec 3<>/dev/tcp/127.0.0.1/50151) 2>/dev/null; then return 0; fi
@@ -40,7 +70,8 @@ start_server() {
 run() {
     local label="$1"
     shift
-    "$bin/cdnsign-loadtest" run --addr "$addr" --server-pid "$server" --label "$label" \
-        --json-out "$results" --openssl-seconds "$ossl_secs" "$@" | tee -a "$log" \
+    "${client_pin[@]}" "$bin/cdnsign-loadtest" run --addr "$addr" --server-pid "$server" \
+        --label "$label" --json-out "$results" --openssl-seconds "$ossl_secs" "${ossl_pin[@]}" "$@" \
+        | tee -a "$log" \
         || echo "  (this run reported errors; see above)" | tee -a "$log"
 }

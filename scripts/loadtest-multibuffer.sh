@@ -11,7 +11,9 @@
 #
 # Writes $CARGO_TARGET_DIR/loadtest-mb/{results.jsonl,report.txt}. Needs a CPU with AVX-512
 # IFMA and crypto_mb installed (scripts/install-crypto-mb.sh) for the "required" mode; the
-# server refuses to start otherwise, and says why.
+# server refuses to start otherwise, and says why. With 4 or more cores the server and
+# `openssl speed` run on CPUs 0-1 and the load generator on the others (LOADTEST_SERVER_CPUS,
+# LOADTEST_CLIENT_CPUS, LOADTEST_PIN=0 to share; scripts/loadtest-lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +47,7 @@ start_mode() { # multibuffer mode, flush_us
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
     echo "flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx512|vaes|vpclmul|gfni|bmi2|adx)' | tr '\n' ' ')"
     echo "$(openssl version); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    pinning
     echo
 } | tee -a "$log"
 

@@ -11,7 +11,9 @@
 # Environment: LOADTEST_SECONDS (measured seconds per point, default 7), LOADTEST_BATCHES
 # (default "1 10 100 500 1000"), LOADTEST_RSS_SECONDS (default 0 = skip), OPENSSL_SECONDS
 # (per openssl speed run, default 1; each point runs it twice: -multi <cores> and 1
-# process), CARGO_TARGET_DIR.
+# process), CARGO_TARGET_DIR; LOADTEST_SERVER_CPUS / LOADTEST_CLIENT_CPUS / LOADTEST_PIN
+# (pinning: with 4 or more cores the server and `openssl speed` get CPUs 0-1 and the load
+# generator the rest; see scripts/loadtest-lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +44,7 @@ start_server "$out/server.log"
     echo "cdnsign load test, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) cores, $(uname -m), $(openssl version)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    pinning
     echo
 } | tee -a "$log"
 

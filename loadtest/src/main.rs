@@ -108,9 +108,14 @@ struct RunArgs {
     /// Seconds per `openssl speed` run.
     #[arg(long, default_value_t = 2)]
     openssl_seconds: u32,
-    /// `openssl speed -multi` processes (default: available cores).
+    /// `openssl speed -multi` processes (default: the CPUs of --openssl-cpus, else the
+    /// cores this process may use).
     #[arg(long)]
     openssl_multi: Option<usize>,
+    /// Run `openssl speed` on these CPUs only (`taskset -c` list, e.g. `0-1`): the server's
+    /// CPUs, when the server and this generator are pinned apart.
+    #[arg(long)]
+    openssl_cpus: Option<String>,
     /// Append the result as one JSON line to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,

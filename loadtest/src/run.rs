@@ -85,6 +85,9 @@ pub(crate) struct RunResult {
     pub(crate) send_lag_us: Option<Latency>,
     pub(crate) openssl_speed_sign_per_s: Option<f64>,
     pub(crate) openssl_multi: usize,
+    /// The CPUs `openssl speed` ran on (`--openssl-cpus`), if pinned.
+    #[serde(default)]
+    pub(crate) openssl_cpus: Option<String>,
     pub(crate) ratio_to_openssl: Option<f64>,
     /// `openssl speed ALG` on one process (sign/s of CPU time: not hurt by other load).
     #[serde(default)]
@@ -362,9 +365,40 @@ async fn sample_rss(
     samples
 }
 
-/// `openssl speed -seconds S -multi N ALG`, sign/s summed over the processes.
-fn openssl_speed(alg: &str, seconds: u32, multi: usize) -> Option<f64> {
-    let mut cmd = std::process::Command::new("openssl");
+/// How many CPUs a `taskset -c` list names (`0-1,4` -> 3); `None` if it is not one.
+pub(crate) fn cpu_list_len(list: &str) -> Option<usize> {
+    let mut n = 0usize;
+    for part in list.split(',') {
+        let part = part.trim();
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (
+                lo.trim().parse::<usize>().ok()?,
+                hi.trim().parse::<usize>().ok()?,
+            ),
+            None => {
+                let c = part.parse::<usize>().ok()?;
+                (c, c)
+            }
+        };
+        if hi < lo {
+            return None;
+        }
+        n = n.checked_add(hi - lo + 1)?;
+    }
+    (n > 0).then_some(n)
+}
+
+/// `openssl speed -seconds S -multi N ALG`, sign/s summed over the processes; on `cpus`
+/// only (`taskset -c`) when given.
+fn openssl_speed(alg: &str, seconds: u32, multi: usize, cpus: Option<&str>) -> Option<f64> {
+    let mut cmd = match cpus {
+        Some(list) => {
+            let mut c = std::process::Command::new("taskset");
+            c.arg("-c").arg(list).arg("openssl");
+            c
+        }
+        None => std::process::Command::new("openssl"),
+    };
     cmd.arg("speed").arg("-seconds").arg(seconds.to_string());
     if multi > 1 {
         cmd.arg("-multi").arg(multi.to_string());
@@ -581,8 +615,10 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
     };
     let loadavg_after = loadavg();
 
+    let cpus = args.openssl_cpus.clone();
     let multi = args
         .openssl_multi
+        .or_else(|| cpus.as_deref().and_then(cpu_list_len))
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let alg = match args.openssl_alg {
         OpensslAlg::Rsa2048 => Some("rsa2048"),
@@ -594,9 +630,10 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
         Some(alg) => {
             let seconds = args.openssl_seconds;
             tokio::task::spawn_blocking(move || {
+                let cpus = cpus.as_deref();
                 (
-                    openssl_speed(alg, seconds, multi),
-                    openssl_speed(alg, seconds, 1),
+                    openssl_speed(alg, seconds, multi, cpus),
+                    openssl_speed(alg, seconds, 1, cpus),
                 )
             })
             .await
@@ -641,6 +678,7 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
         send_lag_us: (!lag_hist.is_empty()).then(|| percentiles(&lag_hist)),
         openssl_speed_sign_per_s: speed,
         openssl_multi: multi,
+        openssl_cpus: args.openssl_cpus.clone(),
         ratio_to_openssl: speed
             .filter(|s| *s > 0.0 && !args.playlist)
             .map(|s| urls_per_s / s),
@@ -705,13 +743,18 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
             ms(l.max)
         );
     }
+    let on = result
+        .openssl_cpus
+        .as_deref()
+        .map(|c| format!(" on CPUs {c}"))
+        .unwrap_or_default();
     match (speed, result.ratio_to_openssl) {
         (Some(s), Some(r)) => println!(
-            "  openssl speed -multi {multi} {}: {s:.0} sign/s; URLs/s / openssl = {r:.3}",
+            "  openssl speed -multi {multi} {}{on}: {s:.0} sign/s; URLs/s / openssl = {r:.3}",
             result.algorithm
         ),
         (Some(s), None) => println!(
-            "  openssl speed -multi {multi} {}: {s:.0} sign/s (playlist: one signature per batch, no ratio)",
+            "  openssl speed -multi {multi} {}{on}: {s:.0} sign/s (playlist: one signature per batch, no ratio)",
             result.algorithm
         ),
         _ => println!("  openssl speed: not measured"),
@@ -760,4 +803,20 @@ async fn drive(args: RunArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_list_len;
+
+    #[test]
+    fn cpu_lists_are_counted_as_taskset_reads_them() {
+        assert_eq!(cpu_list_len("0"), Some(1));
+        assert_eq!(cpu_list_len("0-1"), Some(2));
+        assert_eq!(cpu_list_len("0-1,4"), Some(3));
+        assert_eq!(cpu_list_len(" 2 - 3 , 6 "), Some(3));
+        assert_eq!(cpu_list_len("3-1"), None);
+        assert_eq!(cpu_list_len("a"), None);
+        assert_eq!(cpu_list_len(""), None);
+    }
 }
