@@ -4,7 +4,8 @@
 #   bash scripts/test.sh
 #
 # 1. installs what the tests need (scripts/setup.sh: libssl-dev, Python peers, promtool...)
-# 2. cargo fmt --check, clippy -D warnings (all features), and a build without OpenSSL
+# 2. cargo fmt --check, clippy -D warnings (all features), cargo doc -D warnings, and a
+#    build without OpenSSL
 # 3. cargo test with both crypto backends compiled in (vectors run on each, and on the
 #    multi-buffer backend where the CPU has AVX-512 IFMA), the FFI crate under valgrind
 #    memcheck and AddressSanitizer, and the criterion benches in quick mode
@@ -30,6 +31,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy (all features, all targets, -D warnings)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "cargo doc (-D warnings: every intra-doc link resolves)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --all-features
 
 step "cargo deny (licenses, bans, sources, and RustSec advisories)"
 # The team's RustSec snapshot beside the checkout (these machines cannot reach the

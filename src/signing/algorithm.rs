@@ -1,6 +1,6 @@
 //! The algorithms a key signs with and the backends that compute them: [`HashAlg`],
 //! [`KeyKind`], their metric label ([`algorithm_label`]), [`Backend`], and the key sizes
-//! CloudFront accepts ([`check_bits`]). Shared by the backends (`super::backend`) and the
+//! CloudFront accepts (`check_bits`). Shared by the backends (`super::backend`) and the
 //! key cache (`super::keys`), which re-exports them.
 
 use serde::{Deserialize, Serialize};

@@ -16,7 +16,7 @@ use tower::{Layer, Service};
 
 use crate::live::LiveConfig;
 
-/// Wraps every request body in a [`Limited`] reader.
+/// Wraps every request body in a `Limited` reader.
 #[derive(Debug, Clone)]
 pub struct MessageLimitLayer {
     live: Arc<LiveConfig>,

@@ -1,6 +1,6 @@
 //! Alibaba Cloud CDN behind [`Provider`] ([`AliyunProvider`]): its URLs, per-call limits
 //! (1,000 URLs, 100 directories, 100 pre-warms), actions, task ids and statuses all live
-//! here; [`api`] is the HTTPS client and [`sign`] its signatures.
+//! here; `api` is the HTTPS client and [`sign`] its signatures.
 //!
 //! Aliyun has no idempotency token, so a refresh whose answer was lost (a timeout, a
 //! crash between the call and the save) is never sent again blindly: the job stays

@@ -1,6 +1,6 @@
 //! CloudFront behind [`Provider`] ([`CloudFrontProvider`]): its paths, batches, limits
 //! (3,000 file and 15 wildcard paths in progress per distribution), CallerReferences and
-//! statuses all live here; [`api`] is the SDK client.
+//! statuses all live here; `api` is the SDK client.
 
 mod api;
 

@@ -3,9 +3,9 @@
 //! (Intel's crypto_mb in 8 AVX-512 IFMA lanes, over OpenSSL, when the library loads and
 //! the CPU runs it).
 //!
-//! A backend parses a PEM into a [`PrivateKey`]; [`super::keys::SigningKey`] wraps it with
+//! A backend parses a PEM into a `PrivateKey`; [`super::keys::SigningKey`] wraps it with
 //! the key's id, kind, digest and metric handles. Backends know nothing of batches, pools or
-//! requests: they sign one message, or up to [`PrivateKey::lanes`] at once.
+//! requests: they sign one message, or up to `PrivateKey::lanes` at once.
 
 #[cfg(feature = "openssl-backend")]
 pub mod multibuffer;

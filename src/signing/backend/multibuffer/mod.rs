@@ -1,7 +1,7 @@
 //! The multi-buffer backend: Intel's crypto_mb ([`cdnsign_cryptomb`]) signs RSA-2048 and
 //! ECDSA P-256 in 8 AVX-512 IFMA lanes, on top of OpenSSL keys.
 //!
-//! - [`engine`]: the library, loaded once per process (path from `CDNSIGN_CRYPTO_MB_LIB`,
+//! - `engine`: the library, loaded once per process (path from `CDNSIGN_CRYPTO_MB_LIB`,
 //!   else the default locations) and only used when `mbx_is_crypto_mb_applicable` says this
 //!   CPU runs it.
 //! - [`key`]: [`MbKey`], a key that signs up to 8 digests per library call, checks every
