@@ -7,6 +7,7 @@
 //! - [`purge`]: `cdnsign.v1.Purger` (CDN cache purges).
 //! - [`status`]: the single mapping from domain errors to gRPC codes.
 
+mod cookies;
 pub mod layers;
 pub mod playlist;
 pub mod purge;

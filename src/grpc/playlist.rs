@@ -6,9 +6,8 @@ use std::time::Instant;
 
 use tonic::Status;
 
-use super::sign::{
-    BatchFields, Output, SignerService, check_attributes, cookie_set, count_outcomes,
-};
+use super::cookies::{check_attributes, cookie_set};
+use super::sign::{BatchFields, Output, SignerService, count_outcomes};
 use super::status::{ApiError, uri_error};
 use crate::auth::Caller;
 use crate::playlist::{self, Format, Mode, Outcome, Parsed, Plan, PlaylistError, SharedOptions};
