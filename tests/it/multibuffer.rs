@@ -66,6 +66,20 @@ async fn concurrent_single_url_calls_share_lane_flushes_through_the_server() {
         ),
         0.0
     );
+    // The lane break-even measured on this CPU, published on every server start.
+    let fill = cdnsign::signing::backend::multibuffer::calibrate::min_lane_fill(
+        "rsa_sha1",
+        || panic!("measured when the server loaded its key"),
+        || panic!("measured when the server loaded its key"),
+    );
+    assert_eq!(
+        value(
+            &before,
+            r#"cdnsign_multibuffer_min_lane_fill{algorithm="rsa_sha1"}"#
+        ),
+        fill as f64,
+        "{before}"
+    );
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
     let calls: Vec<_> = (0..16)
         .map(|i| {

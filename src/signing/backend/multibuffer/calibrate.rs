@@ -50,9 +50,24 @@ fn fastest(mut f: impl FnMut()) -> Duration {
 }
 
 /// The fill for `algorithm`: measured with `flush` (one full lane computation) and `one`
-/// (one OpenSSL signature) the first time, remembered afterwards. Logged and published as
-/// `cdnsign_multibuffer_min_lane_fill{algorithm}` when measured.
+/// (one OpenSSL signature) the first time, remembered afterwards, and logged when measured.
+/// Every call (every key load) publishes it as `cdnsign_multibuffer_min_lane_fill{algorithm}`,
+/// so a server whose metrics recorder came after the measurement still shows it.
 pub fn min_lane_fill(algorithm: &'static str, flush: impl FnMut(), one: impl FnMut()) -> usize {
+    let fill = remembered_or_measured(algorithm, flush, one);
+    metrics::gauge!(
+        crate::metrics::MULTIBUFFER_MIN_LANE_FILL,
+        "algorithm" => algorithm
+    )
+    .set(fill as f64);
+    fill
+}
+
+fn remembered_or_measured(
+    algorithm: &'static str,
+    flush: impl FnMut(),
+    one: impl FnMut(),
+) -> usize {
     let mut measured = MEASURED.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(fill) = measured.get(algorithm) {
         return *fill;
@@ -61,11 +76,6 @@ pub fn min_lane_fill(algorithm: &'static str, flush: impl FnMut(), one: impl FnM
     let fill = fill_from(flush, one);
     measured.insert(algorithm, fill);
     drop(measured);
-    metrics::gauge!(
-        crate::metrics::MULTIBUFFER_MIN_LANE_FILL,
-        "algorithm" => algorithm
-    )
-    .set(fill as f64);
     tracing::info!(
         algorithm,
         lane_flush_us = flush.as_micros() as u64,

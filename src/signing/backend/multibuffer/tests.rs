@@ -154,8 +154,15 @@ fn a_few_signatures_are_cheaper_one_by_one_and_identical() {
     let pool = SigningPool::new(1).expect("pool");
     let keys = keyset(Backend::Multibuffer, Some(&engine));
     let key = keys.get("KRSA1").expect("key");
-    // Measured on this CPU when the first such key loaded (calibrate.rs).
+    // Measured on this CPU when the first such key loaded (calibrate.rs), and that
+    // measurement is what the key uses.
     assert!((1..=cdnsign_cryptomb::LANES).contains(&key.min_lane_fill()));
+    let measured = super::calibrate::min_lane_fill(
+        "rsa_sha1",
+        || panic!("measured once, when the first RSA-SHA1 key loaded"),
+        || panic!("measured once, when the first RSA-SHA1 key loaded"),
+    );
+    assert_eq!(key.min_lane_fill(), measured);
     let msgs: Vec<&[u8]> = vec![b"one", b"two"];
     let (lanes, one_by_one) =
         pool.run_blocking(|on| (key.sign_lanes(&msgs, on), key.sign_one_by_one(&msgs, on)));
