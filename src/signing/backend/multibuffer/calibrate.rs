@@ -3,9 +3,9 @@
 //!
 //! An 8-lane computation costs the same whatever the number of lanes used, so a flush of
 //! `n` signatures is worth the lanes only when `n` OpenSSL signatures would cost more. The
-//! ratio is the CPU's: on the Intel Xeon of the issue, OpenSSL signs RSA-2048 one at a time
-//! without IFMA and 8 lanes cost about 2.5 OpenSSL signatures; on the AMD EPYC of
-//! docs/performance.md OpenSSL itself uses IFMA and 8 lanes cost about 4.7 of them. A fixed
+//! ratio is the CPU's: by the issue's figures for its Intel Xeon, 8 RSA-2048 lanes cost about
+//! 2.8 OpenSSL signatures; on the AMD EPYC of docs/performance.md about 4.6 (OpenSSL uses
+//! AVX-512 IFMA on both; the lanes gain less on the EPYC). A fixed
 //! threshold is wrong on one of the two: too low, a part-filled flush spends more CPU and
 //! more time (1.2 ms against 4 x 0.25 ms) than OpenSSL would; too high, lanes are left idle.
 
