@@ -64,7 +64,10 @@ impl<'writer> FormatFields<'writer> for SpanFields {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> std::fmt::Result {
-        writer.write_str(&object(fields)?)
+        // Straight into the span's buffer (one allocation fewer per call than `object`).
+        let mut visitor = JsonVisitor::new(&mut writer);
+        fields.record(&mut visitor as &mut dyn Visit);
+        visitor.finish()
     }
 
     fn add_fields(
