@@ -3,7 +3,7 @@
 //! (Intel's crypto_mb in 8 AVX-512 IFMA lanes, over OpenSSL, when the library loads and
 //! the CPU runs it).
 //!
-//! A backend parses a PEM into a `PrivateKey`; [`super::keys::SigningKey`] wraps it with
+//! A backend parses a PEM into a `PrivateKey` (and, for verification, into a `PublicKey`); [`super::keys::SigningKey`] wraps it with
 //! the key's id, kind, digest and metric handles. Backends know nothing of batches, pools or
 //! requests: they sign one message, or up to `PrivateKey::lanes` at once.
 
@@ -14,7 +14,7 @@ pub mod openssl;
 #[cfg(feature = "pure-rust")]
 pub mod pure_rust;
 
-use super::algorithm::{HashAlg, KeyKind};
+use super::algorithm::{Backend, HashAlg, KeyKind};
 use super::errors::CryptoError;
 
 /// The environment variable naming the crypto_mb library file to load instead of the
@@ -54,6 +54,31 @@ pub(crate) trait PrivateKey: Send + Sync {
     /// multi-buffer backend): cheaper than a lane computation for a few messages.
     fn sign_one_by_one(&self, hash: HashAlg, msgs: &[&[u8]]) -> Vec<Result<Vec<u8>, CryptoError>> {
         msgs.iter().map(|m| self.sign(hash, m)).collect()
+    }
+}
+
+/// A parsed public key of one backend: checks signatures (`cdnsign verify`, the
+/// `VerifyUrls` / `VerifyCookies` RPCs, tests).
+pub(crate) trait PublicKey: Send + Sync {
+    /// Whether `sig` is a valid signature of `msg` with digest `hash` under this key:
+    /// PKCS#1 v1.5 for RSA, DER ECDSA for EC. Never panics on any `sig`.
+    fn verify(&self, hash: HashAlg, msg: &[u8], sig: &[u8]) -> bool;
+}
+
+/// Parses a public key PEM (or a private key's public half) with `backend`'s verifier;
+/// the multi-buffer backend, which signs over OpenSSL keys, verifies with OpenSSL.
+/// `Ok(None)`: not a key; `Err(backend)`: that backend is not compiled in.
+pub(crate) fn parse_public(
+    backend: Backend,
+    pem: &str,
+) -> Result<Option<Box<dyn PublicKey>>, Backend> {
+    match backend {
+        #[cfg(feature = "openssl-backend")]
+        Backend::Openssl | Backend::Multibuffer => Ok(openssl::parse_public(pem)),
+        #[cfg(feature = "pure-rust")]
+        Backend::PureRust => Ok(pure_rust::parse_public(pem)),
+        #[allow(unreachable_patterns)] // reachable when one backend is left out of the build
+        other => Err(other),
     }
 }
 

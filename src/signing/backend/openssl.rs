@@ -2,9 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use openssl::pkey::{Id, PKey, Private};
+use openssl::pkey::{Id, PKey, Private, Public};
 
-use super::{NOT_A_KEY, Parsed, PrivateKey, rsa_off_pool};
+use super::{NOT_A_KEY, Parsed, PrivateKey, PublicKey, rsa_off_pool};
 use crate::signing::algorithm::{HashAlg, KeyKind, check_bits};
 use crate::signing::errors::{CryptoError, KeyError};
 
@@ -91,6 +91,40 @@ pub(crate) fn parse(id: &str, pem: &str) -> Result<Parsed, KeyError> {
         bits,
         key: Box::new(OpensslKey::new(kind, pkey)),
     })
+}
+
+/// An RSA or EC public key parsed by OpenSSL.
+struct OpensslPublic(PKey<Public>);
+
+/// Parses a public key PEM (SPKI `BEGIN PUBLIC KEY` or PKCS#1 `BEGIN RSA PUBLIC KEY`), or a
+/// private key PEM whose public half is then used; `None` when it is none of these.
+pub(crate) fn parse_public(pem: &str) -> Option<Box<dyn PublicKey>> {
+    let key = PKey::public_key_from_pem(pem.as_bytes())
+        .or_else(|_| {
+            openssl::rsa::Rsa::public_key_from_pem_pkcs1(pem.as_bytes()).and_then(PKey::from_rsa)
+        })
+        .or_else(|_| {
+            let private = PKey::private_key_from_pem(pem.as_bytes())?;
+            PKey::public_key_from_der(&private.public_key_to_der()?)
+        })
+        .ok()?;
+    Some(Box::new(OpensslPublic(key)))
+}
+
+impl PublicKey for OpensslPublic {
+    fn verify(&self, hash: HashAlg, msg: &[u8], sig: &[u8]) -> bool {
+        use openssl::hash::MessageDigest;
+        let md = match hash {
+            HashAlg::Sha1 => MessageDigest::sha1(),
+            HashAlg::Sha256 => MessageDigest::sha256(),
+        };
+        openssl::sign::Verifier::new(md, &self.0)
+            .and_then(|mut v| {
+                v.update(msg)?;
+                v.verify(sig)
+            })
+            .unwrap_or(false)
+    }
 }
 
 fn err(e: openssl::error::ErrorStack) -> CryptoError {

@@ -2,7 +2,7 @@
 //! for builds without OpenSSL. The `rsa` crate is not constant-time (RUSTSEC-2023-0071):
 //! `cdnsign serve` refuses its RSA keys unless told otherwise (see `crate::live`).
 
-use super::{NOT_A_KEY, Parsed, PrivateKey, rsa_off_pool};
+use super::{NOT_A_KEY, Parsed, PrivateKey, PublicKey, rsa_off_pool};
 use crate::signing::algorithm::{HashAlg, KeyKind, check_bits};
 use crate::signing::errors::{CryptoError, KeyError};
 
@@ -74,6 +74,71 @@ impl PrivateKey for RustKey {
     }
 }
 
+/// An RSA or EC P-256 public key for the pure-Rust backend.
+enum RustPublic {
+    Rsa(Box<rsa::PublicKey>),
+    P256(Box<p256::ecdsa::VerifyingKey>),
+}
+
+/// Parses a public key PEM (SPKI, or PKCS#1 for RSA), or a private key PEM whose public
+/// half is then used; `None` when it is none of these.
+pub(crate) fn parse_public(pem: &str) -> Option<Box<dyn PublicKey>> {
+    use rsa::pkcs1::{DecodeRsaPrivateKey as _, DecodeRsaPublicKey as _};
+    use rsa::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _};
+    let rsa_key = rsa::PublicKey::from_public_key_pem(pem)
+        .or_else(|_| rsa::PublicKey::from_pkcs1_pem(pem))
+        .or_else(|_| {
+            rsa::PrivateKey::from_pkcs1_pem(pem)
+                .or_else(|_| rsa::PrivateKey::from_pkcs8_pem(pem))
+                .map(|k| k.to_public_key())
+        });
+    if let Ok(key) = rsa_key {
+        return Some(Box::new(RustPublic::Rsa(Box::new(key))));
+    }
+    let ec = p256::ecdsa::VerifyingKey::from_public_key_pem(pem)
+        .ok()
+        .or_else(|| p256_from_pem(pem).ok().map(|k| *k.verifying_key()))?;
+    Some(Box::new(RustPublic::P256(Box::new(ec))))
+}
+
+impl PublicKey for RustPublic {
+    fn verify(&self, hash: HashAlg, msg: &[u8], sig: &[u8]) -> bool {
+        use rsa::signature::Verifier as _;
+        match self {
+            RustPublic::P256(key) => {
+                use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+                let Ok(sig) = p256::ecdsa::Signature::from_der(sig) else {
+                    return false;
+                };
+                key.verify_prehash(&digest(hash, msg), &sig).is_ok()
+            }
+            RustPublic::Rsa(key) => {
+                let Ok(sig) = rsa::pkcs1v15::Signature::try_from(sig) else {
+                    return false;
+                };
+                let key = key.as_ref().clone();
+                match hash {
+                    HashAlg::Sha1 => rsa::pkcs1v15::VerifyingKey::<sha1::Sha1>::new(key)
+                        .verify(msg, &sig)
+                        .is_ok(),
+                    HashAlg::Sha256 => rsa::pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(key)
+                        .verify(msg, &sig)
+                        .is_ok(),
+                }
+            }
+        }
+    }
+}
+
+/// The digest of `msg` under `hash` (20 or 32 bytes).
+fn digest(hash: HashAlg, msg: &[u8]) -> Vec<u8> {
+    use sha1::Digest as _;
+    match hash {
+        HashAlg::Sha1 => sha1::Sha1::digest(msg).to_vec(),
+        HashAlg::Sha256 => rsa::sha2::Sha256::digest(msg).to_vec(),
+    }
+}
+
 /// Parses an EC P-256 private key from PKCS#8 (`BEGIN PRIVATE KEY`) or SEC1
 /// (`BEGIN EC PRIVATE KEY`) PEM; keys on any other curve fail.
 fn p256_from_pem(pem: &str) -> Result<p256::ecdsa::SigningKey, ()> {
@@ -95,13 +160,8 @@ fn ecdsa_sign(
     msg: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
     use p256::ecdsa::signature::hazmat::PrehashSigner as _;
-    use sha1::Digest as _;
-    let digest: Vec<u8> = match hash {
-        HashAlg::Sha1 => sha1::Sha1::digest(msg).to_vec(),
-        HashAlg::Sha256 => rsa::sha2::Sha256::digest(msg).to_vec(),
-    };
     let sig: p256::ecdsa::Signature = key
-        .sign_prehash(&digest)
+        .sign_prehash(&digest(hash, msg))
         .map_err(|e| CryptoError::new("pure-rust", e.to_string()))?;
     Ok(sig.to_der().as_bytes().to_vec())
 }
