@@ -15,6 +15,7 @@
 //!
 //! [`Provider::admit`]: provider::Provider::admit
 
+mod admission;
 pub mod aliyun;
 pub mod cloudfront;
 pub mod coalesce;
@@ -26,27 +27,25 @@ pub mod plan;
 pub mod provider;
 pub mod retry;
 pub mod scheduler;
+mod setup;
 pub mod store;
 
 pub use error::{ErrorClass, ProviderError, PurgeError};
 pub use model::PurgeKind;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::purge::aliyun::{Aliyun, AliyunCredentials, AliyunProvider};
-use crate::purge::cloudfront::{CloudFront, CloudFrontProvider, Limits};
+use crate::purge::admission::Admission;
+use crate::purge::aliyun::AliyunCredentials;
 use crate::purge::config::{ProviderKind, PurgeConfig};
 use crate::purge::model::{JobRecord, PurgeRecord, QueueKey, now_ms};
-use crate::purge::provider::Provider;
-use crate::purge::retry::Backoff;
 use crate::purge::scheduler::{Providers, Scheduler};
 use crate::purge::store::embedded::EmbeddedStore;
-use crate::purge::store::postgres::PgStore;
 use crate::purge::store::{Inserted, PurgeStore, StoreError, StoreSlot};
 
 /// A purge as asked for.
@@ -108,78 +107,6 @@ pub fn paths_billed(job: &JobRecord) -> u32 {
     job.request_paths().len() as u32
 }
 
-/// Lists every path of a leg that admission refused, naming the provider.
-fn reject_leg(
-    rejected: &mut Vec<model::RejectedRecord>,
-    provider: &dyn Provider,
-    jobs: &[JobRecord],
-    why: &str,
-) {
-    for j in jobs {
-        for p in &j.paths {
-            rejected.push(model::RejectedRecord {
-                path: p.clone(),
-                reason: format!(
-                    "{} {}: {why}",
-                    provider.kind().as_str(),
-                    provider.target().resource()
-                ),
-            });
-        }
-    }
-}
-
-/// This replica's name in queue leases: host, process and a random part.
-fn replica_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .unwrap_or_else(|| "cdnsign".into());
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}-{}", std::process::id(), &random[..8])
-}
-
-/// Keeps trying to open a store that could not open at start, until it does or the
-/// server is gone.
-fn open_later(slot: Weak<StoreSlot>, cfg: PurgeConfig) {
-    tokio::spawn(async move {
-        let mut wait = Duration::from_secs(1);
-        loop {
-            tokio::time::sleep(wait).await;
-            let Some(slot) = slot.upgrade() else {
-                return;
-            };
-            match open_store(&cfg).await {
-                Ok(store) => {
-                    tracing::info!(engine = store.engine(), "purge store opened");
-                    slot.fill(store);
-                    return;
-                }
-                Err(e) => slot.set_reason(e.to_string()),
-            }
-            wait = (wait * 2).min(Duration::from_secs(30));
-        }
-    });
-}
-
-async fn open_store(cfg: &PurgeConfig) -> Result<Arc<dyn PurgeStore>, StoreError> {
-    match &cfg.database_url {
-        Some(url) => Ok(Arc::new(PgStore::connect(url.expose()).await?)),
-        None => {
-            let dir = cfg.data_dir.clone();
-            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-            Ok(Arc::new(store))
-        }
-    }
-}
-
 /// The purge service: targets, store, scheduler.
 pub struct Purger {
     cfg: PurgeConfig,
@@ -214,7 +141,7 @@ impl Purger {
             Some(s) => StoreSlot::open(s),
             // Nothing to purge: a signing-only server opens no files and no database.
             None if targets.is_empty() => StoreSlot::open(Arc::new(EmbeddedStore::in_memory()?)),
-            None => match open_store(&cfg).await {
+            None => match setup::open_store(&cfg).await {
                 Ok(s) => {
                     tracing::info!(engine = s.engine(), "purge store opened");
                     StoreSlot::open(s)
@@ -227,68 +154,23 @@ impl Purger {
             },
         });
         if slot.get().is_err() {
-            open_later(Arc::downgrade(&slot), cfg.clone());
+            setup::open_later(Arc::downgrade(&slot), cfg.clone());
         }
-        let backoff = Backoff {
-            base: Duration::from_millis(cfg.retry_base_ms),
-            max: Duration::from_millis(cfg.retry_max_ms),
-        };
-        let mut providers = Providers::default();
-        let has_cf = targets
-            .iter()
-            .any(|t| t.provider == ProviderKind::Cloudfront);
-        let shared = if has_cf {
-            Some(cloudfront::sdk_config(options.aws_credentials).await)
-        } else {
-            None
-        };
-        let aliyun_creds = options
-            .aliyun_credentials
-            .or_else(AliyunCredentials::from_env);
-        let limits = Limits {
-            per_request: cfg.cloudfront_max_paths_per_request as usize,
-            max_files: cfg.cloudfront_max_files_in_progress,
-            max_wildcards: cfg.cloudfront_max_wildcards_in_progress,
-            collapse_threshold: cfg.cloudfront_collapse_threshold,
-        };
-        for t in targets {
-            let provider: Arc<dyn Provider> = match (t.provider, &shared) {
-                (ProviderKind::Cloudfront, Some(shared)) => Arc::new(CloudFrontProvider::new(
-                    t.clone(),
-                    CloudFront::new(shared, t.endpoint.as_deref()),
-                    limits,
-                    backoff,
-                )),
-                (ProviderKind::Cloudfront, None) => continue,
-                (ProviderKind::Aliyun, _) => {
-                    if aliyun_creds.is_none() {
-                        tracing::warn!(
-                            target_name = %t.name,
-                            "ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET not set: purges of this aliyun target will fail"
-                        );
-                    }
-                    let api = Aliyun::new(t.endpoint.as_deref(), t.signature, aliyun_creds.clone())
-                        .map_err(|reason| PurgeError::Invalid {
-                            field: "targets.endpoint",
-                            reason,
-                        })?;
-                    Arc::new(AliyunProvider::new(
-                        t.clone(),
-                        api,
-                        backoff,
-                        Duration::from_secs(cfg.aliyun_quota_backoff_seconds),
-                    ))
-                }
-            };
-            providers.add(provider);
-        }
-        let providers = Arc::new(providers);
+        let providers = Arc::new(
+            setup::providers(
+                &cfg,
+                targets,
+                options.aws_credentials,
+                options.aliyun_credentials,
+            )
+            .await?,
+        );
         let (changes, _) = broadcast::channel(256);
         let scheduler = Arc::new(Scheduler::new(
             Arc::clone(&slot),
             Arc::clone(&providers),
             cfg.clone(),
-            replica_name(),
+            setup::replica_name(),
             changes.clone(),
         ));
         Ok(Arc::new(Purger {
@@ -399,65 +281,21 @@ impl Purger {
                 reason: format!("nothing can be purged as given ({})", reasons.join("; ")),
             });
         }
-        // Admission: a provider's quota is checked and reserved one purge at a time (the
-        // guards are held until the purge is stored).
-        let mut guards = Vec::new();
-        let mut jobs = Vec::new();
-        let mut quota = Vec::new();
-        let mut rejected = planned.rejected;
-        let mut refused: Option<PurgeError> = None;
-        let mut legs = planned.legs;
-        legs.sort_by_key(|(i, jobs)| providers[*i].admission_key(jobs));
-        for (i, mut leg_jobs) in legs {
-            let provider = &providers[i];
-            let reserved = match provider.admission_key(&leg_jobs) {
-                Some(key) => {
-                    guards.push(store.lock_admission(&key).await?);
-                    store
-                        .unsent_paths(provider.kind(), leg_jobs[0].action)
-                        .await?
-                }
-                None => 0,
-            };
-            let admitted = match provider.admit(&leg_jobs, reserved, deadline).await {
-                Ok(a) => a,
-                // A quota that cannot serve this leg refuses its paths, never the others'.
-                Err(e @ PurgeError::QuotaExhausted { .. }) if providers.len() > 1 => {
-                    reject_leg(&mut rejected, provider.as_ref(), &leg_jobs, &e.to_string());
-                    refused.get_or_insert(e);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            quota.extend(admitted.quota);
-            if let Some(at) = admitted.not_before_ms {
-                if input.max_wait_ms > 0 && at > now.saturating_add(input.max_wait_ms) {
-                    let e = PurgeError::QuotaExhausted {
-                        domain: provider.target().resource().to_owned(),
-                        what: "paths (not before the quota resets, past max_wait_seconds)",
-                        needed: leg_jobs.iter().map(|j| j.paths.len() as i64).sum(),
-                        remain: 0,
-                    };
-                    if providers.len() == 1 {
-                        return Err(e);
-                    }
-                    reject_leg(&mut rejected, provider.as_ref(), &leg_jobs, &admitted.why);
-                    refused.get_or_insert(e);
-                    continue;
-                }
-                for j in &mut leg_jobs {
-                    j.not_before_ms = at;
-                    j.detail = admitted.why.clone();
-                }
-            }
-            jobs.extend(leg_jobs);
-        }
-        if jobs.is_empty() {
-            return Err(refused.unwrap_or(PurgeError::Invalid {
-                field: "paths",
-                reason: "nothing can be purged as given".into(),
-            }));
-        }
+        let Admission {
+            jobs,
+            quota,
+            rejected,
+            guards,
+        } = admission::admit(
+            store.as_ref(),
+            providers,
+            planned.legs,
+            planned.rejected,
+            input.max_wait_ms,
+            now,
+            deadline,
+        )
+        .await?;
         let queues: Vec<QueueKey> = jobs
             .iter()
             .map(JobRecord::queue)
