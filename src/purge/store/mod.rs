@@ -19,6 +19,7 @@
 
 pub mod embedded;
 mod pg_pool;
+mod pg_schema;
 pub mod pg_url;
 pub mod postgres;
 

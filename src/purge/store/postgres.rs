@@ -5,9 +5,8 @@
 //! the URL leaves out). The URL and password are never logged, never in an error or a
 //! metric: messages name `user@host:port/db` only.
 //!
-//! The schema is versioned (`cdnsign_schema`); migrations are compiled in and applied at
-//! start under an advisory lock, and a server refuses a database whose schema is newer
-//! than it knows. Connections are made, and do all their socket I/O, on a runtime of the
+//! The schema is versioned and migrated at start (`super::pg_schema`); a server refuses a
+//! database whose schema is newer than it knows. Connections are made, and do all their socket I/O, on a runtime of the
 //! store's own, so no tokio worker that serves calls ever waits on the database's
 //! network. Queue leases use `FOR UPDATE SKIP LOCKED` to claim and a row lock on the
 //! queue to fence every job write.
@@ -19,63 +18,13 @@ use serde_json::Value;
 use tokio_postgres::{GenericClient, Transaction};
 
 use super::pg_pool::{Pool, db_error};
+use super::pg_schema::migrate;
 use super::pg_url::{connection_config, describe};
+
+pub use super::pg_schema::SCHEMA_VERSION;
 use super::{AdmissionLock, Inserted, Lease, PurgeStore, QueuedJob, StoreError, bucket_take};
 use crate::purge::config::ProviderKind;
 use crate::purge::model::{JobAction, JobRecord, PurgeRecord, QueueKey};
-
-/// The schema version this build migrates to.
-pub const SCHEMA_VERSION: i32 = 1;
-
-/// Migrations, in order: `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 1] = [r#"
-CREATE TABLE purges (
-    id TEXT PRIMARY KEY,
-    seq BIGSERIAL NOT NULL UNIQUE,
-    client TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    target TEXT NOT NULL,
-    created_at_ms BIGINT NOT NULL,
-    finished_at_ms BIGINT,
-    header JSONB NOT NULL
-);
-CREATE INDEX purges_by_target ON purges (target, seq DESC);
-CREATE INDEX purges_finished ON purges (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
-CREATE TABLE purge_keys (
-    client TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    purge_id TEXT NOT NULL REFERENCES purges (id) ON DELETE CASCADE,
-    PRIMARY KEY (client, idempotency_key)
-);
-CREATE INDEX purge_keys_by_purge ON purge_keys (purge_id);
-CREATE TABLE purge_jobs (
-    purge_id TEXT NOT NULL REFERENCES purges (id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL,
-    purge_seq BIGINT NOT NULL,
-    provider TEXT NOT NULL,
-    resource TEXT NOT NULL,
-    state TEXT NOT NULL,
-    job JSONB NOT NULL,
-    PRIMARY KEY (purge_id, idx)
-);
-CREATE INDEX purge_jobs_open ON purge_jobs (provider, resource, purge_seq, idx)
-    WHERE state NOT IN ('completed', 'failed');
-CREATE TABLE purge_queues (
-    provider TEXT NOT NULL,
-    resource TEXT NOT NULL,
-    lease_owner TEXT NOT NULL DEFAULT '',
-    lease_epoch BIGINT NOT NULL DEFAULT 0,
-    lease_until_ms BIGINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (provider, resource)
-);
-CREATE TABLE purge_rate (
-    client TEXT NOT NULL,
-    bucket TEXT NOT NULL,
-    tokens DOUBLE PRECISION NOT NULL,
-    updated_ms BIGINT NOT NULL,
-    PRIMARY KEY (client, bucket)
-);
-"#];
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -121,7 +70,7 @@ impl PgStore {
             pool: Arc::new(Pool::new(cfg)?),
             name,
         };
-        store.migrate().await.map_err(|e| match e {
+        migrate(&store.pool).await.map_err(|e| match e {
             StoreError::Unavailable(m) => StoreError::Unavailable(format!("{} ({m})", store.name)),
             other => other,
         })?;
@@ -131,46 +80,6 @@ impl PgStore {
     /// `user@host:port/db`.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await.map_err(db_error)?;
-        // One replica migrates at a time; the others wait here, then find it done.
-        tx.execute("SELECT pg_advisory_xact_lock(7283512094451)", &[])
-            .await
-            .map_err(db_error)?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS cdnsign_schema (version INTEGER NOT NULL)")
-            .await
-            .map_err(db_error)?;
-        let found: i32 = tx
-            .query_opt("SELECT version FROM cdnsign_schema", &[])
-            .await
-            .map_err(db_error)?
-            .map_or(0, |r| r.get(0));
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew {
-                found,
-                known: SCHEMA_VERSION,
-            });
-        }
-        for (from, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            tx.batch_execute(sql).await.map_err(db_error)?;
-            tracing::info!(from, to = from + 1, "purge database schema migrated");
-        }
-        if found == 0 {
-            tx.execute(
-                "INSERT INTO cdnsign_schema (version) VALUES ($1)",
-                &[&SCHEMA_VERSION],
-            )
-            .await
-            .map_err(db_error)?;
-        } else if found < SCHEMA_VERSION {
-            tx.execute("UPDATE cdnsign_schema SET version = $1", &[&SCHEMA_VERSION])
-                .await
-                .map_err(db_error)?;
-        }
-        tx.commit().await.map_err(db_error)
     }
 
     /// Loads purges by id with their jobs, in the order of `ids`.
