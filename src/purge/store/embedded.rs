@@ -7,17 +7,19 @@
 //! runs on tokio's blocking threads, never on a worker that also serves calls.
 //!
 //! One process owns the file (redb locks it), so queue leases, the job index of each queue
-//! and the rate buckets live in memory: they keep the same contract as the shared engine
-//! (a lease expires unless renewed; writes are fenced by it), rebuilt from `active` at open.
+//! and the rate buckets live in memory (`super::embedded_mem`): they keep the same contract
+//! as the shared engine (a lease expires unless renewed; writes are fenced by it), and the
+//! index is rebuilt from `active` at open.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::{AdmissionLock, Inserted, Lease, PurgeStore, QueuedJob, StoreError, bucket_take};
+use super::embedded_mem::Mem;
+use super::{AdmissionLock, Inserted, Lease, PurgeStore, QueuedJob, StoreError};
 use crate::purge::config::ProviderKind;
 use crate::purge::model::{JobAction, JobRecord, JobState, PurgeRecord, QueueKey};
 
@@ -35,74 +37,6 @@ fn key_slot(client: &str, key: &str) -> String {
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
-}
-
-#[derive(Debug, Clone)]
-struct LeaseState {
-    owner: String,
-    epoch: i64,
-    until_ms: i64,
-}
-
-/// What one process keeps in memory next to the file.
-#[derive(Debug, Default)]
-struct Mem {
-    leases: HashMap<QueueKey, LeaseState>,
-    /// Unfinished jobs per queue, in FIFO order: (purge sequence, purge id, job index).
-    queues: HashMap<QueueKey, BTreeSet<(u64, String, u32)>>,
-    buckets: HashMap<(String, String), (f64, i64)>,
-}
-
-impl Mem {
-    fn index(&mut self, rec: &PurgeRecord) {
-        for (i, job) in rec.jobs.iter().enumerate() {
-            let entry = (rec.seq, rec.id.clone(), i as u32);
-            let set = self.queues.entry(job.queue()).or_default();
-            if job.state.is_finished() {
-                set.remove(&entry);
-            } else {
-                set.insert(entry);
-            }
-        }
-    }
-
-    fn unindex(&mut self, rec: &PurgeRecord) {
-        for (i, job) in rec.jobs.iter().enumerate() {
-            if let Some(set) = self.queues.get_mut(&job.queue()) {
-                set.remove(&(rec.seq, rec.id.clone(), i as u32));
-            }
-        }
-    }
-
-    fn fence(&self, lease: &Lease) -> Result<(), StoreError> {
-        match self.leases.get(&lease.queue) {
-            Some(l) if l.owner == lease.owner && l.epoch == lease.epoch => Ok(()),
-            _ => Err(StoreError::LeaseLost(lease.queue.clone())),
-        }
-    }
-
-    fn take(&mut self, queue: &QueueKey, owner: &str, now: i64, lease_ms: i64) -> Option<Lease> {
-        let epoch = match self.leases.get(queue) {
-            Some(l) if l.until_ms > now => return None,
-            Some(l) => l.epoch + 1,
-            None => 1,
-        };
-        let until_ms = now.saturating_add(lease_ms);
-        self.leases.insert(
-            queue.clone(),
-            LeaseState {
-                owner: owner.to_owned(),
-                epoch,
-                until_ms,
-            },
-        );
-        Some(Lease {
-            queue: queue.clone(),
-            owner: owner.to_owned(),
-            epoch,
-            until_ms,
-        })
-    }
 }
 
 struct Inner {
@@ -381,20 +315,8 @@ impl PurgeStore for EmbeddedStore {
         // Memory only, but under the lock that writes hold across their fsync: off the
         // async workers like everything else here.
         let (owner, skip) = (owner.to_owned(), skip.to_vec());
-        self.run(move |inner| {
-            let mut mem = inner.mem();
-            let mut candidates: Vec<QueueKey> = mem
-                .queues
-                .iter()
-                .filter(|(q, jobs)| !jobs.is_empty() && !skip.contains(q))
-                .map(|(q, _)| q.clone())
-                .collect();
-            candidates.sort();
-            Ok(candidates
-                .iter()
-                .find_map(|q| mem.take(q, &owner, now, lease_ms)))
-        })
-        .await
+        self.run(move |inner| Ok(inner.mem().claim(&owner, now, lease_ms, &skip)))
+            .await
     }
 
     async fn claim_queue(
@@ -405,39 +327,20 @@ impl PurgeStore for EmbeddedStore {
         lease_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
         let (queue, owner) = (queue.clone(), owner.to_owned());
-        self.run(move |inner| {
-            let mut mem = inner.mem();
-            if mem.queues.get(&queue).is_none_or(BTreeSet::is_empty) {
-                return Ok(None);
-            }
-            Ok(mem.take(&queue, &owner, now, lease_ms))
-        })
-        .await
+        self.run(move |inner| Ok(inner.mem().claim_queue(&queue, &owner, now, lease_ms)))
+            .await
     }
 
     async fn renew(&self, lease: &Lease, now: i64, lease_ms: i64) -> Result<Lease, StoreError> {
         let lease = lease.clone();
-        self.run(move |inner| {
-            let mut mem = inner.mem();
-            mem.fence(&lease)?;
-            let until_ms = now.saturating_add(lease_ms);
-            if let Some(l) = mem.leases.get_mut(&lease.queue) {
-                l.until_ms = until_ms;
-            }
-            Ok(Lease { until_ms, ..lease })
-        })
-        .await
+        self.run(move |inner| inner.mem().renew(lease, now, lease_ms))
+            .await
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         let lease = lease.clone();
         self.run(move |inner| {
-            let mut mem = inner.mem();
-            if mem.fence(&lease).is_ok()
-                && let Some(l) = mem.leases.get_mut(&lease.queue)
-            {
-                l.until_ms = 0;
-            }
+            inner.mem().release(&lease);
             Ok(())
         })
         .await
@@ -446,14 +349,7 @@ impl PurgeStore for EmbeddedStore {
     async fn queue_jobs(&self, lease: &Lease) -> Result<Vec<QueuedJob>, StoreError> {
         let lease = lease.clone();
         self.run(move |inner| {
-            let entries: Vec<(u64, String, u32)> = {
-                let mem = inner.mem();
-                mem.fence(&lease)?;
-                mem.queues
-                    .get(&lease.queue)
-                    .map(|s| s.iter().cloned().collect())
-                    .unwrap_or_default()
-            };
+            let entries = inner.mem().queue_entries(&lease)?;
             let tx = inner.db.begin_read().map_err(unavailable)?;
             let mut out = Vec::with_capacity(entries.len());
             let mut cache: Option<PurgeRecord> = None;
@@ -556,18 +452,8 @@ impl PurgeStore for EmbeddedStore {
         now: i64,
     ) -> Result<Result<(), f64>, StoreError> {
         let key = (client.to_owned(), bucket.to_owned());
-        self.run(move |inner| {
-            let mut mem = inner.mem();
-            let state = mem.buckets.get(&key).copied();
-            Ok(match bucket_take(state, n, rate, burst, now) {
-                Ok(next) => {
-                    mem.buckets.insert(key, next);
-                    Ok(())
-                }
-                Err(wait) => Err(wait),
-            })
-        })
-        .await
+        self.run(move |inner| Ok(inner.mem().take_tokens(key, n, rate, burst, now)))
+            .await
     }
 
     async fn delete_finished_before(&self, cutoff: i64) -> Result<u64, StoreError> {
@@ -644,18 +530,7 @@ impl PurgeStore for EmbeddedStore {
         action: JobAction,
     ) -> Result<u64, StoreError> {
         self.run(move |inner| {
-            let ids: Vec<String> = {
-                let mem = inner.mem();
-                let mut ids: Vec<String> = mem
-                    .queues
-                    .iter()
-                    .filter(|(q, _)| q.provider == provider)
-                    .flat_map(|(_, set)| set.iter().map(|(_, id, _)| id.clone()))
-                    .collect();
-                ids.sort();
-                ids.dedup();
-                ids
-            };
+            let ids = inner.mem().unfinished_purges(provider);
             let tx = inner.db.begin_read().map_err(unavailable)?;
             let mut total = 0u64;
             for id in ids {

@@ -18,6 +18,7 @@
 //! - rate-limit buckets for purge paths live here so every replica shares them.
 
 pub mod embedded;
+mod embedded_mem;
 mod pg_pool;
 mod pg_schema;
 pub mod pg_url;
