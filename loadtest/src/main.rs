@@ -15,8 +15,10 @@
 //! `report` turns the JSON lines written by `run --json-out` into a text table and an SVG
 //! plot of throughput and latency against batch size. `scripts/loadtest.sh` does it all.
 
+mod host;
 mod report;
 mod run;
+mod workers;
 
 use std::path::PathBuf;
 
