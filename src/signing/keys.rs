@@ -12,10 +12,9 @@
 
 use std::fmt;
 use std::path::PathBuf;
-#[cfg(feature = "openssl-backend")]
 use std::sync::Arc;
 
-use super::backend::{Parsed, PrivateKey, pem_body};
+use super::backend::{Engine, Parsed, PrivateKey, pem_body};
 use super::pool::OnPool;
 use crate::metrics::KeyCounters;
 
@@ -78,11 +77,7 @@ impl fmt::Debug for SigningKey {
 }
 
 /// The multi-buffer engine keys are parsed with (`None`: none).
-#[cfg(feature = "openssl-backend")]
-pub(crate) type EngineRef<'a> = Option<&'a Arc<super::backend::multibuffer::Engine>>;
-/// Without OpenSSL there is no multi-buffer backend.
-#[cfg(not(feature = "openssl-backend"))]
-pub(crate) type EngineRef<'a> = Option<&'a std::convert::Infallible>;
+pub(crate) type EngineRef<'a> = Option<&'a Arc<Engine>>;
 
 impl SigningKey {
     /// Parses a PKCS#1 or PKCS#8 PEM private key (RSA or EC P-256) for `backend`.
@@ -107,42 +102,7 @@ impl SigningKey {
         backend: Backend,
         engine: EngineRef<'_>,
     ) -> Result<SigningKey, KeyError> {
-        let pem = pem_body(pem);
-        let not_compiled = |name: &str, feature: &str| KeyError::Unsupported {
-            id: id.to_owned(),
-            reason: format!("backend \"{name}\" is not compiled in (build with feature {feature})"),
-        };
-        let parsed: Parsed = match backend {
-            #[cfg(feature = "openssl-backend")]
-            Backend::Openssl => super::backend::openssl::parse(id, pem)?,
-            #[cfg(feature = "openssl-backend")]
-            Backend::Multibuffer => {
-                let loaded;
-                let engine = match engine {
-                    Some(engine) => engine,
-                    None => {
-                        loaded = super::backend::multibuffer::engine().map_err(|e| {
-                            KeyError::Unsupported {
-                                id: id.to_owned(),
-                                reason: format!("backend \"multibuffer\": {e}"),
-                            }
-                        })?;
-                        &loaded
-                    }
-                };
-                super::backend::multibuffer::key::parse(id, pem, hash, engine)?
-            }
-            #[cfg(not(feature = "openssl-backend"))]
-            Backend::Openssl | Backend::Multibuffer => {
-                let _ = engine;
-                return Err(not_compiled(backend.as_str(), "openssl-backend"));
-            }
-            #[cfg(feature = "pure-rust")]
-            Backend::PureRust => super::backend::pure_rust::parse(id, pem, hash)?,
-            #[cfg(not(feature = "pure-rust"))]
-            Backend::PureRust => return Err(not_compiled("pure-rust", "pure-rust")),
-        };
-        let _ = not_compiled;
+        let parsed: Parsed = super::backend::parse(id, pem_body(pem), hash, backend, engine)?;
         Ok(SigningKey {
             id: id.to_owned(),
             kind: parsed.kind,

@@ -31,7 +31,6 @@ impl KeySet {
         backend: Backend,
         engine: EngineRef<'_>,
     ) -> Result<KeySet, Vec<KeyError>> {
-        #[cfg(feature = "openssl-backend")]
         let backend = match (backend, engine) {
             (Backend::Openssl, Some(_)) => Backend::Multibuffer,
             (b, _) => b,

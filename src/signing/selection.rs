@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::{Backend, EngineRef, HashAlg, KeyKind, algorithm_label};
 
 pub use super::backend::LIB_ENV;
+use super::backend::{Engine, engine_path, load_engine};
 
 /// `[signing] multibuffer`: whether RSA-2048 and ECDSA P-256 sign in crypto_mb's 8 lanes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -59,8 +60,7 @@ const ALGORITHMS: [(KeyKind, HashAlg); 4] = [
 #[derive(Debug, Clone)]
 pub struct Selection {
     backend: Backend,
-    #[cfg(feature = "openssl-backend")]
-    engine: Option<std::sync::Arc<super::backend::multibuffer::Engine>>,
+    engine: Option<std::sync::Arc<Engine>>,
     reason: String,
     flush_after: Duration,
 }
@@ -86,7 +86,6 @@ impl Selection {
         let flush_after = signing.flush_after;
         let plain = |reason: String| Selection {
             backend: signing.backend,
-            #[cfg(feature = "openssl-backend")]
             engine: None,
             reason,
             flush_after,
@@ -110,31 +109,19 @@ impl Selection {
         if mode == MultibufferMode::Off {
             return Ok(plain("signing.multibuffer = \"off\"".into()));
         }
-        #[cfg(feature = "openssl-backend")]
-        {
-            match super::backend::multibuffer::engine::engine_at(lib) {
-                Ok(engine) => Ok(Selection {
-                    backend: Backend::Multibuffer,
-                    reason: format!(
-                        "crypto_mb loaded from {}, CPU has AVX-512 IFMA (signing.multibuffer = \"{}\")",
-                        engine.path().display(),
-                        mode.as_str()
-                    ),
-                    engine: Some(engine),
-                    flush_after,
-                }),
-                Err(why) if mode == MultibufferMode::Required => Err(required(&why.to_string())),
-                Err(why) => Ok(plain(why.to_string())),
-            }
-        }
-        #[cfg(not(feature = "openssl-backend"))]
-        {
-            let _ = lib;
-            let why = "this build has no OpenSSL backend (feature openssl-backend)";
-            match mode {
-                MultibufferMode::Required => Err(required(why)),
-                _ => Ok(plain(why.into())),
-            }
+        match load_engine(lib) {
+            Ok(engine) => Ok(Selection {
+                backend: Backend::Multibuffer,
+                reason: format!(
+                    "crypto_mb loaded from {}, CPU has AVX-512 IFMA (signing.multibuffer = \"{}\")",
+                    engine_path(&engine).display(),
+                    mode.as_str()
+                ),
+                engine: Some(engine),
+                flush_after,
+            }),
+            Err(why) if mode == MultibufferMode::Required => Err(required(&why)),
+            Err(why) => Ok(plain(why)),
         }
     }
 
@@ -145,14 +132,7 @@ impl Selection {
 
     /// The multi-buffer engine, when the lanes are on.
     pub(crate) fn engine(&self) -> EngineRef<'_> {
-        #[cfg(feature = "openssl-backend")]
-        {
-            self.engine.as_ref()
-        }
-        #[cfg(not(feature = "openssl-backend"))]
-        {
-            None
-        }
+        self.engine.as_ref()
     }
 
     /// Whether RSA-2048 and ECDSA P-256 sign in lanes.

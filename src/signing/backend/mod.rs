@@ -14,8 +14,11 @@ pub mod openssl;
 #[cfg(feature = "pure-rust")]
 pub mod pure_rust;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use super::algorithm::{Backend, HashAlg, KeyKind};
-use super::errors::CryptoError;
+use super::errors::{CryptoError, KeyError};
 
 /// The environment variable naming the crypto_mb library file to load instead of the
 /// default locations (`/usr/local/lib/cdnsign/libcrypto_mb.so.13`, then the system
@@ -63,6 +66,103 @@ pub(crate) trait PublicKey: Send + Sync {
     /// Whether `sig` is a valid signature of `msg` with digest `hash` under this key:
     /// PKCS#1 v1.5 for RSA, DER ECDSA for EC. Never panics on any `sig`.
     fn verify(&self, hash: HashAlg, msg: &[u8], sig: &[u8]) -> bool;
+}
+
+/// The multi-buffer engine (crypto_mb, loaded once per process). Builds without OpenSSL
+/// have none: there it is uninhabited, so no code path can hold one.
+#[cfg(feature = "openssl-backend")]
+pub(crate) type Engine = multibuffer::Engine;
+/// The multi-buffer engine: none in a build without OpenSSL.
+#[cfg(not(feature = "openssl-backend"))]
+#[derive(Debug)]
+pub(crate) enum Engine {}
+
+/// Loads the multi-buffer engine from `lib` (`None`: `CDNSIGN_CRYPTO_MB_LIB`'s default
+/// locations), or says why it cannot be used here: the library or the CPU feature is
+/// missing, or this build has no OpenSSL backend.
+pub(crate) fn load_engine(lib: Option<&Path>) -> Result<Arc<Engine>, String> {
+    #[cfg(feature = "openssl-backend")]
+    {
+        multibuffer::engine::engine_at(lib).map_err(|e| e.to_string())
+    }
+    #[cfg(not(feature = "openssl-backend"))]
+    {
+        let _ = lib;
+        Err("this build has no OpenSSL backend (feature openssl-backend)".into())
+    }
+}
+
+/// The file the engine's library was loaded from.
+pub(crate) fn engine_path(engine: &Engine) -> &Path {
+    #[cfg(feature = "openssl-backend")]
+    {
+        engine.path()
+    }
+    #[cfg(not(feature = "openssl-backend"))]
+    {
+        match *engine {}
+    }
+}
+
+/// Parses a private key PEM with `backend`: the one place that knows which backends this
+/// build has. [`Backend::Multibuffer`] uses `engine`, or loads it as `cdnsign serve` would
+/// (and fails, naming what is missing, when it cannot be used here).
+pub(crate) fn parse(
+    id: &str,
+    pem: &str,
+    hash: HashAlg,
+    backend: Backend,
+    engine: Option<&Arc<Engine>>,
+) -> Result<Parsed, KeyError> {
+    let unsupported = |reason: String| KeyError::Unsupported {
+        id: id.to_owned(),
+        reason,
+    };
+    match backend {
+        #[cfg(feature = "openssl-backend")]
+        Backend::Openssl => openssl::parse(id, pem),
+        #[cfg(feature = "pure-rust")]
+        Backend::PureRust => pure_rust::parse(id, pem, hash),
+        Backend::Multibuffer => {
+            let loaded;
+            let engine = match engine {
+                Some(engine) => engine,
+                None => {
+                    loaded = load_engine(None)
+                        .map_err(|e| unsupported(format!("backend \"multibuffer\": {e}")))?;
+                    &loaded
+                }
+            };
+            parse_multibuffer(id, pem, hash, engine)
+        }
+        #[allow(unreachable_patterns)] // reachable when one backend is left out of the build
+        other => Err(unsupported(format!(
+            "backend \"{}\" is not compiled in (build with feature {})",
+            other.as_str(),
+            match other {
+                Backend::PureRust => "pure-rust",
+                _ => "openssl-backend",
+            }
+        ))),
+    }
+}
+
+/// Parses a key into crypto_mb's lanes (over OpenSSL).
+fn parse_multibuffer(
+    id: &str,
+    pem: &str,
+    hash: HashAlg,
+    engine: &Arc<Engine>,
+) -> Result<Parsed, KeyError> {
+    #[cfg(feature = "openssl-backend")]
+    {
+        multibuffer::key::parse(id, pem, hash, engine)
+    }
+    #[cfg(not(feature = "openssl-backend"))]
+    {
+        let _ = (id, pem, hash);
+        match **engine {}
+    }
 }
 
 /// Parses a public key PEM (or a private key's public half) with `backend`'s verifier;
