@@ -39,7 +39,7 @@ pub(crate) async fn connect(args: &RunArgs) -> Result<Vec<SignerClient<Channel>>
     Ok(clients)
 }
 
-/// What all workers measured together.
+/// What one worker, or all of them together, measured.
 pub(crate) struct Totals {
     /// Latency of the requests that completed in the window, microseconds.
     pub(crate) hist: Histogram<u64>,
@@ -52,6 +52,38 @@ pub(crate) struct Totals {
     pub(crate) first_error: Option<String>,
     /// Bytes of a signature seen (tells RSA-2048 from ECDSA for `--openssl-alg auto`).
     pub(crate) signature_len: Option<usize>,
+}
+
+impl Totals {
+    fn new() -> Totals {
+        Totals {
+            hist: histogram(),
+            lag: histogram(),
+            requests: 0,
+            urls: 0,
+            failed_items: 0,
+            rpc_errors: 0,
+            first_error: None,
+            signature_len: None,
+        }
+    }
+
+    /// Adds what another worker measured.
+    fn add(&mut self, out: Totals) -> Result<(), String> {
+        self.hist
+            .add(&out.hist)
+            .map_err(|e| format!("histogram: {e}"))?;
+        self.lag
+            .add(&out.lag)
+            .map_err(|e| format!("histogram: {e}"))?;
+        self.requests += out.requests;
+        self.urls += out.urls;
+        self.failed_items += out.failed_items;
+        self.rpc_errors += out.rpc_errors;
+        self.first_error = self.first_error.take().or(out.first_error);
+        self.signature_len = self.signature_len.or(out.signature_len);
+        Ok(())
+    }
 }
 
 /// Runs `--concurrency` workers over `clients` (round robin) until `plan` ends, and adds
@@ -67,28 +99,9 @@ pub(crate) async fn run_workers(
             tokio::spawn(worker(client, Arc::clone(args), Arc::clone(plan), id))
         })
         .collect();
-    let mut t = Totals {
-        hist: histogram(),
-        lag: histogram(),
-        requests: 0,
-        urls: 0,
-        failed_items: 0,
-        rpc_errors: 0,
-        first_error: None,
-        signature_len: None,
-    };
+    let mut t = Totals::new();
     for h in handles {
-        let out = h.await.map_err(|e| format!("worker failed: {e}"))?;
-        t.hist
-            .add(&out.hist)
-            .map_err(|e| format!("histogram: {e}"))?;
-        t.lag.add(&out.lag).map_err(|e| format!("histogram: {e}"))?;
-        t.requests += out.requests;
-        t.urls += out.urls;
-        t.failed_items += out.failed_items;
-        t.rpc_errors += out.rpc_errors;
-        t.first_error = t.first_error.or(out.first_error);
-        t.signature_len = t.signature_len.or(out.signature_len);
+        t.add(h.await.map_err(|e| format!("worker failed: {e}"))?)?;
     }
     Ok(t)
 }
@@ -96,19 +109,6 @@ pub(crate) async fn run_workers(
 /// 1 us to 120 s at 3 significant digits.
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
-}
-
-/// What a worker measured.
-struct WorkerOut {
-    hist: Histogram<u64>,
-    /// Paced runs: scheduled start to the moment the request is handed to the client.
-    lag: Histogram<u64>,
-    requests: u64,
-    urls: u64,
-    failed_items: u64,
-    rpc_errors: u64,
-    first_error: Option<String>,
-    signature_len: Option<usize>,
 }
 
 fn request_template(args: &RunArgs, worker: usize) -> SignUrlsRequest {
@@ -202,7 +202,7 @@ pub(crate) fn spawn_pacer(
 
 /// Records how late the generator itself sends a paced request (pacer + task wake-up), so
 /// a reader can tell the load generator's share of the latency from the server's.
-fn lag(out: &mut WorkerOut, plan: &Plan, scheduled: Instant) {
+fn lag(out: &mut Totals, plan: &Plan, scheduled: Instant) {
     let now = Instant::now();
     if plan.tickets.is_some() && scheduled >= plan.measure_from {
         let us = u64::try_from((now - scheduled).as_micros()).unwrap_or(u64::MAX);
@@ -211,7 +211,7 @@ fn lag(out: &mut WorkerOut, plan: &Plan, scheduled: Instant) {
 }
 
 fn record(
-    out: &mut WorkerOut,
+    out: &mut Totals,
     plan: &Plan,
     scheduled: Instant,
     resp: Result<SignUrlsResponse, tonic::Status>,
@@ -256,17 +256,8 @@ async fn worker(
     args: Arc<RunArgs>,
     plan: Arc<Plan>,
     id: usize,
-) -> WorkerOut {
-    let mut out = WorkerOut {
-        hist: histogram(),
-        lag: histogram(),
-        requests: 0,
-        urls: 0,
-        failed_items: 0,
-        rpc_errors: 0,
-        first_error: None,
-        signature_len: None,
-    };
+) -> Totals {
+    let mut out = Totals::new();
     let template = request_template(&args, id);
     match args.mode {
         Mode::Unary => {
