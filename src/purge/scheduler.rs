@@ -7,7 +7,7 @@
 //! queue is empty. A replica that dies stops renewing, its leases expire after
 //! `[purge] lease_seconds`, and another replica's loop claims them and finishes the work.
 //!
-//! One pass of a worker over its queue, oldest purge first:
+//! One pass of a worker over its queue, oldest purge first (`pass`; step 3 in `send`):
 //! 1. jobs found `Sending` (a crash, a lost answer) are reconciled with the provider before
 //!    anything is sent again (CloudFront: the same CallerReference returns the existing
 //!    invalidation; Aliyun: its tasks are looked up by ObjectPath);
@@ -37,6 +37,7 @@ use crate::purge::retry::Backoff;
 use crate::purge::store::{Lease, PurgeStore, StoreError, StoreSlot};
 
 mod pass;
+mod send;
 
 /// First errors a pass met, per purge: a purge whose every job failed at once reports it.
 #[derive(Debug, Clone, Default)]
