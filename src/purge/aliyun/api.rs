@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::Instrument as _;
 
+use super::errors::{classify, perr};
 use super::sign::{
     AliyunCredentials, V3Request, canonical_query, iso8601, percent_encode, sha256_hex, sign_v1,
     sign_v3,
 };
-use crate::purge::config::{ProviderKind, SignatureVersion};
+use crate::purge::config::SignatureVersion;
 use crate::purge::error::{ErrorClass, ProviderError};
 
 /// API version of every call.
@@ -117,69 +118,6 @@ impl std::fmt::Debug for Aliyun {
             .field("signature", &self.signature)
             .field("credentials", &self.credentials)
             .finish()
-    }
-}
-
-fn perr(
-    op: &str,
-    code: &str,
-    message: String,
-    status: Option<u16>,
-    class: ErrorClass,
-) -> ProviderError {
-    ProviderError {
-        provider: ProviderKind::Aliyun,
-        operation: op.to_owned(),
-        code: code.to_owned(),
-        message,
-        http_status: status,
-        class,
-    }
-}
-
-/// Maps an Aliyun error code / HTTP status to what to do about it. The "try again
-/// later" answers documented for RefreshObjectCaches (`QuotaPerMinuteExceeded.Refresh`,
-/// `TooMany.Refresh`), throttling and `ServiceUnavailable` never fail a job: it waits.
-pub fn classify(code: &str, status: Option<u16>) -> ErrorClass {
-    if code.starts_with("QuotaPerMinuteExceeded") || code.starts_with("TooMany.") {
-        return ErrorClass::RateWindow;
-    }
-    if code.starts_with("Throttling") || code == "ServiceBusy" {
-        return ErrorClass::Throttled;
-    }
-    // The day's quota (QuotaExceeded.Refresh / .Push); a per-call limit is a bad request.
-    if code.starts_with("QuotaExceeded") {
-        return ErrorClass::QuotaExhausted;
-    }
-    if code.starts_with("InvalidDomain") || code.ends_with(".NotFound") && code.contains("Domain") {
-        return ErrorClass::NotFound;
-    }
-    match code {
-        // A fresh nonce is drawn per attempt, so a retry fixes a collision.
-        "SignatureNonceUsed" => ErrorClass::Unavailable,
-        "ServiceUnavailable" | "InternalError" | "Transport" => ErrorClass::Unavailable,
-        "SignatureDoesNotMatch"
-        | "IncompleteSignature"
-        | "InvalidAccessKeyId.NotFound"
-        | "InvalidAccessKeyId.Inactive"
-        | "Forbidden.RAM"
-        | "Forbidden"
-        | "NoPermission" => ErrorClass::Denied,
-        "InvalidTimeStamp.Expired" | "InvalidTimeStamp.Format" => ErrorClass::Clock,
-        c if c.starts_with("Missing")
-            || c.starts_with("Invalid")
-            || c.contains("ExceedLimit")
-            || c.contains("OverLimit") =>
-        {
-            ErrorClass::Invalid
-        }
-        c if c.contains("NotFound") => ErrorClass::NotFound,
-        _ => match status {
-            Some(429) => ErrorClass::Throttled,
-            Some(s) if s >= 500 => ErrorClass::Unavailable,
-            Some(401 | 403) => ErrorClass::Denied,
-            _ => ErrorClass::Other,
-        },
     }
 }
 

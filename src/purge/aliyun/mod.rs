@@ -1,6 +1,7 @@
 //! Alibaba Cloud CDN behind [`Provider`] ([`AliyunProvider`]): its URLs, per-call limits
 //! (1,000 URLs, 100 directories, 100 pre-warms), actions, task ids and statuses all live
-//! here; `api` is the HTTPS client and [`sign`] its signatures.
+//! here; `api` is the HTTPS client, [`sign`] its signatures and `errors` what its error
+//! codes mean.
 //!
 //! Aliyun has no idempotency token, so a refresh whose answer was lost (a timeout, a
 //! crash between the call and the save) is never sent again blindly: the job stays
@@ -8,12 +9,14 @@
 //! DescribeRefreshTasks (by domain, type and time window, matched by ObjectPath) first.
 
 mod api;
+mod errors;
 pub mod sign;
 
 pub use api::{
     API_VERSION, Aliyun, DEFAULT_ENDPOINT, MAX_DIRS_PER_CALL, MAX_PUSH_PER_CALL,
-    MAX_TASK_IDS_PER_CALL, MAX_URLS_PER_CALL, Quota, SignedRequest, TaskStatus, classify,
+    MAX_TASK_IDS_PER_CALL, MAX_URLS_PER_CALL, Quota, SignedRequest, TaskStatus,
 };
+pub use errors::classify;
 pub use sign::{
     AliyunCredentials, Secret, V3Request, canonical_query, iso8601, percent_encode, sha256_hex,
     sign_v1, sign_v3,
