@@ -271,16 +271,7 @@ impl SignerService {
         keys: &KeySet,
     ) -> bool {
         items.len() <= limits.inline_ecdsa_max_items
-            && items.iter().all(|item| {
-                let ecdsa = |k: &SigningKey| k.kind() == KeyKind::EcdsaP256;
-                let id = item.item_spec().key_id;
-                // An unknown key signs nothing: its item only gets an error.
-                if id.is_empty() {
-                    ctx.default_key.as_deref().is_none_or(ecdsa)
-                } else {
-                    keys.get(id).as_deref().is_none_or(ecdsa)
-                }
-            })
+            && every_key(items, ctx, keys, |k| k.kind() == KeyKind::EcdsaP256)
     }
 
     /// The lane queues, when a request should share flushes with others: not signed here
@@ -295,17 +286,8 @@ impl SignerService {
         keys: &KeySet,
     ) -> Option<&Lanes> {
         let lanes = self.lanes.as_ref()?;
-        let in_lanes = |k: &SigningKey| k.lanes() > 1;
-        let all = items.iter().all(|item| {
-            let id = item.item_spec().key_id;
-            // An unknown key signs nothing: its item only gets an error.
-            if id.is_empty() {
-                ctx.default_key.as_deref().is_none_or(in_lanes)
-            } else {
-                keys.get(id).as_deref().is_none_or(in_lanes)
-            }
-        });
-        (!here && items.len() <= SHARED_MAX_ITEMS && all).then_some(lanes)
+        (!here && items.len() <= SHARED_MAX_ITEMS && every_key(items, ctx, keys, |k| k.lanes() > 1))
+            .then_some(lanes)
     }
 
     fn record_shared(&self, elapsed: std::time::Duration) {
@@ -324,6 +306,24 @@ impl SignerService {
         }
         self.metrics.sign_time.record(timing.run.as_secs_f64());
     }
+}
+
+/// Whether every key the items name (or the batch default) is `pred`. An unknown key signs
+/// nothing (its item only gets an error), so it does not count against.
+fn every_key<T: AsItemSpec>(
+    items: &[T],
+    ctx: &BatchContext,
+    keys: &KeySet,
+    pred: impl Fn(&SigningKey) -> bool,
+) -> bool {
+    items.iter().all(|item| {
+        let id = item.item_spec().key_id;
+        if id.is_empty() {
+            ctx.default_key.as_deref().is_none_or(&pred)
+        } else {
+            keys.get(id).as_deref().is_none_or(&pred)
+        }
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
