@@ -3,14 +3,19 @@
 //!
 //! The recorder is process-global (the `metrics` facade); [`install`] sets it up once and
 //! later calls reuse it, so several servers in one test process share it. Each server
-//! serves `/metrics` on its own `[metrics] listen` address ([`serve`]).
+//! serves `/metrics` on its own `[metrics] listen` address ([`serve`]). The names and the
+//! recorder are here; the handles the signing path keeps in `handles`.
 
-use std::convert::Infallible;
-use std::sync::{Arc, OnceLock};
+mod endpoint;
+mod handles;
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use std::sync::OnceLock;
+
+use metrics::gauge;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
+
+pub use endpoint::serve;
+pub use handles::{ITEM_ERROR_CODES, KeyCounters, KeyMetrics, SignMetrics};
 
 /// URLs signed, by `key_id` and `algorithm`.
 pub const URLS_SIGNED: &str = "cdnsign_urls_signed_total";
@@ -327,207 +332,4 @@ fn describe() {
         SERVING,
         "1 while the server reports SERVING, 0 while draining"
     );
-}
-
-/// Counters for one key, made when the key is loaded and kept on it.
-#[derive(Clone)]
-pub struct KeyCounters {
-    /// URLs signed.
-    pub urls: Counter,
-    /// Cookie sets signed.
-    pub cookies: Counter,
-    /// Private-key operations.
-    pub signatures: Counter,
-}
-
-impl KeyCounters {
-    /// Handles labelled with the key id (from config) and its algorithm label (a bounded
-    /// value such as `rsa_sha1`, from the signing module's enums).
-    pub fn new(key_id: &str, algorithm: &'static str) -> KeyCounters {
-        let labels = [
-            ("key_id", key_id.to_owned()),
-            ("algorithm", algorithm.to_owned()),
-        ];
-        KeyCounters {
-            urls: counter!(URLS_SIGNED, &labels),
-            cookies: counter!(COOKIES_SIGNED, &labels),
-            signatures: counter!(SIGNATURES, &labels),
-        }
-    }
-}
-
-impl std::fmt::Debug for KeyCounters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyCounters")
-    }
-}
-
-/// The item error codes, as label values.
-pub const ITEM_ERROR_CODES: [&str; 4] = [
-    "invalid_argument",
-    "not_found",
-    "permission_denied",
-    "internal",
-];
-
-/// Signing-path handles, made once per server.
-#[derive(Clone)]
-pub struct SignMetrics {
-    item_errors: [Counter; 4],
-    /// Items per URL request.
-    pub batch_urls: Histogram,
-    /// Items per cookie request.
-    pub batch_cookies: Histogram,
-    /// Queue wait.
-    pub queue_wait: Histogram,
-    /// Pool run time.
-    pub sign_time: Histogram,
-    /// Batches signed on the pool.
-    pub batches_on_pool: Counter,
-    /// Batches signed on the calling thread.
-    pub batches_here: Counter,
-    /// Small batches whose signatures shared lane flushes with other requests.
-    pub batches_shared: Counter,
-    /// Requests refused because the pool queue was full.
-    pub queue_full: Counter,
-}
-
-impl std::fmt::Debug for SignMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SignMetrics")
-    }
-}
-
-impl Default for SignMetrics {
-    fn default() -> Self {
-        SignMetrics::new()
-    }
-}
-
-impl SignMetrics {
-    /// Makes every handle.
-    pub fn new() -> SignMetrics {
-        SignMetrics {
-            item_errors: ITEM_ERROR_CODES.map(|code| counter!(ITEM_ERRORS, "code" => code)),
-            batch_urls: histogram!(BATCH_ITEMS, "kind" => "url"),
-            batch_cookies: histogram!(BATCH_ITEMS, "kind" => "cookie"),
-            queue_wait: histogram!(SIGN_QUEUE_WAIT),
-            sign_time: histogram!(SIGN_DURATION),
-            batches_on_pool: counter!(SIGN_BATCHES, "site" => "pool"),
-            batches_here: counter!(SIGN_BATCHES, "site" => "caller_thread"),
-            batches_shared: counter!(SIGN_BATCHES, "site" => "shared_lanes"),
-            queue_full: counter!(SIGN_QUEUE_FULL),
-        }
-    }
-
-    /// The error counter for a label from [`ITEM_ERROR_CODES`].
-    pub fn item_error(&self, code: &'static str) -> &Counter {
-        let i = ITEM_ERROR_CODES
-            .iter()
-            .position(|c| *c == code)
-            .unwrap_or(ITEM_ERROR_CODES.len() - 1);
-        &self.item_errors[i]
-    }
-}
-
-/// Key-cache gauges and counters.
-#[derive(Clone)]
-pub struct KeyMetrics {
-    loaded: Gauge,
-    success: Counter,
-    failure: Counter,
-    success_ts: Gauge,
-    failure_ts: Gauge,
-}
-
-impl std::fmt::Debug for KeyMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyMetrics")
-    }
-}
-
-impl Default for KeyMetrics {
-    fn default() -> Self {
-        KeyMetrics::new()
-    }
-}
-
-impl KeyMetrics {
-    /// Makes every handle.
-    pub fn new() -> KeyMetrics {
-        KeyMetrics {
-            loaded: gauge!(KEYS_LOADED),
-            success: counter!(KEY_RELOADS, "outcome" => "success"),
-            failure: counter!(KEY_RELOADS, "outcome" => "failure"),
-            success_ts: gauge!(KEY_RELOAD_TIMESTAMP, "outcome" => "success"),
-            failure_ts: gauge!(KEY_RELOAD_TIMESTAMP, "outcome" => "failure"),
-        }
-    }
-
-    /// Records a load that put `keys` keys in service.
-    pub fn loaded(&self, keys: usize) {
-        self.loaded.set(keys as f64);
-        self.success.increment(1);
-        self.success_ts.set(unix_now_f64());
-    }
-
-    /// Records a failed reload (the old set keeps serving).
-    pub fn failed(&self) {
-        self.failure.increment(1);
-        self.failure_ts.set(unix_now_f64());
-    }
-}
-
-fn unix_now_f64() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Serves `GET /metrics` from `handle` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    use hyper::{Response, StatusCode};
-    use hyper_util::rt::TokioIo;
-
-    let handle = Arc::new(handle);
-    let mut backoff = crate::conn::AcceptBackoff::default();
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                backoff.reset();
-                stream
-            }
-            Err(error) => {
-                // Out of descriptors, say: retrying at once would spin a core.
-                let wait = backoff.failed();
-                tracing::warn!(%error, ?wait, "metrics accept failed; backing off");
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-        };
-        let handle = Arc::clone(&handle);
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let handle = Arc::clone(&handle);
-                    async move {
-                        let resp = if req.uri().path() == "/metrics" {
-                            Response::builder()
-                                .header("content-type", "text/plain; version=0.0.4")
-                                .body(Full::new(Bytes::from(render(&handle))))
-                        } else {
-                            Response::builder()
-                                .status(StatusCode::NOT_FOUND)
-                                .body(Full::new(Bytes::from_static(b"see /metrics\n")))
-                        };
-                        Ok::<_, Infallible>(resp.unwrap_or_default())
-                    }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
 }
