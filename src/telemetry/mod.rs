@@ -13,6 +13,7 @@
 
 pub mod json;
 pub mod otel;
+pub mod otel_tls;
 pub mod span_fields;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -83,7 +84,7 @@ pub fn init(log: &LogConfig) -> Telemetry {
     let plan = otel::plan(|k| std::env::var(k).ok());
     let mut problem = None;
     let provider = match &plan {
-        Ok(otel::Plan::Export(protocol)) => match otel::start(*protocol) {
+        Ok(otel::Plan::Export(export)) => match otel::start(export) {
             Ok(p) => Some(p),
             Err(e) => {
                 problem = Some(e);
@@ -115,8 +116,8 @@ pub fn init(log: &LogConfig) -> Telemetry {
         .try_init();
     match (&plan, &problem) {
         (_, Some(e)) => tracing::warn!(error = %e, "traces are not exported"),
-        (Ok(otel::Plan::Export(protocol)), None) => {
-            tracing::info!(?protocol, "exporting traces over OTLP");
+        (Ok(otel::Plan::Export(export)), None) => {
+            tracing::info!(protocol = ?export.protocol, https = export.https, "exporting traces over OTLP");
         }
         (Ok(otel::Plan::Off(why)), None) => tracing::debug!(why, "traces not exported"),
         (Err(_), None) => {}

@@ -252,6 +252,9 @@ struct Receiver {
     child: std::process::Child,
     grpc_port: u16,
     http_port: u16,
+    /// TLS ports that require a client certificate signed by tests/fixtures/tls/ca.pem.
+    grpc_tls_port: u16,
+    http_tls_port: u16,
     spans: mpsc::Receiver<serde_json::Value>,
 }
 
@@ -259,6 +262,8 @@ impl Receiver {
     fn start() -> Receiver {
         let mut child = Command::new(python())
             .arg(repo("tests/python/otlp_receiver.py"))
+            .arg("--tls-dir")
+            .arg(repo("tests/fixtures/tls"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -281,10 +286,13 @@ impl Receiver {
                 }
             }
         });
+        let port = |name: &str| u16::try_from(first[name].as_u64().expect("port")).expect("port");
         Receiver {
             child,
-            grpc_port: u16::try_from(first["grpc_port"].as_u64().expect("port")).expect("port"),
-            http_port: u16::try_from(first["http_port"].as_u64().expect("port")).expect("port"),
+            grpc_port: port("grpc_port"),
+            http_port: port("http_port"),
+            grpc_tls_port: port("grpc_tls_port"),
+            http_tls_port: port("http_tls_port"),
             spans,
         }
     }
@@ -433,10 +441,31 @@ async fn traces_carry_the_callers_trace_to_an_otlp_receiver_and_into_the_logs() 
     assert!(plain.wait_exit(Duration::from_secs(20)).success());
 
     let receiver = Receiver::start();
+    // The TLS points: https:// with the test CA instead of the system roots and a client
+    // certificate the receiver requires (mTLS), over gRPC and over HTTP.
+    let (ca, cert, key) = (
+        repo("tests/fixtures/tls/ca.pem"),
+        repo("tests/fixtures/tls/client.pem"),
+        repo("tests/fixtures/tls/client.key"),
+    );
+    let tls_env = [
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.to_str().expect("path")),
+        (
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            cert.to_str().expect("path"),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+            key.to_str().expect("path"),
+        ),
+    ];
     for (protocol, receiver_port, via) in [
         ("grpc", receiver.grpc_port, "grpc"),
         ("http/protobuf", receiver.http_port, "http"),
+        ("grpc", receiver.grpc_tls_port, "grpc-tls"),
+        ("http/protobuf", receiver.http_tls_port, "http-tls"),
     ] {
+        let tls = via.ends_with("-tls");
         let port = free_port();
         let path = dir.path().join("traced.toml");
         std::fs::write(
@@ -444,18 +473,19 @@ async fn traces_carry_the_callers_trace_to_an_otlp_receiver_and_into_the_logs() 
             traced_config(port, &dir.path().join(format!("data-{via}")), &cf.endpoint),
         )
         .expect("config");
-        let endpoint = format!("http://127.0.0.1:{receiver_port}");
-        let mut server = Binary::start(
-            &path,
-            port,
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
-                ("OTEL_SERVICE_NAME", "cdnsign-under-test"),
-                ("AWS_ACCESS_KEY_ID", "AKIDTRACE"),
-                ("AWS_SECRET_ACCESS_KEY", "trace-secret"),
-            ],
-        );
+        let scheme = if tls { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{receiver_port}");
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_SERVICE_NAME", "cdnsign-under-test"),
+            ("AWS_ACCESS_KEY_ID", "AKIDTRACE"),
+            ("AWS_SECRET_ACCESS_KEY", "trace-secret"),
+        ];
+        if tls {
+            env.extend(tls_env);
+        }
+        let mut server = Binary::start(&path, port, &env);
         let request_id = format!("req-{via}");
         traced_call(&server, &request_id).await;
         traced_purge(&server, &format!("purge-{via}")).await;

@@ -3,10 +3,11 @@
 (PyPI `opentelemetry-proto`, served with `grpcio`), for tests/it/observability.rs.
 
 Listens on 127.0.0.1 for OTLP/gRPC (TraceService/Export) and OTLP/HTTP (POST /v1/traces,
-protobuf or JSON) on ephemeral ports, prints one JSON line with both ports, then one JSON
-line per span received:
+protobuf or JSON) on ephemeral ports; with --tls-dir (server.pem, server.key, ca.pem) also on
+two TLS ports that require a client certificate signed by ca.pem (mTLS). Prints one JSON
+line with the ports, then one JSON line per span received:
 
-    {"via": "grpc"|"http", "service": "...", "name": "...", "kind": N,
+    {"via": "grpc"|"http"|"grpc-tls"|"http-tls", "service": "...", "name": "...", "kind": N,
      "trace_id": "hex", "span_id": "hex", "parent_span_id": "hex"}
 
 It exits when its stdin closes (the test ends) or after --max-seconds.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 import threading
 from concurrent import futures
@@ -49,12 +51,17 @@ def emit(via: str, request: trace_service_pb2.ExportTraceServiceRequest) -> None
 
 
 class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, via: str) -> None:
+        self.via = via
+
     def Export(self, request, context):  # noqa: N802 - the generated name
-        emit("grpc", request)
+        emit(self.via, request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
 class HttpHandler(BaseHTTPRequestHandler):
+    via = "http"
+
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         if self.path != "/v1/traces":
             self.send_error(404)
@@ -67,7 +74,7 @@ class HttpHandler(BaseHTTPRequestHandler):
             json_format.Parse(body, request)
         else:
             request.ParseFromString(body)
-        emit("http", request)
+        emit(self.via, request)
         out = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
@@ -82,14 +89,50 @@ class HttpHandler(BaseHTTPRequestHandler):
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-seconds", type=float, default=120.0)
+    ap.add_argument("--tls-dir", help="server.pem, server.key and ca.pem: also serve TLS (mTLS)")
     args = ap.parse_args()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
-    grpc_port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    servers = []
+    ports = {}
+
+    def grpc_server(via: str, port_of) -> int:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(via), server)
+        port = port_of(server)
+        server.start()
+        servers.append(server)
+        return port
+
+    ports["grpc_port"] = grpc_server("grpc", lambda s: s.add_insecure_port("127.0.0.1:0"))
     http = ThreadingHTTPServer(("127.0.0.1", 0), HttpHandler)
     threading.Thread(target=http.serve_forever, daemon=True).start()
-    print(json.dumps({"grpc_port": grpc_port, "http_port": http.server_address[1]}), flush=True)
+    ports["http_port"] = http.server_address[1]
+    https = None
+    if args.tls_dir:
+        def read(name: str) -> bytes:
+            with open(f"{args.tls_dir}/{name}", "rb") as f:
+                return f.read()
+
+        creds = grpc.ssl_server_credentials(
+            [(read("server.key"), read("server.pem"))],
+            root_certificates=read("ca.pem"),
+            require_client_auth=True,
+        )
+        ports["grpc_tls_port"] = grpc_server(
+            "grpc-tls", lambda s: s.add_secure_port("127.0.0.1:0", creds)
+        )
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(f"{args.tls_dir}/server.pem", f"{args.tls_dir}/server.key")
+        ctx.load_verify_locations(f"{args.tls_dir}/ca.pem")
+        ctx.verify_mode = ssl.CERT_REQUIRED
+
+        class HttpsHandler(HttpHandler):
+            via = "http-tls"
+
+        https = ThreadingHTTPServer(("127.0.0.1", 0), HttpsHandler)
+        https.socket = ctx.wrap_socket(https.socket, server_side=True)
+        threading.Thread(target=https.serve_forever, daemon=True).start()
+        ports["http_tls_port"] = https.server_address[1]
+    print(json.dumps(ports), flush=True)
     done = threading.Event()
 
     def wait_stdin() -> None:
@@ -99,7 +142,10 @@ def main() -> int:
     threading.Thread(target=wait_stdin, daemon=True).start()
     done.wait(args.max_seconds)
     http.shutdown()
-    server.stop(grace=None)
+    if https is not None:
+        https.shutdown()
+    for server in servers:
+        server.stop(grace=None)
     return 0
 
 
