@@ -32,10 +32,19 @@ pub struct TlsFiles {
     pub client: Option<(FileVar, FileVar)>,
 }
 
-/// A client certificate chain and its key, read.
-struct ClientIdentity {
-    certs: Vec<u8>,
-    key: Vec<u8>,
+/// One PEM file, read and checked: its bytes (for tonic) and what rustls parsed of them.
+struct Pem<T> {
+    bytes: Vec<u8>,
+    parsed: T,
+}
+
+/// What the files hold, read and checked at start, whichever protocol uses them.
+struct Material {
+    ca: Option<Pem<Vec<CertificateDer<'static>>>>,
+    client: Option<(
+        Pem<Vec<CertificateDer<'static>>>,
+        Pem<PrivateKeyDer<'static>>,
+    )>,
 }
 
 impl TlsFiles {
@@ -87,31 +96,50 @@ impl TlsFiles {
         std::fs::read(path).map_err(|e| format!("{var}: cannot read {}: {e}", path.display()))
     }
 
-    fn ca_pem(&self) -> Result<Option<Vec<u8>>, String> {
-        self.ca.as_ref().map(Self::read).transpose()
+    /// The certificates in a PEM file; none is an error.
+    fn certs(file: &FileVar) -> Result<Pem<Vec<CertificateDer<'static>>>, String> {
+        let (var, path) = file;
+        let bytes = Self::read(file)?;
+        let parsed = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{var}: {}: {e}", path.display()))?;
+        if parsed.is_empty() {
+            return Err(format!("{var}: {}: no certificate in it", path.display()));
+        }
+        Ok(Pem { bytes, parsed })
     }
 
-    fn identity(&self) -> Result<Option<ClientIdentity>, String> {
-        self.client
-            .as_ref()
-            .map(|(cert, key)| {
-                Ok(ClientIdentity {
-                    certs: Self::read(cert)?,
-                    key: Self::read(key)?,
-                })
-            })
-            .transpose()
+    /// The private key in a PEM file (its bytes never go into a message).
+    fn key(file: &FileVar) -> Result<Pem<PrivateKeyDer<'static>>, String> {
+        let (var, path) = file;
+        let bytes = Self::read(file)?;
+        let parsed = PrivateKeyDer::from_pem_slice(&bytes)
+            .map_err(|_| format!("{var}: {}: no private key in it", path.display()))?;
+        Ok(Pem { bytes, parsed })
+    }
+
+    /// Reads and checks every file, so both protocols refuse the same mistakes at start.
+    fn load(&self) -> Result<Material, String> {
+        Ok(Material {
+            ca: self.ca.as_ref().map(Self::certs).transpose()?,
+            client: self
+                .client
+                .as_ref()
+                .map(|(cert, key)| Ok::<_, String>((Self::certs(cert)?, Self::key(key)?)))
+                .transpose()?,
+        })
     }
 
     /// TLS for OTLP/gRPC (tonic).
     pub fn tonic(&self) -> Result<ClientTlsConfig, String> {
+        let m = self.load()?;
         let mut tls = ClientTlsConfig::new();
-        tls = match self.ca_pem()? {
-            Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+        tls = match m.ca {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(ca.bytes)),
             None => tls.with_native_roots(),
         };
-        if let Some(id) = self.identity()? {
-            tls = tls.identity(Identity::from_pem(id.certs, id.key));
+        if let Some((cert, key)) = m.client {
+            tls = tls.identity(Identity::from_pem(cert.bytes, key.bytes));
         }
         Ok(tls)
     }
@@ -122,21 +150,18 @@ impl TlsFiles {
         &self,
         timeout: Duration,
     ) -> Result<HyperClient<HttpsConnector<HttpConnector>>, String> {
+        let m = self.load()?;
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("OTLP TLS: {e}"))?;
-        let builder = match (&self.ca, self.ca_pem()?) {
-            (Some((var, path)), Some(pem)) => {
+        let builder = match (m.ca, &self.ca) {
+            (Some(ca), Some((var, path))) => {
                 let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| format!("{var}: {}: {e}", path.display()))?;
+                for cert in ca.parsed {
                     roots
                         .add(cert)
                         .map_err(|e| format!("{var}: {}: {e}", path.display()))?;
-                }
-                if roots.is_empty() {
-                    return Err(format!("{var}: {}: no certificate in it", path.display()));
                 }
                 builder.with_root_certificates(roots)
             }
@@ -144,24 +169,10 @@ impl TlsFiles {
                 .with_native_roots()
                 .map_err(|e| format!("OTLP TLS: the system roots: {e}"))?,
         };
-        let config = match (&self.client, self.identity()?) {
-            (Some(((cert_var, cert_path), (key_var, key_path))), Some(id)) => {
-                let certs = CertificateDer::pem_slice_iter(&id.certs)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("{cert_var}: {}: {e}", cert_path.display()))?;
-                if certs.is_empty() {
-                    return Err(format!(
-                        "{cert_var}: {}: no certificate in it",
-                        cert_path.display()
-                    ));
-                }
-                let key = PrivateKeyDer::from_pem_slice(&id.key).map_err(|_| {
-                    format!("{key_var}: {}: no private key in it", key_path.display())
-                })?;
-                builder
-                    .with_client_auth_cert(certs, key)
-                    .map_err(|e| format!("{cert_var} / {key_var}: {e}"))?
-            }
+        let config = match (m.client, &self.client) {
+            (Some((cert, key)), Some(((cert_var, _), (key_var, _)))) => builder
+                .with_client_auth_cert(cert.parsed, key.parsed)
+                .map_err(|e| format!("{cert_var} / {key_var}: {e}"))?,
             _ => builder.with_no_client_auth(),
         };
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -243,6 +254,9 @@ mod tests {
             .expect_err("no certificate");
         assert!(err.contains("no certificate"), "{err}");
         assert!(!err.contains("PRIVATE KEY"), "{err}");
+        // The gRPC exporter refuses it at start too, not at its first connection.
+        let err = not_a_ca.tonic().expect_err("no certificate (gRPC)");
+        assert!(err.contains("no certificate"), "{err}");
         // A certificate given as the key.
         let cert = repo("tests/fixtures/tls/client.pem");
         let swapped = files(&[
@@ -257,6 +271,8 @@ mod tests {
             err.contains("OTEL_EXPORTER_OTLP_CLIENT_KEY") && err.contains("no private key"),
             "{err}"
         );
+        let err = swapped.tonic().expect_err("no key (gRPC)");
+        assert!(err.contains("no private key"), "{err}");
         // The fixtures themselves make a client.
         let good = files(&[
             (
