@@ -95,6 +95,10 @@ struct Shared {
     /// flush's end.
     #[cfg(test)]
     deferred: tokio::sync::Notify,
+    /// Test builds: how far the tests moved the queues' clock forward, in microseconds,
+    /// so a deadline passes when a test says so rather than when a sleep ends.
+    #[cfg(test)]
+    clock_skew_us: std::sync::atomic::AtomicU64,
 }
 
 /// The cross-request lane queues of one server. Dropping it flushes what is queued and
@@ -134,6 +138,8 @@ impl Lanes {
             flushed: tokio::sync::Notify::new(),
             #[cfg(test)]
             deferred: tokio::sync::Notify::new(),
+            #[cfg(test)]
+            clock_skew_us: std::sync::atomic::AtomicU64::new(0),
         });
         let timer = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -171,7 +177,7 @@ impl Lanes {
                     replies: Vec::with_capacity(lanes),
                     callers: Vec::with_capacity(lanes),
                     waits: Vec::with_capacity(lanes),
-                    deadline: Instant::now() + self.shared.flush_after,
+                    deadline: self.shared.now() + self.shared.flush_after,
                 });
                 // A new deadline: the timer may have to wake earlier than it planned.
                 self.shared.wake.notify_one();
@@ -201,6 +207,18 @@ impl Lanes {
     }
 }
 
+#[cfg(test)]
+impl Lanes {
+    /// Moves the queues' clock forward by `by` and wakes the timer (under the state lock,
+    /// so the wake-up cannot fall between the timer's decision and its wait).
+    pub(crate) fn advance_clock(&self, by: Duration) {
+        let _state = self.shared.lock();
+        let us = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        self.shared.clock_skew_us.fetch_add(us, Ordering::AcqRel);
+        self.shared.wake.notify_one();
+    }
+}
+
 impl Drop for Lanes {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
@@ -209,6 +227,19 @@ impl Drop for Lanes {
 }
 
 impl Shared {
+    /// The queues' clock: `Instant::now()`, moved forward in tests by
+    /// [`Lanes::advance_clock`].
+    fn now(&self) -> Instant {
+        #[cfg(test)]
+        {
+            Instant::now() + Duration::from_micros(self.clock_skew_us.load(Ordering::Acquire))
+        }
+        #[cfg(not(test))]
+        {
+            Instant::now()
+        }
+    }
+
     /// A flush handed to the pool now would start at once.
     fn thread_free(&self) -> bool {
         self.pool.queued() == 0
@@ -238,7 +269,7 @@ impl Shared {
     fn run_timer(self: &Arc<Self>) {
         let mut state = self.lock();
         loop {
-            let now = Instant::now();
+            let now = self.now();
             // Under the state lock: a flush ending now takes the lock after this decision
             // (`after_flush`), so a deferred queue is always seen by one of the two.
             let defer = !state.closed && self.flush_in_progress() && !self.thread_free();

@@ -121,10 +121,16 @@ async fn a_lone_signature_on_a_busy_pool_is_flushed_by_the_timer() {
     else {
         return;
     };
-    let (pool, lanes, keys) = rig(&engine, 1, Duration::from_micros(100));
+    let (pool, lanes, keys) = rig(&engine, 1, Duration::from_secs(3600));
     let key = keys.get("KEC256").expect("key");
     let held = hold(&pool).await;
     let rx = lanes.submit(&key, b"a policy");
+    assert_eq!(
+        lanes.counts().timer.load(Ordering::SeqCst),
+        0,
+        "before its deadline"
+    );
+    lanes.advance_clock(Duration::from_secs(3601));
     lanes.shared.flushed.notified().await;
     held.release().await;
     assert_der(rx.await);
@@ -196,7 +202,9 @@ async fn a_queue_past_its_deadline_keeps_filling_while_a_flush_is_ahead_of_it() 
     else {
         return;
     };
-    let (pool, lanes, keys) = rig(&engine, 1, Duration::from_micros(100));
+    // Deadlines pass only when the test moves the queues' clock (a 100 us deadline raced
+    // the eight submits below on a loaded machine and flushed the RSA queue part-full).
+    let (pool, lanes, keys) = rig(&engine, 1, Duration::from_secs(3600));
     let (rsa, ec) = (
         keys.get("KRSA1").expect("rsa"),
         keys.get("KEC256").expect("ec"),
@@ -209,6 +217,7 @@ async fn a_queue_past_its_deadline_keeps_filling_while_a_flush_is_ahead_of_it() 
     assert_eq!(lanes.counts().full.load(Ordering::SeqCst), 1);
     // An EC signature whose deadline passes meanwhile: the timer leaves it queued.
     let first = lanes.submit(&ec, b"EC policy 0");
+    lanes.advance_clock(Duration::from_secs(3601));
     tokio::time::timeout(Duration::from_secs(60), lanes.shared.deferred.notified())
         .await
         .expect("the timer left the EC queue waiting for the flush ahead of it");
