@@ -1,5 +1,7 @@
 //! Config loading tests: sources, defaults, validation and the errors that name the key.
 
+use std::net::SocketAddr;
+
 use super::*;
 
 #[test]
