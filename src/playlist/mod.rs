@@ -306,4 +306,6 @@ fn memchr_newlines(text: &str) -> impl Iterator<Item = usize> + '_ {
 #[cfg(test)]
 mod dash_tests;
 #[cfg(test)]
+mod errors_tests;
+#[cfg(test)]
 mod tests;
