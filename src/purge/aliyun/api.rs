@@ -8,6 +8,7 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use super::errors::{classify, perr};
+use super::responses::{Quota, TaskStatus, int_field, str_field};
 use super::sign::{
     AliyunCredentials, V3Request, canonical_query, iso8601, percent_encode, sha256_hex, sign_v1,
     sign_v3,
@@ -27,38 +28,6 @@ pub const MAX_DIRS_PER_CALL: usize = 100;
 pub const MAX_PUSH_PER_CALL: usize = 100;
 /// DescribeRefreshTaskById: most task ids per call.
 pub const MAX_TASK_IDS_PER_CALL: usize = 10;
-
-/// Status of one refresh or pre-warm task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskStatus {
-    /// Task id.
-    pub task_id: String,
-    /// `Complete`, `Refreshing`, `Pending` or `Failed`.
-    pub status: String,
-    /// e.g. `100%`.
-    pub process: String,
-    /// Error description when failed.
-    pub description: String,
-    /// The URL or directory (DescribeRefreshTasks says; by-id lookups may not).
-    pub object_path: String,
-}
-
-/// Remaining daily quota (DescribeRefreshQuota).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    /// URLs left.
-    pub url_remain: i64,
-    /// Directories left.
-    pub dir_remain: i64,
-    /// Pre-warms left.
-    pub preload_remain: i64,
-    /// URLs a day.
-    pub url_quota: i64,
-    /// Directories a day.
-    pub dir_quota: i64,
-    /// Pre-warms a day.
-    pub preload_quota: i64,
-}
 
 /// A signed request, ready to send (POST).
 #[derive(Debug, Clone)]
@@ -118,22 +87,6 @@ impl std::fmt::Debug for Aliyun {
             .field("signature", &self.signature)
             .field("credentials", &self.credentials)
             .finish()
-    }
-}
-
-fn int_field(v: &serde_json::Value, key: &str) -> i64 {
-    match v.get(key) {
-        Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
-        Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-fn str_field(v: &serde_json::Value, key: &str) -> String {
-    match v.get(key) {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        _ => String::new(),
     }
 }
 
@@ -371,7 +324,7 @@ impl Aliyun {
         let json = self
             .call("DescribeRefreshTaskById", &[("TaskId", ids.join(","))])
             .await?;
-        Ok(parse_tasks(json.get("Tasks")))
+        Ok(TaskStatus::list_from(json.get("Tasks")))
     }
 
     /// DescribeRefreshTasks for one task id (older tasks, or when by-id finds none).
@@ -379,7 +332,7 @@ impl Aliyun {
         let json = self
             .call("DescribeRefreshTasks", &[("TaskId", task_id.to_owned())])
             .await?;
-        Ok(parse_tasks(
+        Ok(TaskStatus::list_from(
             json.get("Tasks").and_then(|t| t.get("CDNTask")),
         ))
     }
@@ -410,7 +363,7 @@ impl Aliyun {
                     ],
                 )
                 .await?;
-            let tasks = parse_tasks(json.get("Tasks").and_then(|t| t.get("CDNTask")));
+            let tasks = TaskStatus::list_from(json.get("Tasks").and_then(|t| t.get("CDNTask")));
             let total = int_field(&json, "TotalCount");
             let n = tasks.len();
             out.extend(tasks);
@@ -445,14 +398,7 @@ impl Aliyun {
     /// DescribeRefreshQuota.
     pub async fn quota(&self) -> Result<Quota, ProviderError> {
         let json = self.call("DescribeRefreshQuota", &[]).await?;
-        Ok(Quota {
-            url_remain: int_field(&json, "UrlRemain"),
-            dir_remain: int_field(&json, "DirRemain"),
-            preload_remain: int_field(&json, "PreloadRemain"),
-            url_quota: int_field(&json, "UrlQuota"),
-            dir_quota: int_field(&json, "DirQuota"),
-            preload_quota: int_field(&json, "PreloadQuota"),
-        })
+        Ok(Quota::from_json(&json))
     }
 }
 
@@ -467,22 +413,6 @@ fn operation_label(action: &str) -> &'static str {
         "RefreshObjectCacheByCacheTag" => "RefreshObjectCacheByCacheTag",
         _ => "other",
     }
-}
-
-fn parse_tasks(v: Option<&serde_json::Value>) -> Vec<TaskStatus> {
-    v.and_then(|t| t.as_array())
-        .map(|a| {
-            a.iter()
-                .map(|t| TaskStatus {
-                    task_id: str_field(t, "TaskId"),
-                    status: str_field(t, "Status"),
-                    process: str_field(t, "Process"),
-                    description: str_field(t, "Description"),
-                    object_path: str_field(t, "ObjectPath"),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -10,13 +10,15 @@
 
 mod api;
 mod errors;
+mod responses;
 pub mod sign;
 
 pub use api::{
     API_VERSION, Aliyun, DEFAULT_ENDPOINT, MAX_DIRS_PER_CALL, MAX_PUSH_PER_CALL,
-    MAX_TASK_IDS_PER_CALL, MAX_URLS_PER_CALL, Quota, SignedRequest, TaskStatus,
+    MAX_TASK_IDS_PER_CALL, MAX_URLS_PER_CALL, SignedRequest,
 };
 pub use errors::classify;
+pub use responses::{Quota, TaskStatus};
 pub use sign::{
     AliyunCredentials, Secret, V3Request, canonical_query, iso8601, percent_encode, sha256_hex,
     sign_v1, sign_v3,
