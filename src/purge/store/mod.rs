@@ -20,6 +20,7 @@
 pub mod embedded;
 mod embedded_mem;
 mod pg_pool;
+mod pg_records;
 mod pg_schema;
 pub mod pg_url;
 pub mod postgres;

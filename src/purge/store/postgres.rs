@@ -14,10 +14,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::Value;
-use tokio_postgres::{GenericClient, Transaction};
+use tokio_postgres::Transaction;
 
 use super::pg_pool::{Pool, db_error};
+use super::pg_records::{from_json, insert_once, load, mark_finished, provider_from, to_json};
 use super::pg_schema::migrate;
 use super::pg_url::{connection_config, describe};
 
@@ -25,10 +25,6 @@ pub use super::pg_schema::SCHEMA_VERSION;
 use super::{AdmissionLock, Inserted, Lease, PurgeStore, QueuedJob, StoreError, bucket_take};
 use crate::purge::config::ProviderKind;
 use crate::purge::model::{JobAction, JobRecord, PurgeRecord, QueueKey};
-
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
 
 /// Purges in PostgreSQL (see the module docs).
 #[derive(Clone)]
@@ -43,22 +39,6 @@ impl std::fmt::Debug for PgStore {
             .field("database", &self.name)
             .finish()
     }
-}
-
-fn provider_from(s: &str) -> Result<ProviderKind, StoreError> {
-    match s {
-        "cloudfront" => Ok(ProviderKind::Cloudfront),
-        "aliyun" => Ok(ProviderKind::Aliyun),
-        other => Err(corrupt(format!("unknown provider {other:?}"))),
-    }
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, StoreError> {
-    serde_json::to_value(v).map_err(corrupt)
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, StoreError> {
-    serde_json::from_value(v).map_err(|e| corrupt(format!("stored record: {e}")))
 }
 
 impl PgStore {
@@ -82,46 +62,6 @@ impl PgStore {
         &self.name
     }
 
-    /// Loads purges by id with their jobs, in the order of `ids`.
-    async fn load<C: GenericClient + Sync>(
-        client: &C,
-        ids: &[String],
-    ) -> Result<Vec<PurgeRecord>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let heads = client
-            .query(
-                "SELECT id, seq, header FROM purges WHERE id = ANY($1)",
-                &[&ids],
-            )
-            .await
-            .map_err(db_error)?;
-        let jobs = client
-            .query(
-                "SELECT purge_id, job FROM purge_jobs WHERE purge_id = ANY($1) ORDER BY purge_id, idx",
-                &[&ids],
-            )
-            .await
-            .map_err(db_error)?;
-        let mut by_id = std::collections::HashMap::new();
-        for row in heads {
-            let id: String = row.get(0);
-            let seq: i64 = row.get(1);
-            let mut rec: PurgeRecord = from_json(row.get(2))?;
-            rec.seq = seq as u64;
-            rec.jobs.clear();
-            by_id.insert(id, rec);
-        }
-        for row in jobs {
-            let id: String = row.get(0);
-            if let Some(rec) = by_id.get_mut(&id) {
-                rec.jobs.push(from_json(row.get(1))?);
-            }
-        }
-        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
-    }
-
     /// Holds the queue's row for the rest of the transaction if `lease` still owns it
     /// (a claim by another replica waits until this write commits).
     async fn fence(tx: &Transaction<'_>, lease: &Lease) -> Result<(), StoreError> {
@@ -141,112 +81,6 @@ impl PgStore {
         held.map(|_| ())
             .ok_or_else(|| StoreError::LeaseLost(lease.queue.clone()))
     }
-
-    async fn mark_finished(
-        tx: &Transaction<'_>,
-        purge_id: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        tx.execute(
-            "UPDATE purges SET finished_at_ms = $2 WHERE id = $1 AND finished_at_ms IS NULL \
-             AND NOT EXISTS (SELECT 1 FROM purge_jobs WHERE purge_id = $1 \
-                             AND state NOT IN ('completed', 'failed'))",
-            &[&purge_id, &now],
-        )
-        .await
-        .map_err(db_error)?;
-        Ok(())
-    }
-
-    async fn try_insert(&self, record: &mut PurgeRecord) -> Result<Option<Inserted>, StoreError> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await.map_err(db_error)?;
-        let held = tx
-            .query_opt(
-                "SELECT purge_id FROM purge_keys WHERE client = $1 AND idempotency_key = $2 FOR UPDATE",
-                &[&record.client, &record.idempotency_key],
-            )
-            .await
-            .map_err(db_error)?
-            .map(|r| r.get::<_, String>(0));
-        if let Some(id) = &held {
-            let existing = Self::load(&tx, std::slice::from_ref(id)).await?;
-            if let Some(existing) = existing.into_iter().next()
-                && !existing.wholly_failed()
-            {
-                return Ok(Some(Inserted::Existing(existing)));
-            }
-        }
-        let mut header = record.clone();
-        header.jobs.clear();
-        let seq: i64 = tx
-            .query_one(
-                "INSERT INTO purges (id, client, idempotency_key, target, created_at_ms, header) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-                &[
-                    &record.id,
-                    &record.client,
-                    &record.idempotency_key,
-                    &record.target,
-                    &record.created_at_ms,
-                    &to_json(&header)?,
-                ],
-            )
-            .await
-            .map_err(db_error)?
-            .get(0);
-        record.seq = seq as u64;
-        for (i, job) in record.jobs.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO purge_jobs (purge_id, idx, purge_seq, provider, resource, state, job) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &record.id,
-                    &(i as i32),
-                    &seq,
-                    &job.provider.as_str(),
-                    &job.resource,
-                    &job.state.as_str(),
-                    &to_json(job)?,
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-            tx.execute(
-                "INSERT INTO purge_queues (provider, resource) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&job.provider.as_str(), &job.resource],
-            )
-            .await
-            .map_err(db_error)?;
-        }
-        if held.is_some() {
-            tx.execute(
-                "UPDATE purge_keys SET purge_id = $3 WHERE client = $1 AND idempotency_key = $2",
-                &[&record.client, &record.idempotency_key, &record.id],
-            )
-            .await
-            .map_err(db_error)?;
-        } else {
-            let took = tx
-                .execute(
-                    "INSERT INTO purge_keys (client, idempotency_key, purge_id) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                    &[&record.client, &record.idempotency_key, &record.id],
-                )
-                .await
-                .map_err(db_error)?;
-            if took == 0 {
-                // Another replica took the key meanwhile: look again.
-                tx.rollback().await.map_err(db_error)?;
-                return Ok(None);
-            }
-        }
-        if record.is_finished() {
-            Self::mark_finished(&tx, &record.id, record.created_at_ms).await?;
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(Some(Inserted::New(record.clone())))
-    }
 }
 
 #[async_trait]
@@ -257,7 +91,7 @@ impl PurgeStore for PgStore {
 
     async fn insert(&self, mut record: PurgeRecord) -> Result<Inserted, StoreError> {
         for _ in 0..3 {
-            if let Some(done) = self.try_insert(&mut record).await? {
+            if let Some(done) = insert_once(&self.pool, &mut record).await? {
                 return Ok(done);
             }
         }
@@ -268,7 +102,7 @@ impl PurgeStore for PgStore {
 
     async fn get(&self, id: &str) -> Result<Option<PurgeRecord>, StoreError> {
         let c = self.pool.get().await?;
-        Ok(Self::load(&*c, &[id.to_owned()]).await?.into_iter().next())
+        Ok(load(&*c, &[id.to_owned()]).await?.into_iter().next())
     }
 
     async fn get_by_key(&self, client: &str, key: &str) -> Result<Option<PurgeRecord>, StoreError> {
@@ -282,7 +116,7 @@ impl PurgeStore for PgStore {
             .map_err(db_error)?
             .map(|r| r.get::<_, String>(0));
         match id {
-            Some(id) => Ok(Self::load(&*c, &[id]).await?.into_iter().next()),
+            Some(id) => Ok(load(&*c, &[id]).await?.into_iter().next()),
             None => Ok(None),
         }
     }
@@ -312,7 +146,7 @@ impl PurgeStore for PgStore {
         }
         .map_err(db_error)?;
         let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        Self::load(&*c, &ids).await
+        load(&*c, &ids).await
     }
 
     async fn claim(
@@ -482,7 +316,7 @@ impl PurgeStore for PgStore {
             .await
             .map_err(db_error)?;
         if changed > 0 && job.state.is_finished() {
-            Self::mark_finished(&tx, purge_id, now).await?;
+            mark_finished(&tx, purge_id, now).await?;
         }
         tx.commit().await.map_err(db_error)
     }
@@ -526,7 +360,7 @@ impl PurgeStore for PgStore {
             .await
             .map_err(db_error)?;
         if part.state.is_finished() && rest.state.is_finished() {
-            Self::mark_finished(&tx, purge_id, now).await?;
+            mark_finished(&tx, purge_id, now).await?;
         }
         tx.commit().await.map_err(db_error)?;
         Ok(row.get::<_, i32>(0) as u32)
