@@ -16,28 +16,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable};
 
 use super::embedded_mem::Mem;
+use super::embedded_tables::{
+    ACTIVE, BY_TARGET, FINISHED, KEYS, ORDER, PURGES, decode, key_slot, load, load_w, unavailable,
+    write_record,
+};
 use super::{AdmissionLock, Inserted, Lease, PurgeStore, QueuedJob, StoreError};
 use crate::purge::config::ProviderKind;
 use crate::purge::model::{JobAction, JobRecord, JobState, PurgeRecord, QueueKey};
-
-const PURGES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("purges");
-const KEYS: TableDefinition<'_, &str, &str> = TableDefinition::new("keys");
-const ORDER: TableDefinition<'_, u64, &str> = TableDefinition::new("order");
-const BY_TARGET: TableDefinition<'_, (&str, u64), &str> = TableDefinition::new("by_target");
-const ACTIVE: TableDefinition<'_, &str, u64> = TableDefinition::new("active");
-const FINISHED: TableDefinition<'_, (i64, &str), ()> = TableDefinition::new("finished");
-
-/// Where a client's idempotency key is kept: per client, so two clients' keys never meet.
-fn key_slot(client: &str, key: &str) -> String {
-    format!("{client}\u{1f}{key}")
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
 
 struct Inner {
     db: Database,
@@ -61,14 +49,6 @@ impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("EmbeddedStore")
     }
-}
-
-fn decode(bytes: &[u8]) -> Result<PurgeRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("purge record: {e}")))
-}
-
-fn encode(rec: &PurgeRecord) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl EmbeddedStore {
@@ -138,53 +118,6 @@ impl EmbeddedStore {
             .await
             .map_err(|e| unavailable(format!("store task failed: {e}")))?
     }
-}
-
-fn load(tx: &redb::ReadTransaction, id: &str) -> Result<Option<PurgeRecord>, StoreError> {
-    let purges = tx.open_table(PURGES).map_err(unavailable)?;
-    match purges.get(id).map_err(unavailable)? {
-        Some(v) => decode(v.value()).map(Some),
-        None => Ok(None),
-    }
-}
-
-fn load_w(tx: &redb::WriteTransaction, id: &str) -> Result<Option<PurgeRecord>, StoreError> {
-    let purges = tx.open_table(PURGES).map_err(unavailable)?;
-    match purges.get(id).map_err(unavailable)? {
-        Some(v) => decode(v.value()).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// Writes a changed record, moving it from `active` to `finished` when it finished.
-fn write_record(
-    tx: &redb::WriteTransaction,
-    rec: &PurgeRecord,
-    now: i64,
-) -> Result<(), StoreError> {
-    let bytes = encode(rec)?;
-    tx.open_table(PURGES)
-        .map_err(unavailable)?
-        .insert(rec.id.as_str(), bytes.as_slice())
-        .map_err(unavailable)?;
-    let mut active = tx.open_table(ACTIVE).map_err(unavailable)?;
-    if rec.is_finished() {
-        if active
-            .remove(rec.id.as_str())
-            .map_err(unavailable)?
-            .is_some()
-        {
-            tx.open_table(FINISHED)
-                .map_err(unavailable)?
-                .insert((now, rec.id.as_str()), ())
-                .map_err(unavailable)?;
-        }
-    } else {
-        active
-            .insert(rec.id.as_str(), rec.seq)
-            .map_err(unavailable)?;
-    }
-    Ok(())
 }
 
 #[async_trait]
