@@ -11,7 +11,7 @@ Reads one JSON object per line on stdin, answers one per line on stdout:
   Signature), "secret"} -> {"signature": "..."} from Utils.get_rpcsignature (RPC
   HMAC-SHA1, SignatureVersion 1.0).
 
-Started once per fake by tests/it/purge_support/aliyun_fake.rs with the test venv.
+Started once per fake by tests/it/purge_support/aliyun_fake/oracle.rs with the test venv.
 """
 
 import json
