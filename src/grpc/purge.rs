@@ -19,7 +19,7 @@ use crate::metrics::RATE_LIMITED;
 use crate::proto;
 use crate::proto::purger_server::Purger as PurgerApi;
 use crate::purge::model::{JobRecord, JobState, PurgeKind, PurgeRecord};
-use crate::purge::{PurgeError, PurgeInput, Purger, paths_billed};
+use crate::purge::{PurgeError, PurgeInput, Purger};
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -120,7 +120,7 @@ fn job_to_proto(j: &JobRecord) -> proto::PurgeJob {
         detail: j.detail.clone(),
         resource: j.resource.clone(),
         caller_reference: j.caller_reference.clone(),
-        paths_billed: paths_billed(j),
+        paths_billed: j.paths_billed(),
         wildcard_paths: j.wildcards,
     }
 }
@@ -153,7 +153,7 @@ macro_rules! purge_shape {
                 })
                 .collect(),
             status: overall(r).into(),
-            paths_billed: r.jobs.iter().map(|j| u64::from(paths_billed(j))).sum(),
+            paths_billed: r.jobs.iter().map(|j| u64::from(j.paths_billed())).sum(),
             created_at_ms: r.created_at_ms,
             idempotency_key: r.idempotency_key.clone(),
             quota: r

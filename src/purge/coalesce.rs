@@ -5,7 +5,7 @@
 //! The first job is the request's *leader*: it stores the request's paths and is the job
 //! that is sent, polled and reconciled; the others are its *followers* (`led_by`), sharing
 //! its reference, ids and state, each still reporting its own paths. The provider bills the
-//! request once, to the leader ([`crate::purge::paths_billed`]).
+//! request once, to the leader ([`JobRecord::paths_billed`](crate::purge::model::JobRecord::paths_billed)).
 //!
 //! Followers are stored as `Sending` before the leader, so a crash in between leaves
 //! followers whose leader is not sending: they go back to waiting ([`unlink`]).

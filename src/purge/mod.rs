@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use crate::purge::admission::Admission;
 use crate::purge::aliyun::AliyunCredentials;
-use crate::purge::config::{ProviderKind, PurgeConfig};
+use crate::purge::config::PurgeConfig;
 use crate::purge::model::{JobRecord, PurgeRecord, QueueKey, now_ms};
 use crate::purge::scheduler::{Providers, Scheduler};
 use crate::purge::store::embedded::EmbeddedStore;
@@ -94,17 +94,6 @@ impl std::fmt::Debug for PurgeOptions {
             .field("aliyun_credentials", &self.aliyun_credentials)
             .finish_non_exhaustive()
     }
-}
-
-/// Paths the provider bills for a job (CloudFront: each path of the request, a wildcard or
-/// a tag counting once; a request merged from several purges' jobs is billed once, to the
-/// job that led it, so a merged duplicate costs nothing). Aliyun's refreshes draw on a
-/// daily quota and are not billed per path.
-pub fn paths_billed(job: &JobRecord) -> u32 {
-    if job.provider != ProviderKind::Cloudfront || job.led_by.is_some() {
-        return 0;
-    }
-    job.request_paths().len() as u32
 }
 
 /// The purge service: targets, store, scheduler.
@@ -450,6 +439,7 @@ impl Purger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::purge::config::ProviderKind;
     use crate::purge::error::ErrorClass;
 
     #[test]

@@ -177,6 +177,17 @@ impl JobRecord {
         }
     }
 
+    /// Paths the provider bills for this job (CloudFront: each path of the request, a
+    /// wildcard or a tag counting once; a request merged from several purges' jobs is billed
+    /// once, to the job that led it, so a merged duplicate costs nothing). Aliyun's
+    /// refreshes draw on a daily quota and are not billed per path.
+    pub fn paths_billed(&self) -> u32 {
+        if self.provider != ProviderKind::Cloudfront || self.led_by.is_some() {
+            return 0;
+        }
+        self.request_paths().len() as u32
+    }
+
     /// The paths of the request this job sends: its merged request when it leads one, else
     /// its own.
     pub fn request_paths(&self) -> &[String] {
@@ -284,4 +295,34 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(provider: ProviderKind, paths: &[&str]) -> JobRecord {
+        let paths = paths.iter().map(|p| (*p).to_owned()).collect();
+        JobRecord::waiting(provider, "E1", JobAction::Invalidate, paths, 0, 1)
+    }
+
+    #[test]
+    fn cloudfront_bills_the_request_paths_once_to_its_leader_and_aliyun_none() {
+        let alone = job(ProviderKind::Cloudfront, &["/a", "/b/*"]);
+        assert_eq!(alone.paths_billed(), 2);
+
+        // A leader sends the merged request (its paths and a follower's): billed for all.
+        let mut leader = job(ProviderKind::Cloudfront, &["/a"]);
+        leader.request = vec!["/a".into(), "/c".into(), "/d".into()];
+        assert_eq!(leader.paths_billed(), 3);
+        let mut follower = job(ProviderKind::Cloudfront, &["/c", "/d"]);
+        follower.led_by = Some(JobRef {
+            purge_id: "p1".into(),
+            index: 0,
+        });
+        assert_eq!(follower.paths_billed(), 0);
+
+        // Aliyun draws on the daily quota instead.
+        assert_eq!(job(ProviderKind::Aliyun, &["/a", "/b"]).paths_billed(), 0);
+    }
 }

@@ -44,7 +44,7 @@ pub(super) fn accept(qj: &mut QueuedJob, s: Submitted) {
     job.status_text = s.status_text;
     job.detail = String::new();
     job.not_before_ms = 0;
-    let billed = crate::purge::paths_billed(job);
+    let billed = job.paths_billed();
     if billed > 0 {
         metrics::counter!(crate::metrics::PURGE_PATHS_BILLED, "target" => qj.target.clone())
             .increment(u64::from(billed));
