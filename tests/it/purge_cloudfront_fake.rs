@@ -1,5 +1,5 @@
 //! CloudFront limits, waiting, CallerReference semantics, InProgress → Completed,
-//! throttling and fan-out, against the local fake in `purge_support/cloudfront_fake.rs` (moto
+//! throttling and fan-out, against the local fake in `purge_support/cloudfront_fake/` (moto
 //! enforces none of these).
 
 use std::time::{Duration, Instant};

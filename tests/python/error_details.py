@@ -4,7 +4,7 @@
 Against a running cdnsign whose config has a client with `--token` that may sign under
 https://d111111abcdef8.cloudfront.net/ok/ with `urls_per_second = 1`, `urls_burst = 2`,
 another (`--free-token`) with the same grant and no rate limit, and
-`server.max_concurrent_requests = 1` (tests/it/observability.rs writes it), checks with
+`server.max_concurrent_requests = 1` (tests/it/observability/metrics.rs writes it), checks with
 grpcio + grpcio-status (google.rpc.Status details):
 
   (a) SignUrls with no items: INVALID_ARGUMENT with a BadRequest field violation on `items`;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A minimal OTLP trace receiver built from the official protobuf definitions
-(PyPI `opentelemetry-proto`, served with `grpcio`), for tests/it/observability.rs.
+(PyPI `opentelemetry-proto`, served with `grpcio`), for tests/it/observability/traces.rs.
 
 Listens on 127.0.0.1 for OTLP/gRPC (TraceService/Export) and OTLP/HTTP (POST /v1/traces,
 protobuf or JSON) on ephemeral ports; with --tls-dir (server.pem, server.key, ca.pem) also on

@@ -19,17 +19,24 @@
 //! - `throttle_next` answers the next N calls with 400 `Throttling`, `unavailable_next`
 //!   with 503 `ServiceUnavailable`; `create_delay` holds CreateInvalidation's answer (the
 //!   invalidation already exists) to open a crash window.
+//!
+//! Here: the state the tests share and assert on, the server, and the XML every operation
+//! answers with (invalidations, errors, injected faults). CreateInvalidation's checks are in
+//! `create.rs`, GetInvalidation and ListInvalidations in `queries.rs`.
 
-use std::collections::HashMap;
+mod create;
+mod queries;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use create::create;
+use queries::{get, list};
 
 /// One invalidation the fake holds.
 #[derive(Debug, Clone)]
@@ -202,45 +209,10 @@ impl CloudFrontFake {
     }
 }
 
-fn valid_path(p: &str) -> bool {
-    if let Some(tag) = p.strip_prefix('#') {
-        return !tag.is_empty()
-            && tag.len() <= 256
-            && tag.bytes().all(|b| (33..=126).contains(&b) && b != b',');
-    }
-    let stars = p.matches('*').count();
-    p.starts_with('/')
-        && p.len() <= 4_000
-        && (stars == 0 || (stars == 1 && p.ends_with('*')))
-        && p.bytes().all(|b| b.is_ascii_graphic())
-}
-
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-fn unesc(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
-}
-
-fn tags<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(i) = rest.find(&open) {
-        let after = &rest[i + open.len()..];
-        let Some(j) = after.find(&close) else { break };
-        out.push(&after[..j]);
-        rest = &after[j + close.len()..];
-    }
-    out
 }
 
 fn xml(status: StatusCode, body: String) -> Response {
@@ -309,225 +281,4 @@ fn inv_xml(inv: &Inv) -> String {
     )
 }
 
-fn load(st: &CfState, dist: &str) -> (usize, usize) {
-    st.invalidations
-        .iter()
-        .filter(|i| i.distribution == dist && i.in_progress())
-        .map(Inv::counts)
-        .fold((st.hidden_files, 0), |(f, w), (a, b)| (f + a, w + b))
-}
-
 type Shared = (Arc<Mutex<CfState>>, Arc<tokio::sync::Notify>);
-
-async fn create(
-    State((state, created_signal)): State<Shared>,
-    Path(dist): Path<String>,
-    body: Bytes,
-) -> Response {
-    let before = state.lock().expect("state").created;
-    let resp = create_now(&state, dist, &body);
-    if state.lock().expect("state").created > before {
-        created_signal.notify_one();
-    }
-    let delay = state.lock().expect("state").create_delay;
-    if resp.status() == StatusCode::CREATED && !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    resp
-}
-
-fn create_now(state: &Mutex<CfState>, dist: String, body: &Bytes) -> Response {
-    let op = "CreateInvalidation";
-    let mut st = state.lock().expect("state");
-    if let Some(r) = fault(&mut st, op) {
-        return r;
-    }
-    if !st.distributions.contains(&dist) {
-        return error(
-            &mut st,
-            op,
-            StatusCode::NOT_FOUND,
-            "NoSuchDistribution",
-            "The specified distribution does not exist.",
-        );
-    }
-    let body = String::from_utf8_lossy(body);
-    let paths: Vec<String> = tags(&body, "Path").into_iter().map(unesc).collect();
-    let quantity: usize = tags(&body, "Quantity")
-        .first()
-        .and_then(|q| q.parse().ok())
-        .unwrap_or(usize::MAX);
-    let Some(reference) = tags(&body, "CallerReference").first().map(|r| unesc(r)) else {
-        return error(
-            &mut st,
-            op,
-            StatusCode::BAD_REQUEST,
-            "MissingBody",
-            "CallerReference is required.",
-        );
-    };
-    if quantity != paths.len() || paths.is_empty() {
-        return error(
-            &mut st,
-            op,
-            StatusCode::BAD_REQUEST,
-            "InconsistentQuantities",
-            "Quantity does not match Items.",
-        );
-    }
-    // Every path as CloudFront documents it: a leading '/', at most 4,000 characters as
-    // sent, '*' only at the end, unsafe characters percent-encoded; cache tags '#' + 1-256
-    // visible ASCII characters other than ','. One bad path refuses the whole batch.
-    let refused_here = |p: &String| st.reject_paths.iter().any(|r| p.contains(r.as_str()));
-    if let Some(bad) = paths
-        .iter()
-        .find(|p| !valid_path(p) || refused_here(p))
-        .cloned()
-    {
-        let msg = format!("Your request contains one or more invalid invalidation paths: {bad}");
-        st.invalid.push(bad);
-        return error(
-            &mut st,
-            op,
-            StatusCode::BAD_REQUEST,
-            "InvalidArgument",
-            &msg,
-        );
-    }
-    if paths.len() > 3_000 {
-        return error(
-            &mut st,
-            op,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BatchTooLarge",
-            "Invalidation batch specified is too large.",
-        );
-    }
-    if let Some(existing) = st
-        .invalidations
-        .iter()
-        .find(|i| i.distribution == dist && i.caller_reference == reference)
-        .cloned()
-    {
-        if existing.paths == paths {
-            st.replayed += 1;
-            return xml(StatusCode::CREATED, inv_xml(&existing));
-        }
-        return error(
-            &mut st,
-            op,
-            StatusCode::CONFLICT,
-            "InvalidationBatchAlreadyExists",
-            "The CallerReference was used before with a different invalidation batch.",
-        );
-    }
-    let wild = paths.iter().filter(|p| p.ends_with('*')).count();
-    let (files_now, wild_now) = load(&st, &dist);
-    if files_now + paths.len() - wild > 3_000 || wild_now + wild > 15 {
-        return error(
-            &mut st,
-            op,
-            StatusCode::BAD_REQUEST,
-            "TooManyInvalidationsInProgress",
-            "Processing your request will cause you to exceed the maximum number of in-progress wildcard invalidations.",
-        );
-    }
-    let n = st.invalidations.len();
-    let inv = Inv {
-        id: format!("I{n:012}"),
-        distribution: dist,
-        caller_reference: reference,
-        paths,
-        created: Instant::now(),
-        completes: Instant::now() + st.complete_after,
-        foreign: false,
-    };
-    let body = inv_xml(&inv);
-    st.invalidations.push(inv);
-    st.created += 1;
-    let dist = st.invalidations[n].distribution.clone();
-    let now = load(&st, &dist);
-    st.peak = (st.peak.0.max(now.0 - st.hidden_files), st.peak.1.max(now.1));
-    xml(StatusCode::CREATED, body)
-}
-
-async fn get(
-    State((state, _)): State<Shared>,
-    Path((dist, id)): Path<(String, String)>,
-) -> Response {
-    let mut st = state.lock().expect("state");
-    if let Some(r) = fault(&mut st, "GetInvalidation") {
-        return r;
-    }
-    match st
-        .invalidations
-        .iter()
-        .find(|i| i.distribution == dist && i.id == id)
-    {
-        Some(inv) => xml(StatusCode::OK, inv_xml(inv)),
-        None => error(
-            &mut st,
-            "GetInvalidation",
-            StatusCode::NOT_FOUND,
-            "NoSuchInvalidation",
-            "The specified invalidation does not exist.",
-        ),
-    }
-}
-
-async fn list(
-    State((state, _)): State<Shared>,
-    Path(dist): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let mut st = state.lock().expect("state");
-    if let Some(r) = fault(&mut st, "ListInvalidations") {
-        return r;
-    }
-    let max: usize = q
-        .get("MaxItems")
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(100);
-    let marker = q.get("Marker").cloned().unwrap_or_default();
-    let mut all: Vec<&Inv> = st
-        .invalidations
-        .iter()
-        .filter(|i| i.distribution == dist)
-        .collect();
-    all.reverse(); // newest first
-    let start = if marker.is_empty() {
-        0
-    } else {
-        all.iter()
-            .position(|i| i.id == marker)
-            .map_or(all.len(), |p| p + 1)
-    };
-    let page: Vec<&Inv> = all.iter().skip(start).take(max).copied().collect();
-    let truncated = start + page.len() < all.len();
-    let items: String = page
-        .iter()
-        .map(|i| {
-            format!(
-                "<InvalidationSummary><Id>{}</Id><CreateTime>2026-01-02T03:04:05Z</CreateTime><Status>{}</Status></InvalidationSummary>",
-                i.id,
-                if i.in_progress() { "InProgress" } else { "Completed" }
-            )
-        })
-        .collect();
-    let next = if truncated {
-        format!(
-            "<NextMarker>{}</NextMarker>",
-            page.last().map(|i| i.id.as_str()).unwrap_or_default()
-        )
-    } else {
-        String::new()
-    };
-    xml(
-        StatusCode::OK,
-        format!(
-            "<InvalidationList xmlns=\"http://cloudfront.amazonaws.com/doc/2020-05-31/\"><Marker>{}</Marker>{next}<MaxItems>{max}</MaxItems><IsTruncated>{truncated}</IsTruncated><Quantity>{}</Quantity><Items>{items}</Items></InvalidationList>",
-            esc(&marker),
-            page.len()
-        ),
-    )
-}
