@@ -1,5 +1,6 @@
 //! Aliyun's refusals: "try again later" waits its window, a lost answer is reconciled, a
-//! failed task fails its paths, and an exhausted quota never holds up the CloudFront leg.
+//! failed task fails its paths, a task Aliyun no longer reports ends unknown and is not
+//! resent, and an exhausted quota never holds up the CloudFront leg.
 
 use std::time::{Duration, Instant};
 
@@ -176,5 +177,94 @@ async fn an_exhausted_aliyun_quota_never_holds_up_the_cloudfront_leg() {
     assert_eq!(done.status(), PurgeStatus::PurgeInProgress);
     assert_eq!(cf.ours().len(), 1);
     assert!(ali.calls("RefreshObjectCaches").is_empty(), "nothing spent");
+    server.stop().await;
+}
+
+/// A task Aliyun no longer reports (it keeps tasks 3 days; an id it has never reported ten
+/// minutes after it was given is unknown to it) ends its job FAILED with status `Unknown`
+/// and a detail that says the outcome is unknown, and is never sent again. The job is put in
+/// the store as a replica would have left it: sent eleven minutes ago, under a task id the
+/// fake has never given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_aliyun_no_longer_reports_ends_its_job_unknown_and_is_not_resent() {
+    use cdnsign::purge::config::ProviderKind;
+    use cdnsign::purge::model::{JobAction, JobRecord, JobState, PurgeRecord, now_ms};
+    use cdnsign::purge::store::embedded::EmbeddedStore;
+    use cdnsign::purge::store::{Inserted, PurgeStore};
+
+    const TASK: &str = "704299999";
+    let fake = AliyunFake::start(AK, SECRET).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let sent_at = now_ms() - 11 * 60_000;
+    let mut job = JobRecord::waiting(
+        ProviderKind::Aliyun,
+        super::DOMAIN,
+        JobAction::RefreshFile,
+        vec!["https://cdn.example.com/gone.css".into()],
+        0,
+        sent_at,
+    );
+    job.state = JobState::InProgress;
+    job.provider_job_id = TASK.into();
+    job.status_text = "Refreshing".into();
+    job.detail.clear();
+    job.attempts = 1;
+    job.sent_at_ms = sent_at;
+    {
+        let dir = data.path().to_owned();
+        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
+            .await
+            .expect("join")
+            .expect("open the store");
+        let record = PurgeRecord {
+            id: "pg_gonetask0001".into(),
+            seq: 0,
+            client: String::new(),
+            idempotency_key: String::new(),
+            fingerprint: "fp-gone".into(),
+            target: "ali".into(),
+            kind: cdnsign::purge::PurgeKind::File,
+            created_at_ms: sent_at,
+            rejected: vec![],
+            jobs: vec![job],
+            quota: vec![],
+        };
+        assert!(matches!(
+            store.insert(record).await.expect("insert"),
+            Inserted::New(_)
+        ));
+    }
+
+    let server =
+        TestServer::start(&aliyun_config(data.path(), &fake.endpoint), aliyun_opts()).await;
+    let mut client = server.client().await;
+    let seen = watch_to_end(&mut client, "pg_gonetask0001", Duration::from_secs(20)).await;
+    let last = seen.last().expect("watch answered");
+    assert_eq!(last.status(), PurgeStatus::PurgeFailed, "{last:?}");
+    let job = &last.jobs[0];
+    assert_eq!(job.status(), JobStatus::Failed, "{job:?}");
+    assert_eq!(job.status_text, "Unknown", "{job:?}");
+    assert!(
+        job.detail
+            .contains(&format!("no longer reports task(s) {TASK}"))
+            && job.detail.contains("outcome is unknown"),
+        "{}",
+        job.detail
+    );
+    {
+        let st = fake.state.lock().expect("state");
+        let asked = st
+            .calls
+            .iter()
+            .filter(|c| c.action == "DescribeRefreshTaskById")
+            .count();
+        assert!(asked >= 1, "the task was looked up: {:?}", st.calls);
+        assert!(
+            st.calls.iter().all(|c| c.action != "RefreshObjectCaches"),
+            "an unknown outcome is not resent: {:?}",
+            st.calls
+        );
+        assert!(st.tasks.is_empty());
+    }
     server.stop().await;
 }

@@ -1,10 +1,11 @@
 //! Purges that behave as CloudFront and Aliyun document: "try again later" waits the
 //! window and never fails, a lost answer is reconciled and never resent, failed tasks fail
-//! their paths, cache tags go to each provider's own API, one bad path never takes a batch
-//! down, a busy distribution never starves a purge, and jobs of different purges waiting for
-//! the same distribution share one request (and one bill). Against the local fakes, which
-//! check what they receive as the providers do. The helpers shared by the four files below
-//! (the Aliyun credentials, the configuration of each target, one Purge call) are here.
+//! their paths, a task Aliyun no longer reports ends unknown, cache tags go to each
+//! provider's own API, one bad path never takes a batch down, a busy distribution never
+//! starves a purge, and jobs of different purges waiting for the same distribution share one
+//! request (and one bill). Against the local fakes, which check what they receive as the
+//! providers do. The helpers shared by the four files below (the Aliyun credentials, the
+//! configuration of each target, one Purge call) are here.
 
 mod aliyun;
 mod cache_tags;
