@@ -4,16 +4,17 @@
 use serde_json::Value;
 use tokio_postgres::{GenericClient, Transaction};
 
-use super::Inserted;
-use super::StoreError;
 use super::pg_pool::{Pool, db_error};
+use super::{Inserted, StoreError};
 use crate::purge::config::ProviderKind;
 use crate::purge::model::PurgeRecord;
 
+/// A stored row that does not read back as what was written.
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// A `provider` column (`purge_queues`, `purge_jobs`) read back.
 pub(super) fn provider_from(s: &str) -> Result<ProviderKind, StoreError> {
     match s {
         "cloudfront" => Ok(ProviderKind::Cloudfront),
@@ -22,10 +23,12 @@ pub(super) fn provider_from(s: &str) -> Result<ProviderKind, StoreError> {
     }
 }
 
+/// A record or job as the JSONB column holds it.
 pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, StoreError> {
     serde_json::to_value(v).map_err(corrupt)
 }
 
+/// A JSONB column read back as a record or job.
 pub(super) fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, StoreError> {
     serde_json::from_value(v).map_err(|e| corrupt(format!("stored record: {e}")))
 }
