@@ -6,12 +6,18 @@ use redb::{ReadableTable, TableDefinition};
 use super::StoreError;
 use crate::purge::model::PurgeRecord;
 
+/// id → the purge's JSON record, jobs included.
 pub(super) const PURGES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("purges");
+/// [`key_slot`] (client and idempotency key) → id.
 pub(super) const KEYS: TableDefinition<'_, &str, &str> = TableDefinition::new("keys");
+/// sequence → id: newest-first listing.
 pub(super) const ORDER: TableDefinition<'_, u64, &str> = TableDefinition::new("order");
+/// (target, sequence) → id: listing by target.
 pub(super) const BY_TARGET: TableDefinition<'_, (&str, u64), &str> =
     TableDefinition::new("by_target");
+/// id → sequence of unfinished purges: what a restart resumes.
 pub(super) const ACTIVE: TableDefinition<'_, &str, u64> = TableDefinition::new("active");
+/// (finish time, id): what retention deletes.
 pub(super) const FINISHED: TableDefinition<'_, (i64, &str), ()> = TableDefinition::new("finished");
 
 /// Where a client's idempotency key is kept: per client, so two clients' keys never meet.
@@ -19,14 +25,17 @@ pub(super) fn key_slot(client: &str, key: &str) -> String {
     format!("{client}\u{1f}{key}")
 }
 
+/// A redb error: the store cannot answer now.
 pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// A stored record read back.
 pub(super) fn decode(bytes: &[u8]) -> Result<PurgeRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("purge record: {e}")))
 }
 
+/// A record as `purges` stores it.
 fn encode(rec: &PurgeRecord) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
