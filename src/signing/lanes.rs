@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use metrics::{Counter, Histogram};
 use tokio::sync::oneshot;
 
 use super::keys::{CryptoError, SigningKey};
@@ -84,6 +85,7 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     counts: FlushCounts,
+    metrics: FlushMetrics,
     /// Flush jobs handed to the pool and not started yet.
     pending: AtomicUsize,
     /// Flush jobs running on the pool now.
@@ -123,6 +125,80 @@ enum Trigger {
     Freed,
 }
 
+/// What started a flush and how it signs: the `trigger` label of
+/// `cdnsign_multibuffer_flushes_total`.
+#[derive(Clone, Copy)]
+enum FlushKind {
+    Full,
+    Timer,
+    TimerOneByOne,
+    Idle,
+    IdleOneByOne,
+    Freed,
+    FreedOneByOne,
+}
+
+impl FlushKind {
+    const ALL: [FlushKind; 7] = [
+        FlushKind::Full,
+        FlushKind::Timer,
+        FlushKind::TimerOneByOne,
+        FlushKind::Idle,
+        FlushKind::IdleOneByOne,
+        FlushKind::Freed,
+        FlushKind::FreedOneByOne,
+    ];
+
+    /// A full queue always goes to the lanes; the others sign one by one when too small.
+    fn of(trigger: Trigger, one_by_one: bool) -> FlushKind {
+        match (trigger, one_by_one) {
+            (Trigger::Full, _) => FlushKind::Full,
+            (Trigger::Timer, false) => FlushKind::Timer,
+            (Trigger::Timer, true) => FlushKind::TimerOneByOne,
+            (Trigger::Idle, false) => FlushKind::Idle,
+            (Trigger::Idle, true) => FlushKind::IdleOneByOne,
+            (Trigger::Freed, false) => FlushKind::Freed,
+            (Trigger::Freed, true) => FlushKind::FreedOneByOne,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            FlushKind::Full => "full",
+            FlushKind::Timer => "timer",
+            FlushKind::TimerOneByOne => "timer_one_by_one",
+            FlushKind::Idle => "idle",
+            FlushKind::IdleOneByOne => "idle_one_by_one",
+            FlushKind::Freed => "freed",
+            FlushKind::FreedOneByOne => "freed_one_by_one",
+        }
+    }
+}
+
+/// The flush metrics' handles, made once with the queues (after the server installed its
+/// recorder), so a flush never looks a metric up by name.
+struct FlushMetrics {
+    /// By [`FlushKind`], in [`FlushKind::ALL`]'s order.
+    flushes: [Counter; 7],
+    /// Signatures per flush.
+    lanes: Histogram,
+}
+
+impl FlushMetrics {
+    fn new() -> FlushMetrics {
+        FlushMetrics {
+            flushes: FlushKind::ALL
+                .map(|kind| metrics::counter!(MULTIBUFFER_FLUSHES, "trigger" => kind.label())),
+            lanes: metrics::histogram!(MULTIBUFFER_FLUSH_LANES),
+        }
+    }
+
+    fn record(&self, kind: FlushKind, signatures: usize) {
+        self.flushes[kind as usize].increment(1);
+        self.lanes.record(signatures as f64);
+    }
+}
+
 impl Lanes {
     /// Queues flushing to `pool` when full or after `flush_after`.
     pub fn new(pool: Arc<SigningPool>, flush_after: Duration) -> std::io::Result<Lanes> {
@@ -132,6 +208,7 @@ impl Lanes {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             counts: FlushCounts::default(),
+            metrics: FlushMetrics::new(),
             pending: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             #[cfg(test)]
@@ -333,20 +410,12 @@ impl Shared {
             .fetch_add(queue.msgs.len() as u64, Ordering::Relaxed);
         // A few signatures cost less one by one than one lane computation.
         let one_by_one = queue.msgs.len() < queue.key.min_lane_fill();
-        let label = match (trigger, one_by_one) {
-            (Trigger::Full, _) => "full",
-            (Trigger::Timer, false) => "timer",
-            (Trigger::Timer, true) => "timer_one_by_one",
-            (Trigger::Idle, false) => "idle",
-            (Trigger::Idle, true) => "idle_one_by_one",
-            (Trigger::Freed, false) => "freed",
-            (Trigger::Freed, true) => "freed_one_by_one",
-        };
+        let kind = FlushKind::of(trigger, one_by_one);
+        let label = kind.label();
         if one_by_one {
             self.counts.one_by_one.fetch_add(1, Ordering::Relaxed);
         }
-        metrics::counter!(MULTIBUFFER_FLUSHES, "trigger" => label).increment(1);
-        metrics::histogram!(MULTIBUFFER_FLUSH_LANES).record(queue.msgs.len() as f64);
+        self.metrics.record(kind, queue.msgs.len());
         self.pending.fetch_add(1, Ordering::AcqRel);
         #[cfg(test)]
         self.flushed.notify_one();

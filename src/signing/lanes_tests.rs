@@ -261,3 +261,17 @@ async fn a_free_pool_thread_takes_a_signature_at_once() {
     assert_eq!(counts.idle.load(Ordering::SeqCst), 1);
     assert_eq!(counts.timer.load(Ordering::SeqCst), 0);
 }
+
+/// Each flush kind counts on its own handle, labelled as the metric documents it.
+#[test]
+fn flush_kinds_index_their_own_handles_and_labels() {
+    let mut labels = std::collections::HashSet::new();
+    for (i, kind) in FlushKind::ALL.iter().enumerate() {
+        assert_eq!(*kind as usize, i, "ALL is in declaration order");
+        assert!(labels.insert(kind.label()), "{} twice", kind.label());
+    }
+    assert_eq!(FlushKind::of(Trigger::Full, true).label(), "full");
+    assert_eq!(FlushKind::of(Trigger::Timer, true).label(), "timer_one_by_one");
+    assert_eq!(FlushKind::of(Trigger::Idle, false).label(), "idle");
+    assert_eq!(FlushKind::of(Trigger::Freed, true).label(), "freed_one_by_one");
+}
