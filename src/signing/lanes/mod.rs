@@ -26,18 +26,21 @@
 //! One timer thread (`cdnsign-lanes`) per [`Lanes`] watches the deadlines; it only moves
 //! queues to the pool, it never signs.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use metrics::{Counter, Histogram};
 use tokio::sync::oneshot;
 
 use super::keys::{CryptoError, SigningKey};
 use super::pool::{OnPool, SigningPool};
 use super::validate::BatchContext;
 use super::{AsItemSpec, BatchStats, Plan, SignError, SignedItem};
-use crate::metrics::{MULTIBUFFER_FLUSH_LANES, MULTIBUFFER_FLUSHES};
+
+mod flushes;
+
+pub use flushes::FlushCounts;
+use flushes::{FlushKind, FlushMetrics, Trigger};
 
 type Reply = oneshot::Sender<Result<Vec<u8>, CryptoError>>;
 
@@ -59,24 +62,6 @@ struct Queue {
 struct State {
     queues: Vec<Queue>,
     closed: bool,
-}
-
-/// Flushes so far, by what triggered them.
-#[derive(Debug, Default)]
-pub struct FlushCounts {
-    /// Flushes of a full queue (every lane used).
-    pub full: AtomicU64,
-    /// Flushes of a queue whose first signature had waited `multibuffer_flush_us`.
-    pub timer: AtomicU64,
-    /// Flushes made at once because a pool thread was free (`trigger="idle"`).
-    pub idle: AtomicU64,
-    /// Flushes of a waiting queue started as another flush ended.
-    pub freed: AtomicU64,
-    /// Of the timer and idle flushes, those too small to be worth a lane computation
-    /// ([`SigningKey::min_lane_fill`]), signed one by one with OpenSSL.
-    pub one_by_one: AtomicU64,
-    /// Signatures flushed, over all flushes.
-    pub signatures: AtomicU64,
 }
 
 struct Shared {
@@ -114,88 +99,6 @@ impl std::fmt::Debug for Lanes {
         f.debug_struct("Lanes")
             .field("flush_after", &self.shared.flush_after)
             .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Trigger {
-    Full,
-    Timer,
-    Idle,
-    Freed,
-}
-
-/// What started a flush and how it signs: the `trigger` label of
-/// `cdnsign_multibuffer_flushes_total`.
-#[derive(Clone, Copy)]
-enum FlushKind {
-    Full,
-    Timer,
-    TimerOneByOne,
-    Idle,
-    IdleOneByOne,
-    Freed,
-    FreedOneByOne,
-}
-
-impl FlushKind {
-    const ALL: [FlushKind; 7] = [
-        FlushKind::Full,
-        FlushKind::Timer,
-        FlushKind::TimerOneByOne,
-        FlushKind::Idle,
-        FlushKind::IdleOneByOne,
-        FlushKind::Freed,
-        FlushKind::FreedOneByOne,
-    ];
-
-    /// A full queue always goes to the lanes; the others sign one by one when too small.
-    fn of(trigger: Trigger, one_by_one: bool) -> FlushKind {
-        match (trigger, one_by_one) {
-            (Trigger::Full, _) => FlushKind::Full,
-            (Trigger::Timer, false) => FlushKind::Timer,
-            (Trigger::Timer, true) => FlushKind::TimerOneByOne,
-            (Trigger::Idle, false) => FlushKind::Idle,
-            (Trigger::Idle, true) => FlushKind::IdleOneByOne,
-            (Trigger::Freed, false) => FlushKind::Freed,
-            (Trigger::Freed, true) => FlushKind::FreedOneByOne,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            FlushKind::Full => "full",
-            FlushKind::Timer => "timer",
-            FlushKind::TimerOneByOne => "timer_one_by_one",
-            FlushKind::Idle => "idle",
-            FlushKind::IdleOneByOne => "idle_one_by_one",
-            FlushKind::Freed => "freed",
-            FlushKind::FreedOneByOne => "freed_one_by_one",
-        }
-    }
-}
-
-/// The flush metrics' handles, made once with the queues (after the server installed its
-/// recorder), so a flush never looks a metric up by name.
-struct FlushMetrics {
-    /// By [`FlushKind`], in [`FlushKind::ALL`]'s order.
-    flushes: [Counter; 7],
-    /// Signatures per flush.
-    lanes: Histogram,
-}
-
-impl FlushMetrics {
-    fn new() -> FlushMetrics {
-        FlushMetrics {
-            flushes: FlushKind::ALL
-                .map(|kind| metrics::counter!(MULTIBUFFER_FLUSHES, "trigger" => kind.label())),
-            lanes: metrics::histogram!(MULTIBUFFER_FLUSH_LANES),
-        }
-    }
-
-    fn record(&self, kind: FlushKind, signatures: usize) {
-        self.flushes[kind as usize].increment(1);
-        self.lanes.record(signatures as f64);
     }
 }
 
@@ -398,23 +301,11 @@ impl Shared {
 
     /// Signs a queue's messages in one pool job and answers each waiter.
     fn flush(self: &Arc<Self>, queue: Queue, trigger: Trigger) {
-        let counter = match trigger {
-            Trigger::Full => &self.counts.full,
-            Trigger::Timer => &self.counts.timer,
-            Trigger::Idle => &self.counts.idle,
-            Trigger::Freed => &self.counts.freed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.counts
-            .signatures
-            .fetch_add(queue.msgs.len() as u64, Ordering::Relaxed);
         // A few signatures cost less one by one than one lane computation.
         let one_by_one = queue.msgs.len() < queue.key.min_lane_fill();
         let kind = FlushKind::of(trigger, one_by_one);
         let label = kind.label();
-        if one_by_one {
-            self.counts.one_by_one.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counts.record(trigger, one_by_one, queue.msgs.len());
         self.metrics.record(kind, queue.msgs.len());
         self.pending.fetch_add(1, Ordering::AcqRel);
         #[cfg(test)]
@@ -513,5 +404,4 @@ pub async fn sign_batch_shared<T: AsItemSpec + Sync>(
 }
 
 #[cfg(all(test, feature = "openssl-backend"))]
-#[path = "lanes_tests.rs"]
 mod tests;

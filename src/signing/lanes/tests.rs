@@ -271,7 +271,13 @@ fn flush_kinds_index_their_own_handles_and_labels() {
         assert!(labels.insert(kind.label()), "{} twice", kind.label());
     }
     assert_eq!(FlushKind::of(Trigger::Full, true).label(), "full");
-    assert_eq!(FlushKind::of(Trigger::Timer, true).label(), "timer_one_by_one");
+    assert_eq!(
+        FlushKind::of(Trigger::Timer, true).label(),
+        "timer_one_by_one"
+    );
     assert_eq!(FlushKind::of(Trigger::Idle, false).label(), "idle");
-    assert_eq!(FlushKind::of(Trigger::Freed, true).label(), "freed_one_by_one");
+    assert_eq!(
+        FlushKind::of(Trigger::Freed, true).label(),
+        "freed_one_by_one"
+    );
 }
