@@ -68,8 +68,13 @@ else
     PROMTOOL_VERSION="$("$PROMTOOL" --version 2>&1 | head -n1 | awk '{print $3}')"
     check "promtool check rules deploy/prometheus/alerts.yml (promtool $PROMTOOL_VERSION)" \
         "$PROMTOOL" check rules deploy/prometheus/alerts.yml
-    check "promtool test rules deploy/prometheus/alerts_test.yml" \
-        "$PROMTOOL" test rules deploy/prometheus/alerts_test.yml
+    alert_tests=(deploy/prometheus/alerts_test/*.yml)
+    if [[ ! -e "${alert_tests[0]}" ]]; then
+        fail "promtool test rules deploy/prometheus/alerts_test/" "no *.yml test files in deploy/prometheus/alerts_test/"
+    else
+        check "promtool test rules deploy/prometheus/alerts_test/*.yml (${#alert_tests[@]} files)" \
+            "$PROMTOOL" test rules "${alert_tests[@]}"
+    fi
 
     # scrape.yml with the rules, as a Prometheus server would load them.
     wrapper="$TMP/prometheus.yml"

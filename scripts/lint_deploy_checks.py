@@ -50,7 +50,15 @@ for path in manifests:
     except Exception as e:  # noqa: BLE001 - report any parse error as a failure
         report("FAIL", f"YAML {path}", str(e))
 
-for path in sorted(glob.glob("deploy/prometheus/*.yml")):
+# The alert unit tests: every *.yml in this directory is a promtool test file
+# (scripts/lint-deploy.sh runs them all; they are parsed, checked for coverage and for
+# metric names below). No test files there is a failure.
+ALERT_TESTS_DIR = "deploy/prometheus/alerts_test"
+alert_tests = sorted(glob.glob(f"{ALERT_TESTS_DIR}/*.yml"))
+if not alert_tests:
+    report("FAIL", f"alert tests in {ALERT_TESTS_DIR}/", "no *.yml test files there")
+
+for path in sorted(glob.glob("deploy/prometheus/*.yml")) + alert_tests:
     try:
         docs = list(yaml.safe_load_all(open(path)))
         report("ok", f"YAML {path}")
@@ -225,8 +233,9 @@ for dirpath, kind in (("deploy/kubernetes", "Deployment"), ("deploy/kubernetes-e
         report("FAIL", f"kustomization {dirpath}", f"{type(e).__name__}: {e}")
 
 # Alerts: each has a runbook_url (an absolute URL, one base for all, its anchor a heading
-# of docs/deployment.md) and the repo-relative runbook to the same section; alerts_test.yml
-# shows each alert firing at least once and quiet at least once.
+# of docs/deployment.md) and the repo-relative runbook to the same section; the test files
+# in alerts_test/ (each with rule_files ../alerts.yml) show each alert firing at least once
+# and quiet at least once.
 def gh_anchor(heading):
     a = heading.strip().lower()
     a = re.sub(r"[^\w\- ]", "", a)
@@ -256,19 +265,25 @@ try:
     else:
         report("ok", f"alerts: all {len(rules)} have a runbook_url ({next(iter(bases), '')}#...) to a docs/deployment.md heading")
 
-    tests = yaml.safe_load(open("deploy/prometheus/alerts_test.yml"))["tests"]
+    tests, problems = [], []
+    for path in alert_tests:
+        doc = yaml.safe_load(open(path))
+        rule_files = [(Path(path).parent / f).resolve() for f in doc.get("rule_files", [])]
+        if rule_files != [Path("deploy/prometheus/alerts.yml").resolve()]:
+            problems.append(f"{path}: rule_files {doc.get('rule_files')}, expected [../alerts.yml]")
+        tests += doc.get("tests") or []
     fires, quiet = set(), set()
     for t in tests:
         for a in t.get("alert_rule_test", []):
             (fires if a.get("exp_alerts") else quiet).add(a["alertname"])
     names = [r["alert"] for r in rules]
-    problems = [f"{n}: no case where it fires" for n in names if n not in fires]
+    problems += [f"{n}: no case where it fires" for n in names if n not in fires]
     problems += [f"{n}: no case where it stays quiet" for n in names if n not in quiet]
     problems += [f"{n}: tested but not in alerts.yml" for n in sorted((fires | quiet) - set(names))]
     if problems:
-        report("FAIL", "alerts_test.yml covers every alert", "; ".join(problems))
+        report("FAIL", f"{ALERT_TESTS_DIR}/ covers every alert", "; ".join(problems))
     else:
-        report("ok", f"alerts_test.yml: each of the {len(names)} alerts fires in some case and stays quiet in another")
+        report("ok", f"{ALERT_TESTS_DIR}/ ({len(alert_tests)} files, {len(tests)} tests): each of the {len(names)} alerts fires in some case and stays quiet in another")
 except Exception as e:  # noqa: BLE001
     report("FAIL", "alerts: runbook and test coverage", f"{type(e).__name__}: {e}")
 
@@ -386,7 +401,7 @@ for line in open("deploy/metric-names.txt"):
         external.add(words[0])
 NAME_RE = r"\b(?:cdnsign|grpc_server|process)_[a-z0-9_]*[a-z0-9]"
 used = {}
-for path in ["deploy/prometheus/alerts.yml", "deploy/prometheus/alerts_test.yml", dash_path]:
+for path in ["deploy/prometheus/alerts.yml", *alert_tests, dash_path]:
     for name in re.findall(NAME_RE, Path(path).read_text()):
         used.setdefault(name, set()).add(path)
 # The queries that drive something: alert expressions, panel and variable queries

@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from smoke_grpc import Report, generate_stubs  # noqa: E402
+from smoke_harness import Report, generate_stubs  # noqa: E402
 
 import grpc  # noqa: E402
 from google.rpc import error_details_pb2  # noqa: E402
