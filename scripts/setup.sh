@@ -27,6 +27,9 @@
 #   4. Intel's multi-buffer crypto library (crypto_mb) and its Intel runtime, from pinned
 #      PyPI wheels, into /usr/local/lib/cdnsign/ (scripts/install-crypto-mb.sh), where
 #      `cdnsign serve` finds it with no extra environment. x86_64 only; idempotent.
+#      Also Debian 13's GCC build of it (libcrypto-mb11, a pinned .deb from Debian's
+#      archive) into /usr/local/lib/cdnsign/debian13/, which the suite runs the
+#      multi-buffer tests on a second time (scripts/install-crypto-mb-debian13.sh).
 #
 # Environment:
 #   PYTHON                       interpreter to build the venv from (default: python3)
@@ -209,6 +212,7 @@ log "buf: $buf_have ($BUF_BIN)"
 # The multi-buffer signing backend's library (loaded at run time; cdnsign signs with OpenSSL
 # where it is absent or the CPU lacks AVX-512 IFMA).
 "${SUDO[@]}" env PYTHON="$REPO_ROOT/$VENV_DIR/bin/python" bash scripts/install-crypto-mb.sh
+"${SUDO[@]}" bash scripts/install-crypto-mb-debian13.sh
 if grep -qw avx512ifma /proc/cpuinfo 2>/dev/null; then
     log "cpu: avx512ifma present: multi-buffer signing will be used (signing.multibuffer = \"auto\")"
 else

@@ -7,7 +7,8 @@
 # 2. cargo fmt --check, clippy -D warnings (all features), cargo doc -D warnings, and a
 #    build without OpenSSL
 # 3. cargo test with both crypto backends compiled in (vectors run on each, and on the
-#    multi-buffer backend where the CPU has AVX-512 IFMA), the FFI crate under valgrind
+#    multi-buffer backend where the CPU has AVX-512 IFMA: there they must run, not skip, and
+#    run a second time on Debian 13's build of crypto_mb), the FFI crate under valgrind
 #    memcheck and AddressSanitizer, and the criterion benches in quick mode
 #    (CDNSIGN_BENCH_QUICK=1)
 # 4. a smoke test from a client we did not write: Python grpcio against the real server,
@@ -25,6 +26,21 @@ step() { printf '\n== %s\n' "$*"; }
 step "setup"
 bash scripts/setup.sh
 export CDNSIGN_TEST_PYTHON="$REPO_ROOT/.venv/bin/python"
+
+# On a CPU that runs crypto_mb (x86_64 with AVX-512 F/DQ/BW/IFMA/VBMI2 and BMI2), the
+# multi-buffer tests must run: a library that stopped loading fails them instead of
+# passing as a skip. Elsewhere they report themselves SKIPPED, by name.
+cpu_flags="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)"
+ifma=1
+for flag in avx512f avx512dq avx512bw avx512ifma avx512_vbmi2 bmi2; do
+    [[ " $cpu_flags " == *" $flag "* ]] || ifma=0
+done
+if [[ "$(uname -m)" == x86_64 && "$ifma" == 1 ]]; then
+    export CDNSIGN_TEST_REQUIRE_MULTIBUFFER=1
+    echo "this CPU has AVX-512 IFMA: the multi-buffer tests must run (CDNSIGN_TEST_REQUIRE_MULTIBUFFER=1)"
+else
+    echo "this CPU lacks AVX-512 IFMA (or is not x86_64): the multi-buffer tests report themselves SKIPPED"
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -50,6 +66,18 @@ cargo check --no-default-features --features pure-rust --lib --bins
 
 step "cargo test (openssl + pure-rust backends)"
 cargo test --workspace --all-features
+
+if [[ "${CDNSIGN_TEST_REQUIRE_MULTIBUFFER:-0}" == 1 ]]; then
+    # The same multi-buffer tests (the FFI crate's lanes against OpenSSL, the backend's
+    # lanes and flushes, the botocore and AWS JS SDK vectors, the server's lane sharing) on
+    # Debian 13's GCC build of crypto_mb (libcrypto-mb11 2021.12.1), which a Debian 13
+    # runtime image may install instead of the PyPI build.
+    step "multi-buffer tests on Debian 13's crypto_mb (libcrypto-mb11)"
+    export CDNSIGN_CRYPTO_MB_LIB=/usr/local/lib/cdnsign/debian13/libcrypto_mb.so.11
+    cargo test -p cdnsign-cryptomb
+    cargo test -p cdnsign --all-features -- multibuffer lanes vectors selection
+    unset CDNSIGN_CRYPTO_MB_LIB
+fi
 
 step "FFI crate under valgrind memcheck and AddressSanitizer (scripts/memcheck.sh)"
 bash scripts/memcheck.sh

@@ -16,10 +16,23 @@ fn skip(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// The library when it loads and this CPU runs it; else prints the skip and gives `None`.
+/// The library when it loads and this CPU runs it; else prints the skip and gives `None`
+/// (fails instead with `CDNSIGN_TEST_REQUIRE_MULTIBUFFER=1`, which scripts/test.sh sets on
+/// CPUs with AVX-512 IFMA and memcheck.sh clears: valgrind does not emulate AVX-512).
 fn usable(test: &str) -> Option<CryptoMb> {
     let path = std::env::var_os("CDNSIGN_CRYPTO_MB_LIB").map(std::path::PathBuf::from);
-    match CryptoMb::load(path.as_deref()) {
+    let loaded = CryptoMb::load(path.as_deref());
+    if std::env::var_os("CDNSIGN_TEST_REQUIRE_MULTIBUFFER").is_some_and(|v| v == "1") {
+        match &loaded {
+            Ok(mb) if mb.applicable() => {}
+            Ok(mb) => panic!(
+                "{test}: CDNSIGN_TEST_REQUIRE_MULTIBUFFER=1, but {} says this CPU cannot run it",
+                mb.path().display()
+            ),
+            Err(e) => panic!("{test}: CDNSIGN_TEST_REQUIRE_MULTIBUFFER=1, but {e}"),
+        }
+    }
+    match loaded {
         Ok(mb) if mb.applicable() => Some(mb),
         Ok(mb) => {
             skip(format_args!(

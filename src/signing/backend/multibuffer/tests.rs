@@ -16,11 +16,19 @@ use crate::signing::{SignError, sign_batch};
 pub(crate) const NOW: i64 = 1_700_000_000;
 
 /// The engine, or a "SKIPPED <test>: <why>" line on stderr (written past the test
-/// harness's capture, so the suite's output shows it) and `None`.
+/// harness's capture, so the suite's output shows it) and `None`. With
+/// `CDNSIGN_TEST_REQUIRE_MULTIBUFFER=1` (scripts/test.sh sets it on CPUs with AVX-512 IFMA)
+/// an unavailable engine fails the test instead of skipping it.
 pub(crate) fn engine_or_skip(test: &str) -> Option<Arc<Engine>> {
     match engine() {
         Ok(e) => Some(e),
         Err(why) => {
+            if std::env::var_os("CDNSIGN_TEST_REQUIRE_MULTIBUFFER").is_some_and(|v| v == "1") {
+                panic!(
+                    "{test}: CDNSIGN_TEST_REQUIRE_MULTIBUFFER=1, but the multi-buffer backend \
+                     is unavailable: {why}"
+                );
+            }
             let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
             None
         }
