@@ -48,6 +48,47 @@ impl Caller {
     }
 }
 
+/// What a call presented: its `authorization` header and its mTLS client certificate. The
+/// auth layer keeps them in the request's extensions beside the [`Caller`], so that a call
+/// that outlives a reload (a `SignUrlsStream`) is authenticated again, against the
+/// configuration in force, for each message it sends.
+#[derive(Clone)]
+pub struct Credentials {
+    authorization: Option<http::HeaderValue>,
+    certificate: Option<Arc<[u8]>>,
+}
+
+impl Credentials {
+    /// The credentials of one call.
+    pub fn new(
+        authorization: Option<&http::HeaderValue>,
+        certificate: Option<Arc<[u8]>>,
+    ) -> Credentials {
+        Credentials {
+            authorization: authorization.cloned(),
+            certificate,
+        }
+    }
+
+    /// The caller these credentials resolve to under `auth`.
+    pub fn authenticate(&self, auth: &Authenticator) -> Result<Caller, AuthError> {
+        auth.authenticate(self.authorization.as_ref(), self.certificate.as_deref())
+    }
+}
+
+/// Never shows the token: only which kinds of credential were presented.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("certificate", &self.certificate.is_some())
+            .finish()
+    }
+}
+
 /// Why a call was refused before reaching a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -300,6 +341,35 @@ mod tests {
         );
         let dbg = format!("{a:?}");
         assert!(!dbg.contains(token));
+    }
+
+    #[test]
+    fn credentials_resolve_against_the_authenticator_given_and_never_show_the_token() {
+        let token = "s3cret-token";
+        let header = http::HeaderValue::from_str("Bearer s3cret-token").expect("header");
+        let creds = Credentials::new(Some(&header), None);
+        let before = Authenticator::build(&[client("gen", token)], false, 100, None).expect("auth");
+        assert!(matches!(
+            creds.authenticate(&before),
+            Ok(Caller::Client(g)) if g.name == "gen"
+        ));
+        // The same credentials after a reload that dropped the token.
+        let after =
+            Authenticator::build(&[client("gen", "rotated")], false, 100, None).expect("auth");
+        assert_eq!(
+            creds.authenticate(&after).map(|_| ()),
+            Err(AuthError::Unknown)
+        );
+        // No credentials: anonymous only while the config allows it.
+        let none = Credentials::new(None, None);
+        let open = Authenticator::build(&[], true, 100, None).expect("auth");
+        assert!(matches!(none.authenticate(&open), Ok(Caller::Anonymous)));
+        assert_eq!(
+            none.authenticate(&after).map(|_| ()),
+            Err(AuthError::Missing)
+        );
+        let dbg = format!("{creds:?}");
+        assert!(!dbg.contains(token), "{dbg}");
     }
 
     #[test]

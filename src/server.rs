@@ -220,8 +220,9 @@ impl Server {
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
 
-        let purger_server = PurgerServer::new(PurgerService::new(Arc::clone(&purger)))
-            .max_decoding_message_size(usize::MAX);
+        let purger_server =
+            PurgerServer::new(PurgerService::new(Arc::clone(&purger), Arc::clone(&live)))
+                .max_decoding_message_size(usize::MAX);
         // Resumes unfinished purges from the store, then polls and sends as room frees.
         let (purge_stop_tx, purge_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let purge_worker = tokio::spawn(Arc::clone(&purger).run(async {

@@ -13,8 +13,10 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::access::RateError;
-use crate::auth::{AUDIT_TARGET, Caller};
+use crate::auth::{AUDIT_TARGET, Caller, Credentials};
+use crate::grpc::layers::reauthenticate;
 use crate::grpc::status::ApiError;
+use crate::live::LiveConfig;
 use crate::metrics::RATE_LIMITED;
 use crate::proto;
 use crate::proto::purger_server::Purger as PurgerApi;
@@ -25,12 +27,14 @@ use crate::purge::{PurgeError, PurgeInput, Purger};
 #[derive(Debug, Clone)]
 pub struct PurgerService {
     purger: Arc<Purger>,
+    /// The clients in force now, for a `WatchPurge` that outlives a reload.
+    live: Arc<LiveConfig>,
 }
 
 impl PurgerService {
     /// Wraps the domain service.
-    pub fn new(purger: Arc<Purger>) -> PurgerService {
-        PurgerService { purger }
+    pub fn new(purger: Arc<Purger>, live: Arc<LiveConfig>) -> PurgerService {
+        PurgerService { purger, live }
     }
 }
 
@@ -179,6 +183,9 @@ fn get_response(r: &PurgeRecord) -> proto::GetPurgeResponse {
 fn watch_response(r: &PurgeRecord) -> proto::WatchPurgeResponse {
     purge_shape!(WatchPurgeResponse, r, {})
 }
+
+/// The watch's method, as the audit log names it.
+const WATCH_METHOD: &str = "/cdnsign.v1.Purger/WatchPurge";
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchPurgeResponse, Status>> + Send>>;
 
@@ -343,8 +350,14 @@ impl PurgerApi for PurgerService {
     ) -> Result<Response<Self::WatchPurgeStream>, Status> {
         let deadline = caller_deadline(request.metadata());
         let caller = caller_of(&request)?;
+        let credentials = request
+            .extensions()
+            .get::<Credentials>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no caller identity"))?;
         let id = request.into_inner().purge_id;
         let purger = Arc::clone(&self.purger);
+        let live = Arc::clone(&self.live);
         let first = purger.get(&id).await?.record;
         check_target(&caller, &first.target)?;
         let mut changes = purger.subscribe();
@@ -379,6 +392,14 @@ impl PurgerApi for PurgerService {
                     () = tokio::time::sleep(interval) => {}
                     () = stop => return,
                     () = tx.closed() => return,
+                }
+                // Each update is shown to whoever the credentials are now: a reload that
+                // revoked the token, or took the target out of the grant, ends the watch.
+                let allowed = reauthenticate(&live, &credentials, WATCH_METHOD)
+                    .and_then(|caller| check_target(&caller, &last.target));
+                if let Err(status) = allowed {
+                    let _ = tx.send(Err(status)).await;
+                    return;
                 }
                 let now = match purger.get(&id).await {
                     Ok(v) => v.record,

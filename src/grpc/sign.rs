@@ -15,8 +15,9 @@ use tonic::{Request, Response, Status, Streaming};
 pub use super::batch::SignerService;
 pub(super) use super::batch::{BatchFields, Output, count_outcomes, unix_now};
 use super::cookies::{check_attributes, cookie_response};
+use super::layers::reauthenticate;
 use super::status::{ApiError, item_error};
-use crate::auth::Caller;
+use crate::auth::{Caller, Credentials};
 use crate::proto;
 use crate::proto::signer_server::Signer;
 use crate::signing::validate::ItemSpec;
@@ -120,6 +121,9 @@ fn url_response(
 /// the client's next batch.
 const STREAM_BUFFER: usize = 2;
 
+/// The stream's method, as the audit log names it.
+const STREAM_METHOD: &str = "/cdnsign.v1.Signer/SignUrlsStream";
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<proto::SignUrlsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -206,7 +210,15 @@ impl Signer for Arc<SignerService> {
         &self,
         request: Request<Streaming<proto::SignUrlsRequest>>,
     ) -> Result<Response<Self::SignUrlsStreamStream>, Status> {
-        let caller = caller_of(&request)?;
+        caller_of(&request)?;
+        // Each message is signed as whoever these credentials are under the configuration
+        // in force when it arrives: a reload that revokes the token ends the stream, one
+        // that narrows the grant narrows the next batch.
+        let credentials = request
+            .extensions()
+            .get::<Credentials>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no caller identity"))?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let service = Arc::clone(self);
@@ -229,6 +241,13 @@ impl Signer for Arc<SignerService> {
                     let _ = tx.send(Err(ApiError::StreamTooLong { max }.into())).await;
                     break;
                 }
+                let caller = match reauthenticate(&service.live, &credentials, STREAM_METHOD) {
+                    Ok(caller) => caller,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
                 let response = service.sign_url_batch(&caller, msg, batch_index).await;
                 let failed = response.is_err();
                 // Waiting here is the backpressure: the next batch is not read until the

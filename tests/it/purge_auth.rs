@@ -153,3 +153,98 @@ endpoint = "{endpoint}"
     assert_eq!(got.purge_id, mine.purge_id);
     server.stop().await;
 }
+
+/// A `WatchPurge` opened before a reload that revokes the watcher's token ends with
+/// `UNAUTHENTICATED` at its next update, instead of reporting on under the old grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_watch_ends_when_a_reload_revokes_its_token() {
+    use cdnsign::proto::WatchPurgeRequest;
+
+    // In progress for longer than the test runs: every update the watch sees is a poll.
+    let fake = CloudFrontFake::start("EAUTH00000003", Duration::from_secs(600)).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let path = data.path().join("cdnsign.toml");
+    let write = |token: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace_seconds = 1
+[metrics]
+listen = ""
+[purge]
+data_dir = "{data}"
+poll_interval_ms = 50
+watch_interval_ms = 50
+coalesce_window_ms = 0
+[[clients]]
+name = "site-publisher"
+token_sha256 = "{hash}"
+purge_targets = ["site"]
+[[targets]]
+name = "site"
+provider = "cloudfront"
+distribution_id = "EAUTH00000003"
+endpoint = "{endpoint}"
+"#,
+                data = data.path().display(),
+                hash = hash(token),
+                endpoint = fake.endpoint,
+            ),
+        )
+        .expect("write config");
+    };
+    write(SITE_TOKEN);
+    let config = cdnsign::config::Config::load(Some(&path)).expect("config");
+    let server =
+        cdnsign::server::Server::bind_with(config, aws_credentials("AKIDAUTH", "auth-secret"))
+            .await
+            .expect("bind");
+    let live = server.live();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    let mut client = PurgerClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let accepted = client
+        .purge(request(purge("site", 2), Some(SITE_TOKEN)))
+        .await
+        .expect("purge")
+        .into_inner();
+    let mut watch = request(
+        WatchPurgeRequest {
+            purge_id: accepted.purge_id.clone(),
+        },
+        Some(SITE_TOKEN),
+    );
+    watch.set_timeout(Duration::from_secs(30));
+    let mut updates = client.watch_purge(watch).await.expect("watch").into_inner();
+    let first = updates.message().await.expect("first").expect("an update");
+    assert_eq!(first.purge_id, accepted.purge_id);
+
+    write("a-rotated-token-TEST-ONLY-0123456789");
+    live.reload().expect("reload");
+    // Updates already read before the reload may come first; the refusal ends the stream
+    // within a few watch intervals (bounded: 100 messages, the request's 30 s deadline).
+    let mut refused = None;
+    for _ in 0..100 {
+        match updates.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+    }
+    let status = refused.expect("the watch is refused after the reload, not ended as OK");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("reloaded"), "{status:?}");
+    let _ = stop.send(());
+    task.await.expect("task").expect("stop");
+}

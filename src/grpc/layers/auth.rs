@@ -1,5 +1,6 @@
 //! [`AuthLayer`]: resolves the [`Caller`] of every call from the configuration in force at
-//! that moment (a reload that revokes a token refuses it from the next call on).
+//! that moment (a reload that revokes a token refuses it from the next call on), and
+//! [`reauthenticate`]: the same for each message of a stream that is already open.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -8,7 +9,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use super::{BoxFuture, take_ready};
-use crate::auth::{AUDIT_TARGET, is_public};
+use crate::auth::{AUDIT_TARGET, AuthError, Caller, Credentials, is_public};
 use crate::conn::Peer;
 use crate::live::LiveConfig;
 
@@ -67,29 +68,54 @@ where
             .extensions()
             .get::<Peer>()
             .and_then(|p| p.certificate.clone());
+        let credentials = Credentials::new(req.headers().get(http::header::AUTHORIZATION), cert);
         let live = self.live.snapshot();
-        match live.auth.authenticate(
-            req.headers().get(http::header::AUTHORIZATION),
-            cert.as_deref(),
-        ) {
+        match credentials.authenticate(&live.auth) {
             Ok(caller) => {
                 tracing::Span::current().record("client", caller.name());
                 req.extensions_mut().insert(caller);
+                req.extensions_mut().insert(credentials);
                 Box::pin(inner.call(req))
             }
             Err(e) => {
-                metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => e.label())
-                    .increment(1);
-                tracing::warn!(
-                    target: AUDIT_TARGET,
-                    event = "unauthenticated",
-                    method = req.uri().path(),
-                    reason = e.label(),
-                    "call refused: no valid identity"
-                );
+                refused(e, req.uri().path(), "call refused: no valid identity");
                 let status = tonic::Status::unauthenticated(e.to_string());
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
     }
+}
+
+/// Authenticates a call that is still open (a stream's next message) again, against the
+/// configuration in force now: a reload that revoked its token, or removed its client,
+/// ends it with `UNAUTHENTICATED`, counted and audited as a refused call is. A client whose
+/// grant changed gets the new grant.
+pub fn reauthenticate(
+    live: &LiveConfig,
+    credentials: &Credentials,
+    method: &str,
+) -> Result<Caller, tonic::Status> {
+    credentials
+        .authenticate(&live.snapshot().auth)
+        .map_err(|e| {
+            refused(
+                e,
+                method,
+                "open stream refused: its credentials are no longer valid after a reload",
+            );
+            tonic::Status::unauthenticated(format!(
+                "{e} (the configuration was reloaded while this stream was open)"
+            ))
+        })
+}
+
+fn refused(e: AuthError, method: &str, message: &'static str) {
+    metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => e.label()).increment(1);
+    tracing::warn!(
+        target: AUDIT_TARGET,
+        event = "unauthenticated",
+        method,
+        reason = e.label(),
+        "{message}"
+    );
 }
