@@ -1,4 +1,4 @@
-//! Playlist reader and rewriter: `playlist::parse` (HLS line scanner, DASH via quick-xml),
+//! Playlist reader and rewriter: `playlist::parse_bounded` (HLS line scanner, DASH via quick-xml),
 //! `Parsed::check_mode`, `Plan::new` (with and without the fuzz client's grant) and
 //! `Plan::finish` with stand-in signed items (no crypto: this target is about text).
 //!
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(rest);
     let base = BASES[usize::from(selector & 3)];
     let mode = [Mode::PerUri, Mode::SharedPolicy, Mode::Cookies][usize::from(selector >> 2) % 3];
-    let Ok(parsed) = playlist::parse(&text, base, 1 << 20) else {
+    let Ok(parsed) = playlist::parse_bounded(&text, base, 1 << 20, 10_000) else {
         return;
     };
     let mut at = 0;

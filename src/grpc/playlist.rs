@@ -97,10 +97,11 @@ impl SignerService {
         // Reading an 8 MiB playlist is CPU work: on the pool, not on this worker.
         let text = std::mem::take(&mut req.playlist);
         let base_url = std::mem::take(&mut req.base_url);
+        let max_urls = call.limits.max_batch;
         let ((text, parsed), _) = self
             .pool
             .run(move |_| {
-                let parsed = playlist::parse(&text, &base_url, max_bytes);
+                let parsed = playlist::parse_bounded(&text, &base_url, max_bytes, max_urls);
                 (text, parsed)
             })
             .await

@@ -164,6 +164,7 @@ impl From<PlaylistError> for Status {
         let field: Option<&str> = match &e {
             PlaylistError::TooLarge { .. }
             | PlaylistError::TooManyUris { .. }
+            | PlaylistError::TooManyUrls { .. }
             | PlaylistError::UnknownFormat
             | PlaylistError::Malformed { .. } => Some("playlist"),
             PlaylistError::Invalid { field, .. } => Some(field),

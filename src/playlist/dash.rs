@@ -16,6 +16,7 @@
 //! several URLs.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
@@ -143,8 +144,11 @@ fn read_value(at: usize, raw: &str) -> (std::ops::Range<usize>, Result<String, S
     (span, value)
 }
 
-/// Finds every URI of an MPD, resolved against `base`.
-pub fn scan(text: &str, base: &Url) -> Result<Vec<Found>, PlaylistError> {
+/// Finds every URI of an MPD, resolved against `base`. A URI above the Representations
+/// stands for one URL per Representation; when the URIs would resolve to more than
+/// `max_urls` URLs in all, the MPD is refused before they are resolved (so a small MPD
+/// cannot make a URI for each of many thousand `BaseURL`s: URIs times Representations).
+pub fn scan(text: &str, base: &Url, max_urls: usize) -> Result<Vec<Found>, PlaylistError> {
     let lines = Lines::new(text);
     let mut reader = Reader::from_str(text);
     let mut elems: Vec<Elem> = Vec::new();
@@ -212,7 +216,7 @@ pub fn scan(text: &str, base: &Url) -> Result<Vec<Found>, PlaylistError> {
             reason: "XML: the document ends inside an element".into(),
         });
     }
-    Ok(resolve_all(base, &elems, pending))
+    resolve_all(base, &elems, pending, max_urls)
 }
 
 /// The URI in the text of a `BaseURL` or `Location` element.
@@ -310,8 +314,14 @@ fn uri_attributes(
 }
 
 /// Resolves every pending URI through the `BaseURL` hierarchy. `Target::Other` on a
-/// pending URI means "not resolved yet"; `Broken` stays broken.
-fn resolve_all(base: &Url, elems: &[Elem], pending: Vec<Pending>) -> Vec<Found> {
+/// pending URI means "not resolved yet"; `Broken` stays broken. Refuses, before making
+/// them, more than `max_urls` URLs in all.
+fn resolve_all(
+    base: &Url,
+    elems: &[Elem],
+    pending: Vec<Pending>,
+    max_urls: usize,
+) -> Result<Vec<Found>, PlaylistError> {
     // chain[i]: the base URL in force inside element i (after its own BaseURL).
     let mut chain: Vec<Url> = Vec::with_capacity(elems.len());
     // Representations under each element.
@@ -333,6 +343,9 @@ fn resolve_all(base: &Url, elems: &[Elem], pending: Vec<Pending>) -> Vec<Found> 
         }
     }
     let mut out = Vec::with_capacity(pending.len());
+    // URLs the URIs may still resolve to.
+    let mut budget = max_urls;
+    let too_many = || PlaylistError::TooManyUrls { max: max_urls };
     for p in pending {
         let mut found = p.found;
         if matches!(found.target, Target::Broken(_)) {
@@ -357,6 +370,9 @@ fn resolve_all(base: &Url, elems: &[Elem], pending: Vec<Pending>) -> Vec<Found> 
                     }
                 }
                 let users = &reps[owner];
+                if users.len() > budget {
+                    return Err(too_many());
+                }
                 if users.is_empty() {
                     vec![&chain[owner]]
                 } else {
@@ -369,19 +385,23 @@ fn resolve_all(base: &Url, elems: &[Elem], pending: Vec<Pending>) -> Vec<Found> 
             _ => TemplateKind::None,
         };
         found.target = resolve_many(&bases, &found.written, kind);
+        if let Target::Http(r) = &found.target {
+            budget = budget.checked_sub(r.urls.len()).ok_or_else(too_many)?;
+        }
         out.push(found);
     }
-    out
+    Ok(out)
 }
 
 fn resolve_many(bases: &[&Url], written: &str, kind: TemplateKind) -> Target {
     let mut urls: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     let mut other = false;
     for b in bases {
         match resolve_as(b, written, kind) {
             Target::Http(r) => {
                 for u in r.urls {
-                    if !urls.contains(&u) {
+                    if seen.insert(u.clone()) {
                         urls.push(u);
                     }
                 }

@@ -142,3 +142,49 @@ fn broken_uris_are_per_uri_errors() {
     assert!(out.errors[0].kind.to_string().contains("quoted-string"));
     assert!(out.errors[2].kind.to_string().contains("fragment"));
 }
+
+/// An AdaptationSet's SegmentList stands for one URL per Representation: a small MPD with
+/// many of both would make URIs times Representations URLs. Past the limit it is refused
+/// before they are made; at the limit it reads.
+#[test]
+fn a_dash_mpd_resolving_to_more_urls_than_the_limit_is_refused() {
+    let mpd = |segments: usize, reps: usize| {
+        let mut t = String::from(
+            "<?xml version=\"1.0\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\">\n<Period>\n<AdaptationSet>\n<SegmentList>\n",
+        );
+        for i in 0..segments {
+            t.push_str(&format!("<SegmentURL media=\"seg-{i}.m4s\"/>\n"));
+        }
+        t.push_str("</SegmentList>\n");
+        for r in 0..reps {
+            t.push_str(&format!(
+                "<Representation id=\"{r}\"><BaseURL>r{r}/</BaseURL></Representation>\n"
+            ));
+        }
+        t.push_str("</AdaptationSet>\n</Period>\n</MPD>\n");
+        t
+    };
+    let base = "https://d111111abcdef8.cloudfront.net/dash/manifest.mpd";
+    let text = mpd(20, 50);
+    let e = parse_bounded(&text, base, 1 << 20, 999).expect_err("1,000 URLs over 999");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.to_string()
+            .contains("more than 999 URLs (the signing.max_batch limit)"),
+        "{e}"
+    );
+    // More Representations under one URI than the limit: refused before resolving it.
+    let e = parse_bounded(&mpd(1, 50), base, 1 << 20, 10).expect_err("50 over 10");
+    assert!(matches!(e, PlaylistError::TooManyUrls { max: 10 }), "{e}");
+    let parsed = parse_bounded(&text, base, 1 << 20, 1_000).expect("1,000 URLs at 1,000");
+    assert_eq!(parsed.uri_count(), 20);
+    let urls: usize = parsed
+        .found
+        .iter()
+        .map(|f| match &f.target {
+            Target::Http(r) => r.urls.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(urls, 1_000);
+}

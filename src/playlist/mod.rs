@@ -108,6 +108,16 @@ pub enum PlaylistError {
         /// The limit.
         max: usize,
     },
+    /// A DASH MPD whose URIs resolve, one URL per Representation, to more URLs than
+    /// `[signing] max_batch`.
+    #[error(
+        "playlist: its URIs resolve, through the Representations' BaseURLs, to more than \
+         {max} URLs (the signing.max_batch limit)"
+    )]
+    TooManyUrls {
+        /// The limit.
+        max: usize,
+    },
     /// Neither HLS nor DASH.
     #[error(
         "playlist: neither an HLS playlist (first line #EXTM3U) nor a DASH MPD (root element <MPD>)"
@@ -158,6 +168,7 @@ impl PlaylistError {
         match self {
             PlaylistError::TooLarge { .. }
             | PlaylistError::TooManyUris { .. }
+            | PlaylistError::TooManyUrls { .. }
             | PlaylistError::UnknownFormat
             | PlaylistError::Malformed { .. }
             | PlaylistError::Invalid { .. }
@@ -210,8 +221,21 @@ impl Parsed {
 }
 
 /// Reads a playlist: size limit, format, every URI with where it is written and what it
-/// resolves to. `base_url` is where the playlist is served.
+/// resolves to. `base_url` is where the playlist is served. For input from elsewhere, use
+/// [`parse_bounded`], which also bounds what a DASH MPD's URIs resolve to.
 pub fn parse(text: &str, base_url: &str, max_bytes: usize) -> Result<Parsed, PlaylistError> {
+    parse_bounded(text, base_url, max_bytes, usize::MAX)
+}
+
+/// [`parse`], refusing a DASH MPD whose URIs would resolve to more than `max_urls` URLs
+/// (a URI above the Representations stands for one per Representation):
+/// [`PlaylistError::TooManyUrls`], found before that many are made.
+pub fn parse_bounded(
+    text: &str,
+    base_url: &str,
+    max_bytes: usize,
+    max_urls: usize,
+) -> Result<Parsed, PlaylistError> {
     if text.len() > max_bytes {
         return Err(PlaylistError::TooLarge {
             bytes: text.len(),
@@ -222,7 +246,7 @@ pub fn parse(text: &str, base_url: &str, max_bytes: usize) -> Result<Parsed, Pla
     let (format, found) = if hls::is_hls(text) {
         hls::scan(text, &base)?
     } else if dash::is_mpd(text) {
-        (Format::Dash, dash::scan(text, &base)?)
+        (Format::Dash, dash::scan(text, &base, max_urls)?)
     } else {
         return Err(PlaylistError::UnknownFormat);
     };

@@ -284,6 +284,19 @@ async fn whole_request_errors_name_the_limit_or_the_fix() {
             .await,
         "6 URIs exceeds the signing.max_batch limit of 5",
     );
+    // Two URIs for three Representations each: 6 URLs over the limit of 5, refused
+    // before they are resolved (URIs times Representations is what a small MPD can make).
+    let mpd = "<?xml version=\"1.0\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\"><Period><AdaptationSet>\
+        <SegmentList><SegmentURL media=\"a.m4s\"/><SegmentURL media=\"b.m4s\"/></SegmentList>\
+        <Representation id=\"1\"><BaseURL>1/</BaseURL></Representation>\
+        <Representation id=\"2\"><BaseURL>2/</BaseURL></Representation>\
+        <Representation id=\"3\"><BaseURL>3/</BaseURL></Representation>\
+        </AdaptationSet></Period></MPD>\n";
+    expect(
+        c.sign_playlist(request(mpd, &base, PlaylistMode::SharedPolicy, None))
+            .await,
+        "to more than 5 URLs (the signing.max_batch limit)",
+    );
     let template = fixture("ffmpeg/dash-template.mpd");
     expect(
         c.sign_playlist(request(&template, &base, PlaylistMode::PerUri, None))
