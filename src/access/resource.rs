@@ -10,8 +10,9 @@
 //! Because the comparison is literal, text whose meaning differs between readers is refused
 //! before any grant is consulted:
 //! - a dot segment (`.` or `..`, literal or percent-encoded in any case, alone or with
-//!   wildcards that can make one) anywhere in the path ([`find_dot_segment`]): CloudFront,
-//!   browsers and S3 disagree on what it means;
+//!   wildcards that can make one, also followed by `;` path parameters: `..;x`) anywhere
+//!   in the path ([`find_dot_segment`]): CloudFront, browsers and S3 disagree on what it
+//!   means, and Tomcat, Jetty and Spring origins drop `;x` and then resolve the `..`;
 //! - for a grant, `%2F` or `%5C` in the path ([`has_encoded_separator`]): an origin that
 //!   decodes them sees separators the prefix check did not.
 
@@ -72,9 +73,10 @@ impl fmt::Display for DotSegment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "path has the dot segment {:?}; '.' and '..' segments (also percent-encoded, or \
-             made by wildcards) are refused because CloudFront, browsers and origins resolve \
-             them differently",
+            "path has the dot segment {:?}; '.' and '..' segments (also percent-encoded, \
+             followed by ';' parameters, or made by wildcards) are refused because CloudFront, \
+             browsers and origins resolve them differently (origins such as Tomcat, Jetty and \
+             Spring read '..;x' as '..')",
             self.0
         )
     }
@@ -83,6 +85,11 @@ impl fmt::Display for DotSegment {
 /// Finds a segment of the path that is, or with its wildcards can be, `.` or `..`:
 /// after decoding `%2e`/`%2E`, a segment made only of dots and wildcards (`*`, `?` in a
 /// pattern) with one or two dots. `...` (a name) and `a.b` pass.
+///
+/// The segment is read up to its first `;` (or `%3B`, any case): origins that take
+/// `;params` off a segment before resolving dot segments (Tomcat, Jetty, Spring) read
+/// `..;x` as `..` although CloudFront passes it on as it is. In a pattern a wildcard can
+/// also be that `;`, so `..?x` is refused as well. `a;b` and `file;v=1.ts` pass.
 pub fn find_dot_segment(text: &str, kind: TextKind) -> Option<DotSegment> {
     path_of(text, kind)
         .split('/')
@@ -92,23 +99,33 @@ pub fn find_dot_segment(text: &str, kind: TextKind) -> Option<DotSegment> {
 
 fn is_dot_segment(segment: &str, kind: TextKind) -> bool {
     let bytes = segment.as_bytes();
+    let escape = |i: usize, hex: &[u8; 2]| {
+        bytes
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.eq_ignore_ascii_case(hex))
+    };
+    // Wildcards alone (`*`) are not a dot segment; with one or two dots they can make one.
     let (mut dots, mut i) = (0usize, 0usize);
     while i < bytes.len() {
         match bytes[i] {
             b'.' => dots += 1,
-            b'%' if bytes
-                .get(i + 1..i + 3)
-                .is_some_and(|h| h.eq_ignore_ascii_case(b"2e")) =>
-            {
+            b'%' if escape(i, b"2e") => {
                 dots += 1;
                 i += 2;
             }
-            b'*' | b'?' if kind == TextKind::Pattern => {}
+            // Path parameters: what comes after is not part of the name an origin resolves.
+            b';' => break,
+            b'%' if escape(i, b"3b") => break,
+            // A wildcard can be a dot, nothing (`*`), or the `;` that ends the name here.
+            b'*' | b'?' if kind == TextKind::Pattern => {
+                if (1..=2).contains(&dots) {
+                    return true;
+                }
+            }
             _ => return false,
         }
         i += 1;
     }
-    // Wildcards alone (`*`) are not a dot segment; with one or two dots they can make one.
     (1..=2).contains(&dots)
 }
 
@@ -277,6 +294,85 @@ mod tests {
         ] {
             assert_eq!(find_dot_segment(text, kind), None, "{text}");
         }
+    }
+
+    /// `..;x` is `..` to an origin that strips `;` path parameters before resolving dot
+    /// segments (Tomcat, Jetty, Spring), so it is refused wherever `..` is.
+    #[test]
+    fn path_parameters_do_not_hide_dot_segments() {
+        for kind in [TextKind::Url, TextKind::Pattern] {
+            for text in [
+                "https://d111111abcdef8.cloudfront.net/hls/..;/private/x.ts",
+                "https://d111111abcdef8.cloudfront.net/hls/%2e%2e%3b/private/x.ts",
+                "https://d111111abcdef8.cloudfront.net/hls/%2E%2E%3B/private/x.ts",
+                "https://d/hls/.;x/a",
+                "https://d/hls/..;jsessionid=1/a",
+                "https://d/hls/%2e%2e;/a",
+                "https://d/hls/.%2e%3b/a",
+                "https://d/hls/..%3Bx=1/a",
+                "https://d/hls/..;",
+                "https://d/hls/.;",
+                "https://d/hls/..;a;b/x",
+                "https://d/hls/..;%2F/x",
+                "..;/x",
+            ] {
+                let dot = find_dot_segment(text, kind);
+                assert!(dot.is_some(), "{text} ({kind:?})");
+                let message = dot.map(|d| d.to_string()).unwrap_or_default();
+                assert!(message.contains("dot segment"), "{message}");
+                assert!(message.contains("';'"), "{message}");
+            }
+            for text in [
+                "https://d/hls/a;b/x",
+                "https://d/hls/file;v=1.ts",
+                "https://d/hls/;/x",
+                "https://d/hls/;..",
+                "https://d/hls/...;x/y",
+                "https://d/hls/a..;/y",
+                "https://d/hls/a%3b../y",
+                "https://d/hls/%2e%2e%2e%3b/y",
+                "https://d/hls/.x;y/z",
+            ] {
+                assert_eq!(find_dot_segment(text, kind), None, "{text} ({kind:?})");
+            }
+        }
+        // In a pattern a wildcard can stand for the ';' as well as for a dot.
+        for text in [
+            "https://d/hls/..;/private/*",
+            "https://d/hls/..?x/private/*",
+            "https://d/hls/..*x/private/*",
+            "https://d/hls/.?jsessionid=1/a",
+            "https://d/hls/?.?x/a",
+            "https://d/hls/.*;x/a",
+        ] {
+            assert!(
+                find_dot_segment(text, TextKind::Pattern).is_some(),
+                "{text}"
+            );
+        }
+        for text in [
+            "https://d/hls/a;b/*",
+            "https://d/hls/file;v=*.ts",
+            "https://d/hls/*;v=1/x",
+            "https://d/hls/seg?.ts;v=1",
+            "https://d/hls/*.ts",
+        ] {
+            assert_eq!(find_dot_segment(text, TextKind::Pattern), None, "{text}");
+        }
+        // After the query a URL's ';' is the query's business.
+        assert_eq!(
+            find_dot_segment("https://d/hls/x.ts?a=..;/b", TextKind::Url),
+            None
+        );
+    }
+
+    #[test]
+    fn a_grant_prefix_with_a_path_parameter_dot_segment_is_refused() {
+        assert!(matches!(
+            Prefix::parse("https://d/hls/..;/private/"),
+            Err(PrefixError::DotSegment(_))
+        ));
+        assert!(Prefix::parse("https://d/hls;v=1/").is_ok());
     }
 
     fn prefix() -> Prefix {

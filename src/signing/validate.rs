@@ -212,15 +212,21 @@ pub fn prepare(
         }
     };
 
-    if let Some(grant) = &ctx.grant {
-        check_grant(grant, &key, &url, resource.as_deref())?;
-    }
-
     let custom = spec.custom_policy
         || ctx.custom_policy
         || resource.is_some()
         || not_before.is_some()
         || ip.is_some();
+    // With no policy_resource a custom policy's Resource is the URL itself, where `*` and
+    // `?` are wildcards and the query is path: it must pass the pattern rules as well.
+    let url_is_resource = custom && resource.is_none();
+    if url_is_resource && let Some(dot) = find_dot_segment(&url, TextKind::Pattern) {
+        return Err(invalid(Field::Url, format!("{URL_AS_RESOURCE}: {dot}")));
+    }
+
+    if let Some(grant) = &ctx.grant {
+        check_grant(grant, &key, &url, resource.as_deref(), url_is_resource)?;
+    }
 
     let policy = if custom {
         PolicySpec {
@@ -243,13 +249,20 @@ pub fn prepare(
     })
 }
 
+/// Why a URL is also read as a pattern (see [`prepare`]).
+const URL_AS_RESOURCE: &str = "becomes the custom policy's Resource (custom_policy, not_before \
+     or ip_range is set and policy_resource is not), in which '*' and '?' are wildcards and \
+     the query is read as path";
+
 /// The caller may use this key, and both the URL and the policy resource, exactly as they
-/// will be signed, lie under one of its URL prefixes ([`Grant::covers`]).
+/// will be signed, lie under one of its URL prefixes ([`Grant::covers`]). A URL that is
+/// also the policy's Resource (`url_is_resource`) must be covered read as a pattern too.
 fn check_grant(
     grant: &Grant,
     key: &SigningKey,
     url: &str,
     resource: Option<&str>,
+    url_is_resource: bool,
 ) -> Result<(), SignError> {
     let denied = |field, reason: String| SignError::Denied { field, reason };
     if !grant.allows_key(key.id()) {
@@ -261,6 +274,11 @@ fn check_grant(
     grant
         .covers(url, TextKind::Url)
         .map_err(|d| denied(Field::Url, d.to_string()))?;
+    if url_is_resource {
+        grant
+            .covers(url, TextKind::Pattern)
+            .map_err(|d| denied(Field::Url, format!("{URL_AS_RESOURCE}: {d}")))?;
+    }
     if let Some(r) = resource {
         grant
             .covers(r, TextKind::Pattern)
@@ -286,3 +304,6 @@ fn check_resource_scheme(resource: &str) -> Result<(), SignError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -276,10 +276,12 @@ def run_escapes(report, channel, pb, pb_grpc, args) -> None:
     cases = [e for e in fixture["escapes"] if granted or e["code"] == "INVALID_ARGUMENT"]
     items = []
     for i, e in enumerate(cases):
+        # custom_policy / ip_range make a url with no policy_resource the custom Resource.
+        extra = {"custom_policy": e.get("custom_policy", False), "ip_range": e.get("ip_range", "")}
         if e["field"] == "url":
-            items.append(pb.SignItem(url=e["text"]))
+            items.append(pb.SignItem(url=e["text"], **extra))
         else:
-            items.append(pb.SignItem(url=f"{prefix}ok/{i}.ts", policy_resource=e["text"]))
+            items.append(pb.SignItem(url=f"{prefix}ok/{i}.ts", policy_resource=e["text"], **extra))
     items.append(pb.SignItem(url=f"{prefix}a/in-prefix.ts"))
     items.append(pb.SignItem(url=f"{prefix}a/seg.ts", policy_resource=f"{prefix}a/*"))
 

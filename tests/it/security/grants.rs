@@ -62,6 +62,12 @@ struct Escape {
     field: String,
     text: String,
     code: String,
+    /// Sent with `custom_policy` (a url then becomes the policy's Resource).
+    #[serde(default)]
+    custom_policy: bool,
+    /// Sent with this `ip_range` (which also makes the policy custom).
+    #[serde(default)]
+    ip_range: String,
 }
 
 fn escapes() -> Vec<Escape> {
@@ -79,7 +85,7 @@ fn escapes() -> Vec<Escape> {
 
 impl Escape {
     fn item(&self, i: usize) -> SignItem {
-        match self.field.as_str() {
+        let item = match self.field.as_str() {
             "url" => url(&self.text),
             "policy_resource" => SignItem {
                 url: format!("{PREFIX}ok/{i}.ts"),
@@ -87,6 +93,11 @@ impl Escape {
                 ..SignItem::default()
             },
             other => panic!("fixture field {other}"),
+        };
+        SignItem {
+            custom_policy: self.custom_policy,
+            ip_range: self.ip_range.clone(),
+            ..item
         }
     }
 
@@ -95,7 +106,8 @@ impl Escape {
     }
 }
 
-/// The escapes, then one in-prefix URL and one in-prefix wildcard that must sign.
+/// The escapes, then in-prefix items that must sign: a URL, a wildcard resource, and URLs
+/// with a query and a `;` parameter that become a custom policy's Resource.
 fn escape_items() -> (Vec<SignItem>, Vec<Option<item_error::Code>>) {
     let all = escapes();
     let mut items: Vec<SignItem> = all.iter().enumerate().map(|(i, e)| e.item(i)).collect();
@@ -106,7 +118,17 @@ fn escape_items() -> (Vec<SignItem>, Vec<Option<item_error::Code>>) {
         policy_resource: format!("{PREFIX}a/*"),
         ..SignItem::default()
     });
-    want.extend([None, None]);
+    items.push(SignItem {
+        url: format!("{PREFIX}a/seg3.ts?x=1&next=../y"),
+        custom_policy: true,
+        ..SignItem::default()
+    });
+    items.push(SignItem {
+        url: format!("{PREFIX}a/seg4;v=1.ts?x=1"),
+        ip_range: "192.0.2.0/24".into(),
+        ..SignItem::default()
+    });
+    want.extend([None, None, None, None]);
     (items, want)
 }
 
