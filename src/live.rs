@@ -210,6 +210,28 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     out
 }
 
+/// Puts back into `new` the settings [`restart_needed`] names, as `old` has them: they are
+/// what the process still runs with, so the summary, `check-config`'s view of the live
+/// config and the next reload's comparison see the values in force (a second reload of the
+/// same edit warns again).
+fn keep_restart_only(old: &Live, new: &mut Live) {
+    let (was, now) = (&old.config, &mut new.config);
+    now.server.listen = was.server.listen;
+    now.server.max_concurrent_requests = was.server.max_concurrent_requests;
+    if was.server.tls.is_some() != now.server.tls.is_some() {
+        now.server.tls.clone_from(&was.server.tls);
+        new.tls.clone_from(&old.tls);
+    }
+    now.server.max_connection_age_seconds = was.server.max_connection_age_seconds;
+    now.server.max_connection_age_grace_seconds = was.server.max_connection_age_grace_seconds;
+    now.metrics.listen = was.metrics.listen;
+    now.signing.threads = was.signing.threads;
+    now.signing.multibuffer_flush_us = was.signing.multibuffer_flush_us;
+    now.log.clone_from(&was.log);
+    now.purge.clone_from(&was.purge);
+    now.targets.clone_from(&was.targets);
+}
+
 /// Compares config sections through their serialised form.
 fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
     serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
@@ -254,8 +276,9 @@ impl LiveConfig {
         let old = self.snapshot();
         let built = Live::load(old.config.source.path(), Some(&old));
         match built {
-            Ok(live) => {
+            Ok(mut live) => {
                 let restart = restart_needed(&old.config, &live.config);
+                keep_restart_only(&old, &mut live);
                 if !restart.is_empty() {
                     tracing::warn!(
                         settings = %restart.join(", "),
@@ -325,6 +348,41 @@ mod tests {
         b.signing.max_batch = 5;
         b.purge.max_paths = 1;
         assert_eq!(restart_needed(&a, &b), ["server.listen", "[purge]"]);
+    }
+
+    #[test]
+    fn a_reload_keeps_restart_only_settings_as_they_run_and_names_them_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("cdnsign.toml");
+        let key =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dev-keys/TEST-ONLY-cloudfront.pem");
+        let write = |listen: &str, max_batch: usize| {
+            std::fs::write(
+                &path,
+                format!(
+                    "[server]\nallow_unauthenticated = true\nlisten = \"{listen}\"\n[metrics]\nlisten = \"\"\n[signing]\nmax_batch = {max_batch}\n[[keys]]\nid = \"K1\"\npath = \"{}\"\n",
+                    key.display()
+                ),
+            )
+            .expect("write");
+        };
+        write("127.0.0.1:7001", 100);
+        let live = LiveConfig::new(Live::load(Some(&path), None).expect("load"));
+        write("127.0.0.1:7002", 200);
+        live.reload().expect("reload");
+        let now = live.snapshot();
+        assert_eq!(now.config.signing.max_batch, 200, "reloadable: applied");
+        assert_eq!(
+            now.config.server.listen,
+            "127.0.0.1:7001".parse().expect("addr"),
+            "restart-only: the value the process runs with"
+        );
+        // Reloading the same edit again still names the setting that needs a restart.
+        let again = Live::load(Some(&path), Some(&now)).expect("load");
+        assert_eq!(
+            restart_needed(&now.config, &again.config),
+            ["server.listen"]
+        );
     }
 
     #[test]
