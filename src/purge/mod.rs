@@ -332,7 +332,16 @@ impl Purger {
         // stored either way and whichever replica holds a queue sends it.
         let mut report = self.scheduler.kick(&queues, deadline).await;
         self.scheduler.wake();
-        let record = store.get(&record.id).await?.unwrap_or(record);
+        // The purge is stored: from here the answer names it, whatever the read gives. A
+        // read that fails answers with the record as inserted (never UNAVAILABLE, which
+        // says nothing was stored: a caller retrying without a key would purge twice).
+        let record = match store.get(&record.id).await {
+            Ok(found) => found.unwrap_or(record),
+            Err(e) => {
+                tracing::warn!(error = %e, purge_id = %record.id, "purge stored, but reading it back failed; answering with it as stored");
+                record
+            }
+        };
         // Every job failed on its first try with a non-retryable error: say so.
         if record.wholly_failed()
             && let Some(e) = report.failures.remove(&record.id)

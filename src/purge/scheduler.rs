@@ -2,7 +2,8 @@
 //!
 //! Jobs form one queue per provider resource (a CloudFront distribution, an Aliyun domain).
 //! A replica works a queue only while it holds the queue's lease in the store: the main
-//! loop ([`Scheduler::run`]) claims queues whose lease is free or expired, and runs a worker
+//! loop ([`Scheduler::run`]) claims queues of its own `[[targets]]` whose lease is free or
+//! expired (a queue of a target this replica lacks is left to one that has it), and runs a worker
 //! task for each; the worker renews the lease while it works and gives it up when the
 //! queue is empty. A replica that dies stops renewing, its leases expire after
 //! `[purge] lease_seconds`, and another replica's loop claims them and finishes the work.
@@ -96,6 +97,11 @@ impl Providers {
 
     fn queue(&self, q: &QueueKey) -> Option<&Arc<dyn Provider>> {
         self.by_queue.get(q)
+    }
+
+    /// Every queue this replica has a provider for: the only ones it claims.
+    fn queues(&self) -> impl Iterator<Item = &QueueKey> {
+        self.by_queue.keys()
     }
 }
 
@@ -215,9 +221,21 @@ impl Scheduler {
 
     async fn claim_free(self: &Arc<Self>, store: &Arc<dyn PurgeStore>) -> Result<(), StoreError> {
         for _ in 0..64 {
-            let held: Vec<QueueKey> = self.workers().keys().cloned().collect();
+            // Only queues this replica has a provider for (during a rollout another
+            // replica's config may have targets this one lacks: their jobs wait for it).
+            let among: Vec<QueueKey> = {
+                let workers = self.workers();
+                self.providers
+                    .queues()
+                    .filter(|q| !workers.contains_key(*q))
+                    .cloned()
+                    .collect()
+            };
+            if among.is_empty() {
+                return Ok(());
+            }
             let Some(lease) = store
-                .claim(&self.owner, now_ms(), self.lease_ms(), &held)
+                .claim(&self.owner, now_ms(), self.lease_ms(), &among)
                 .await?
             else {
                 return Ok(());
@@ -273,6 +291,12 @@ impl Scheduler {
         store: &Arc<dyn PurgeStore>,
         queue: &QueueKey,
     ) -> Option<PassReport> {
+        if self.providers.queue(queue).is_none() {
+            // Another replica's config has this target; this one's does not (a rollout,
+            // or a target removed here): its jobs wait for a replica that has it.
+            tracing::warn!(queue = %queue, "purge jobs wait for a replica configured with this queue's target; this replica has no [[targets]] entry for it");
+            return None;
+        }
         for _ in 0..2 {
             let (reply, rx) = oneshot::channel();
             let tx = Kick {

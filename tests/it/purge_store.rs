@@ -141,14 +141,23 @@ async fn contract(s: Arc<dyn PurgeStore>) {
             .expect("claim")
             .is_none()
     );
+    // A replica claims only queues it serves (has a [[targets]] entry for): one whose
+    // config lacks a queue never takes it, even when it is free.
+    assert!(
+        s.claim("r2", T0 + 1, LEASE, &[queue("E9")])
+            .await
+            .expect("claim")
+            .is_none(),
+        "E2 is free but r2 does not serve it"
+    );
     let other = s
-        .claim("r2", T0 + 1, LEASE, &[])
+        .claim("r2", T0 + 1, LEASE, &[queue("E1"), queue("E2")])
         .await
         .expect("claim")
         .expect("E2 is free");
     assert_eq!(other.queue, queue("E2"));
     assert!(
-        s.claim("r3", T0 + 2, LEASE, &[])
+        s.claim("r3", T0 + 2, LEASE, &[queue("E1"), queue("E2")])
             .await
             .expect("claim")
             .is_none(),
@@ -170,7 +179,7 @@ async fn contract(s: Arc<dyn PurgeStore>) {
     let l1 = s.renew(&l1, T0 + 10_000, LEASE).await.expect("renew");
     // Not renewed past its end: another replica may claim it, with a new epoch.
     let l2 = s
-        .claim("r2", l1.until_ms + 1, LEASE, &[queue("E2")])
+        .claim("r2", l1.until_ms + 1, LEASE, &[queue("E1")])
         .await
         .expect("claim")
         .expect("expired");
@@ -363,7 +372,7 @@ async fn the_embedded_store_survives_a_reopen_and_refuses_a_second_process() {
     }
     let s = EmbeddedStore::open(dir.path()).expect("reopen");
     let l = s
-        .claim("r", T0, LEASE, &[])
+        .claim("r", T0, LEASE, &[queue("E1")])
         .await
         .expect("claim")
         .expect("the unfinished job is queued again");

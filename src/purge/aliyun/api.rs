@@ -284,12 +284,12 @@ impl Aliyun {
             .and_then(|c| c.as_str())
             .unwrap_or("Unknown")
             .to_owned();
-        let mut message = json
-            .get("Message")
-            .and_then(|c| c.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        message.truncate(300);
+        let message = clip(
+            json.get("Message")
+                .and_then(|c| c.as_str())
+                .unwrap_or_default(),
+            MAX_MESSAGE_BYTES,
+        );
         let class = classify(&code, Some(status));
         Err(perr(action, &code, message, Some(status), class))
     }
@@ -308,7 +308,7 @@ impl Aliyun {
                 ],
             )
             .await?;
-        Ok(str_field(&json, "RefreshTaskId"))
+        task_id("RefreshObjectCaches", &json, "RefreshTaskId")
     }
 
     /// PushObjectCache (pre-warm); returns the task id(s).
@@ -316,7 +316,7 @@ impl Aliyun {
         let json = self
             .call("PushObjectCache", &[("ObjectPath", urls.join("\n"))])
             .await?;
-        Ok(str_field(&json, "PushTaskId"))
+        task_id("PushObjectCache", &json, "PushTaskId")
     }
 
     /// DescribeRefreshTaskById for up to 10 ids.
@@ -392,7 +392,7 @@ impl Aliyun {
                 ],
             )
             .await?;
-        Ok(str_field(&json, "RefreshTaskId"))
+        task_id("RefreshObjectCacheByCacheTag", &json, "RefreshTaskId")
     }
 
     /// DescribeRefreshQuota.
@@ -400,6 +400,40 @@ impl Aliyun {
         let json = self.call("DescribeRefreshQuota", &[]).await?;
         Ok(Quota::from_json(&json))
     }
+}
+
+/// Most bytes of an error `Message` kept (Aliyun's messages can be long, and Chinese).
+const MAX_MESSAGE_BYTES: usize = 300;
+
+/// `s` cut to at most `max` bytes, on a character boundary (never inside a multi-byte
+/// character).
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// The task id(s) of a refresh/push answer. A success answer without one (a body that is
+/// not JSON, no `field`) says nothing about whether the refresh was recorded: it is an
+/// unknown outcome, like a lost answer (class `Unavailable`), so the job is reconciled
+/// (looked up with DescribeRefreshTasks) and never taken as done.
+fn task_id(action: &str, json: &serde_json::Value, field: &str) -> Result<String, ProviderError> {
+    let id = str_field(json, field);
+    if id.trim().is_empty() {
+        return Err(perr(
+            action,
+            "NoTaskId",
+            format!("a success answer without {field}: the outcome is unknown"),
+            None,
+            ErrorClass::Unavailable,
+        ));
+    }
+    Ok(id)
 }
 
 /// A bounded metric label for an action name.
@@ -433,5 +467,36 @@ mod tests {
         assert!(!shown.contains("VerySecretValue123"), "{shown}");
         assert!(!shown.contains("LTAI5tExampleId"), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        // 3-byte characters: byte 300 falls inside one for a 1-byte prefix.
+        let message = format!("x{}", "刷新任务失败".repeat(30));
+        let cut = clip(&message, MAX_MESSAGE_BYTES);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES && message.starts_with(&cut));
+        assert_eq!(cut.len(), 298);
+        assert_eq!(clip("short", MAX_MESSAGE_BYTES), "short");
+    }
+
+    #[test]
+    fn a_success_answer_without_a_task_id_is_an_unknown_outcome() {
+        for json in [
+            serde_json::Value::Null,
+            serde_json::json!({"RequestId": "X"}),
+            serde_json::json!({"RefreshTaskId": ""}),
+        ] {
+            let e = task_id("RefreshObjectCaches", &json, "RefreshTaskId").expect_err("no id");
+            assert_eq!(e.class, ErrorClass::Unavailable, "{e}");
+        }
+        assert_eq!(
+            task_id(
+                "PushObjectCache",
+                &serde_json::json!({"PushTaskId": 7}),
+                "PushTaskId"
+            )
+            .expect("id"),
+            "7"
+        );
     }
 }

@@ -41,7 +41,8 @@ pub const MAX_TAGS_PER_CALL: usize = 100;
 
 /// Most pages of 100 tasks reconciliation reads.
 const RECONCILE_PAGES: u32 = 20;
-/// How far before the recorded send time reconciliation looks (clock differences).
+/// How far past now reconciliation's DescribeRefreshTasks window reaches (a clock of ours
+/// behind Aliyun's). The window starts at the second the job was marked `Sending`.
 const RECONCILE_SLACK_SECONDS: i64 = 120;
 
 /// Aliyun's daily refresh quotas reset at midnight China Standard Time (UTC+8).
@@ -260,7 +261,13 @@ impl Provider for AliyunProvider {
         job: &JobRecord,
         deadline: Instant,
     ) -> Result<Option<Submitted>, ProviderError> {
-        let start = job.sent_at_ms / 1000 - RECONCILE_SLACK_SECONDS;
+        // Only a task Aliyun created at or after the second the job was marked Sending can
+        // be its request: an earlier one (an earlier purge of the same URL) proves nothing
+        // about this one. CreationTime is Aliyun's clock at second resolution; with our
+        // clock ahead of Aliyun's the job's own task may be missed, and the job is then sent
+        // again (a second refresh of its URLs), never taken as done by an older task.
+        let sent = job.sent_at_ms.div_euclid(1000);
+        let start = sent;
         let end = now_ms() / 1000 + RECONCILE_SLACK_SECONDS;
         let object_type = Self::object_type(job.action);
         let (found, attempts) = retry(
@@ -275,11 +282,27 @@ impl Provider for AliyunProvider {
         .await;
         count_retries("DescribeRefreshTasks", attempts);
         let wanted: HashSet<&str> = job.request_paths().iter().map(String::as_str).collect();
-        let mut ids: Vec<String> = found?
-            .into_iter()
-            .filter(|t| wanted.contains(t.object_path.as_str()))
-            .map(|t| t.task_id)
-            .collect();
+        let mut covered: HashSet<String> = HashSet::new();
+        let mut ids: Vec<String> = Vec::new();
+        for t in found? {
+            if wanted.contains(t.object_path.as_str())
+                && t.creation_time.is_some_and(|created| created >= sent)
+            {
+                covered.insert(t.object_path);
+                ids.push(t.task_id);
+            }
+        }
+        if !ids.is_empty() && covered.len() < wanted.len() {
+            // A request is one task for all its URLs: some found and some not means the
+            // found ones are not (all) this request's. Sent again, as a whole.
+            tracing::warn!(
+                domain = %self.domain(),
+                found = covered.len(),
+                paths = wanted.len(),
+                "reconciling a lost refresh: Aliyun has tasks for only some of its URLs; sending it again"
+            );
+            return Ok(None);
+        }
         ids.sort();
         ids.dedup();
         Ok((!ids.is_empty()).then(|| Submitted {
@@ -341,8 +364,14 @@ const UNKNOWN_AFTER_MS: i64 = 10 * 60_000;
 
 /// A job's state from its tasks: COMPLETED only when every task id was seen, all
 /// `Complete`; a `Failed` (or timed-out, cancelled) task fails the job, naming its paths; a
-/// task no longer reported ends the job with a status that says so.
+/// task no longer reported ends the job with a status that says so. A job with no task id
+/// at all is never completed (nothing proves it was sent): its outcome is unknown.
 fn judge(ids: &[&str], tasks: &[TaskStatus], age_ms: i64) -> Polled {
+    if ids.is_empty() {
+        return Polled::Gone(
+            "Aliyun gave no task id for this request: its outcome is unknown".into(),
+        );
+    }
     let failed: Vec<&TaskStatus> = tasks
         .iter()
         .filter(|t| matches!(t.status.as_str(), "Failed" | "Timeout" | "Canceled"))
@@ -411,6 +440,7 @@ mod tests {
             process: String::new(),
             description: String::new(),
             object_path: path.into(),
+            creation_time: None,
         }
     }
 
@@ -450,6 +480,17 @@ mod tests {
             judge(&["1"], &[], 1_000),
             Polled::InProgress("Refreshing".into())
         );
+    }
+
+    #[test]
+    fn a_job_without_task_ids_is_never_completed() {
+        for age in [0, 1_000, UNKNOWN_AFTER_MS + 1] {
+            assert!(
+                matches!(judge(&[], &[], age), Polled::Gone(ref why) if why.contains("no task id")),
+                "{:?}",
+                judge(&[], &[], age)
+            );
+        }
     }
 
     #[test]

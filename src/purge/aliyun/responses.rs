@@ -14,6 +14,9 @@ pub struct TaskStatus {
     pub description: String,
     /// The URL or directory (DescribeRefreshTasks says; by-id lookups may not).
     pub object_path: String,
+    /// When Aliyun created the task (`CreationTime`, by its clock, unix seconds); `None`
+    /// when absent or not `YYYY-MM-DDTHH:MM:SSZ`.
+    pub creation_time: Option<i64>,
 }
 
 /// Remaining daily quota (DescribeRefreshQuota).
@@ -60,11 +63,49 @@ impl TaskStatus {
                         process: str_field(t, "Process"),
                         description: str_field(t, "Description"),
                         object_path: str_field(t, "ObjectPath"),
+                        creation_time: parse_time(&str_field(t, "CreationTime")),
                     })
                     .collect()
             })
             .unwrap_or_default()
     }
+}
+
+/// Unix seconds of a UTC time as Aliyun writes it, `2024-01-02T03:04:05Z` (fractional
+/// seconds, if any, are dropped); `None` for anything else.
+pub(super) fn parse_time(s: &str) -> Option<i64> {
+    let (main, rest) = (s.get(..19)?, s.get(19..)?);
+    let fraction = rest.strip_suffix('Z')?;
+    if !(fraction.is_empty()
+        || fraction.len() > 1
+            && fraction.starts_with('.')
+            && fraction[1..].bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let b = main.as_bytes();
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = main.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), 1970-01-01 = 0.
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3_600 + mm * 60 + ss)
 }
 
 /// An integer field, which Aliyun sends as a string or a number; 0 when absent or not a
@@ -128,7 +169,33 @@ mod tests {
         assert_eq!(tasks[1].status, "Failed");
         assert_eq!(tasks[1].description, "InternalError");
         assert_eq!(tasks[1].process, "");
+        assert_eq!(tasks[0].creation_time, None);
         assert!(TaskStatus::list_from(None).is_empty());
         assert!(TaskStatus::list_from(Some(&json!({"CDNTask": []}))).is_empty());
+    }
+
+    #[test]
+    fn creation_times_are_read_as_aliyun_writes_them() {
+        let tasks = TaskStatus::list_from(Some(&json!([
+            {"TaskId": "1", "CreationTime": "2026-01-02T03:04:05Z"},
+            {"TaskId": "2", "CreationTime": "2026-01-02T03:04:05.250Z"},
+            {"TaskId": "3", "CreationTime": "2026-01-02 03:04:05"},
+        ])));
+        let times: Vec<Option<i64>> = tasks.iter().map(|t| t.creation_time).collect();
+        assert_eq!(times, [Some(1_767_323_045), Some(1_767_323_045), None]);
+        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_time("2024-02-29T23:59:59Z"), Some(1_709_251_199));
+        for bad in [
+            "",
+            "2026-13-02T03:04:05Z",
+            "2026-01-02T03:04:05+08:00",
+            "2026-01-02T03:04:0xZ",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse_time(&crate::purge::aliyun::iso8601(1_767_323_045)),
+            Some(1_767_323_045)
+        );
     }
 }

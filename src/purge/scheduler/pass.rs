@@ -86,13 +86,10 @@ impl Scheduler {
             return Ok((false, report));
         }
         let Some(provider) = self.providers.queue(&lease.queue).cloned() else {
-            for qj in &mut jobs {
-                let before = qj.job.clone();
-                qj.job.state = JobState::Failed;
-                qj.job.detail = format!("{} is no longer configured in [[targets]]", lease.queue);
-                qj.job.updated_at_ms = now_ms();
-                self.save(store, lease, qj, &before).await?;
-            }
+            // Not a queue this replica serves (it never claims one; kept as a guard): its
+            // jobs are left untouched for a replica whose config has the target, and the
+            // lease is given up.
+            tracing::warn!(queue = %lease.queue, jobs = jobs.len(), "purge jobs wait for a replica configured with this queue's target; this replica has no [[targets]] entry for it");
             return Ok((false, report));
         };
         let deadline =

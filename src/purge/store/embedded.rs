@@ -243,12 +243,12 @@ impl PurgeStore for EmbeddedStore {
         owner: &str,
         now: i64,
         lease_ms: i64,
-        skip: &[QueueKey],
+        among: &[QueueKey],
     ) -> Result<Option<Lease>, StoreError> {
         // Memory only, but under the lock that writes hold across their fsync: off the
         // async workers like everything else here.
-        let (owner, skip) = (owner.to_owned(), skip.to_vec());
-        self.run(move |inner| Ok(inner.mem().claim(&owner, now, lease_ms, &skip)))
+        let (owner, among) = (owner.to_owned(), among.to_vec());
+        self.run(move |inner| Ok(inner.mem().claim(&owner, now, lease_ms, &among)))
             .await
     }
 

@@ -86,19 +86,18 @@ impl Mem {
         })
     }
 
-    /// Claims the first free queue (in queue order) that has unfinished jobs and is not in
-    /// `skip`.
+    /// Claims the first free queue (in queue order) of `among` that has unfinished jobs.
     pub(super) fn claim(
         &mut self,
         owner: &str,
         now: i64,
         lease_ms: i64,
-        skip: &[QueueKey],
+        among: &[QueueKey],
     ) -> Option<Lease> {
         let mut candidates: Vec<QueueKey> = self
             .queues
             .iter()
-            .filter(|(q, jobs)| !jobs.is_empty() && !skip.contains(q))
+            .filter(|(q, jobs)| !jobs.is_empty() && among.contains(q))
             .map(|(q, _)| q.clone())
             .collect();
         candidates.sort();
@@ -230,12 +229,18 @@ mod tests {
         mem.index(&purge(1, "p1", vec![job(ProviderKind::Cloudfront, "E1")]));
         let q = queue(ProviderKind::Cloudfront, "E1");
 
-        let a = mem.claim("a", 1_000, 100, &[]).expect("free queue");
+        let a = mem
+            .claim("a", 1_000, 100, std::slice::from_ref(&q))
+            .expect("free queue");
         assert_eq!(
             (a.queue.clone(), a.epoch, a.until_ms),
             (q.clone(), 1, 1_100)
         );
-        assert!(mem.claim("b", 1_099, 100, &[]).is_none(), "held until 1100");
+        assert!(
+            mem.claim("b", 1_099, 100, std::slice::from_ref(&q))
+                .is_none(),
+            "held until 1100"
+        );
         assert!(mem.claim_queue(&q, "b", 1_099, 100).is_none());
         mem.fence(&a).expect("a holds it");
 
@@ -251,9 +256,15 @@ mod tests {
 
         let b = mem.renew(b, 1_150, 100).expect("b renews");
         assert_eq!(b.until_ms, 1_250);
-        assert!(mem.claim("c", 1_200, 100, &[]).is_none(), "renewed");
+        assert!(
+            mem.claim("c", 1_200, 100, std::slice::from_ref(&q))
+                .is_none(),
+            "renewed"
+        );
         mem.release(&b);
-        let c = mem.claim("c", 1_200, 100, &[]).expect("released");
+        let c = mem
+            .claim("c", 1_200, 100, std::slice::from_ref(&q))
+            .expect("released");
         assert_eq!(c.epoch, 3);
     }
 
@@ -262,7 +273,8 @@ mod tests {
         let mut mem = Mem::default();
         let cf = queue(ProviderKind::Cloudfront, "E1");
         let ali = queue(ProviderKind::Aliyun, "cdn.example.com");
-        assert!(mem.claim("a", 0, 100, &[]).is_none(), "nothing to do");
+        let both = [cf.clone(), ali.clone()];
+        assert!(mem.claim("a", 0, 100, &both).is_none(), "nothing to do");
 
         let mut p2 = purge(
             2,
@@ -275,9 +287,13 @@ mod tests {
         mem.index(&p2);
         mem.index(&purge(1, "p1", vec![job(ProviderKind::Cloudfront, "E1")]));
 
+        assert!(
+            mem.claim("a", 0, 100, &[]).is_none(),
+            "a queue not among those served is never claimed"
+        );
         let lease = mem
-            .claim("a", 0, 100, std::slice::from_ref(&ali))
-            .expect("skips aliyun");
+            .claim("a", 0, 100, std::slice::from_ref(&cf))
+            .expect("only cloudfront is served");
         assert_eq!(lease.queue, cf);
         let entries = mem.queue_entries(&lease).expect("held");
         assert_eq!(entries, vec![(1, "p1".into(), 0), (2, "p2".into(), 0)]);

@@ -123,14 +123,16 @@ pub trait PurgeStore: Send + Sync + std::fmt::Debug {
         target: Option<&str>,
     ) -> Result<Vec<PurgeRecord>, StoreError>;
 
-    /// Claims one queue that has unfinished jobs and whose lease is free or expired at
-    /// `now`, skipping `skip`; `None` when there is none.
+    /// Claims one of `among` (the queues this replica serves and does not hold yet) that
+    /// has unfinished jobs and whose lease is free or expired at `now`; `None` when there
+    /// is none. A queue not in `among` is never claimed: a replica whose config lacks a
+    /// target leaves its queue to one that has it.
     async fn claim(
         &self,
         owner: &str,
         now: i64,
         lease_ms: i64,
-        skip: &[QueueKey],
+        among: &[QueueKey],
     ) -> Result<Option<Lease>, StoreError>;
 
     /// Claims `queue` if it has unfinished jobs and its lease is free or expired at `now`.

@@ -154,10 +154,10 @@ impl PurgeStore for PgStore {
         owner: &str,
         now: i64,
         lease_ms: i64,
-        skip: &[QueueKey],
+        among: &[QueueKey],
     ) -> Result<Option<Lease>, StoreError> {
         let c = self.pool.get().await?;
-        let skip: Vec<String> = skip
+        let among: Vec<String> = among
             .iter()
             .map(|q| format!("{}/{}", q.provider.as_str(), q.resource))
             .collect();
@@ -166,7 +166,7 @@ impl PurgeStore for PgStore {
                 "WITH c AS ( \
                    SELECT q.provider, q.resource FROM purge_queues q \
                    WHERE q.lease_until_ms < $2 \
-                     AND NOT (q.provider || '/' || q.resource = ANY($4)) \
+                     AND q.provider || '/' || q.resource = ANY($4) \
                      AND EXISTS (SELECT 1 FROM purge_jobs j WHERE j.provider = q.provider \
                                  AND j.resource = q.resource \
                                  AND j.state NOT IN ('completed', 'failed')) \
@@ -176,7 +176,7 @@ impl PurgeStore for PgStore {
                    lease_epoch = q.lease_epoch + 1 \
                  FROM c WHERE q.provider = c.provider AND q.resource = c.resource \
                  RETURNING q.provider, q.resource, q.lease_epoch, q.lease_until_ms",
-                &[&owner, &now, &lease_ms, &skip],
+                &[&owner, &now, &lease_ms, &among],
             )
             .await
             .map_err(db_error)?;

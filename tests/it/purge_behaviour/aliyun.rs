@@ -268,3 +268,326 @@ async fn a_task_aliyun_no_longer_reports_ends_its_job_unknown_and_is_not_resent(
     }
     server.stop().await;
 }
+
+/// A success answer without a task id (a body that is not JSON, or JSON without
+/// RefreshTaskId) says nothing about whether the refresh was recorded: the job is
+/// reconciled through DescribeRefreshTasks and takes the task Aliyun has, never COMPLETED
+/// on "0 of 0 tasks done", and the refresh is not sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliyun_success_without_a_task_id_is_reconciled_not_completed() {
+    let fake = AliyunFake::start(AK, SECRET).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let server =
+        TestServer::start(&aliyun_config(data.path(), &fake.endpoint), aliyun_opts()).await;
+    let mut client = server.client().await;
+    for (i, body) in ["<html>OK</html>", r#"{"RequestId":"FAKE-NO-TASK-ID"}"#]
+        .into_iter()
+        .enumerate()
+    {
+        fake.state.lock().expect("state").answer_without_task_id = vec![body.to_owned()];
+        let before = fake.state.lock().expect("state").tasks.len();
+        let path = format!("/no-id-{i}.css");
+        let resp = purge(&mut client, "ali", &[&path], PurgeKind::File)
+            .await
+            .expect("accepted");
+        let seen = watch_to_end(&mut client, &resp.purge_id, Duration::from_secs(20)).await;
+        let last = seen.last().expect("watch answered");
+        assert_eq!(
+            last.status(),
+            PurgeStatus::PurgeCompleted,
+            "{body}: {last:?}"
+        );
+        let st = fake.state.lock().expect("state");
+        assert_eq!(st.tasks.len(), before + 1, "{body}: sent once");
+        let task = st.tasks.keys().next_back().expect("task").to_string();
+        assert_eq!(
+            last.jobs[0].provider_job_id, task,
+            "{body}: the job took the task Aliyun recorded"
+        );
+        assert!(
+            st.calls.iter().any(|c| c.action == "DescribeRefreshTasks"),
+            "{body}: reconciled through DescribeRefreshTasks"
+        );
+    }
+    server.stop().await;
+}
+
+/// An error `Message` longer than 300 bytes whose byte 300 falls inside a multi-byte
+/// character (Chinese text) is cut on a character boundary: the job fails naming the
+/// provider's message, and the worker lives on (the next purge goes out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliyun_long_multibyte_error_messages_are_cut_without_a_panic() {
+    let fake = AliyunFake::start(AK, SECRET).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let server =
+        TestServer::start(&aliyun_config(data.path(), &fake.endpoint), aliyun_opts()).await;
+    let mut client = server.client().await;
+    // One ASCII byte, then 3-byte characters: byte 300 is inside one.
+    let message = format!("x{}", "指定的对象路径格式不正确".repeat(12));
+    assert!(message.len() > 300 && !message.is_char_boundary(300));
+    {
+        let mut st = fake.state.lock().expect("state");
+        st.fail_next = vec![(400, "InvalidObjectPath.Malformed".into())];
+        st.fail_message = Some(message.clone());
+    }
+    let err = purge(&mut client, "ali", &["/bad.css"], PurgeKind::File)
+        .await
+        .expect_err("the only job failed");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains(&message[..298]), "{}", err.message());
+    assert!(!err.message().contains(&message), "cut: {}", err.message());
+    // The queue's worker is alive: the next purge goes out at once and completes.
+    let resp = purge(&mut client, "ali", &["/good.css"], PurgeKind::File)
+        .await
+        .expect("accepted");
+    assert_eq!(resp.jobs[0].status(), JobStatus::InProgress, "{resp:?}");
+    let seen = watch_to_end(&mut client, &resp.purge_id, Duration::from_secs(20)).await;
+    assert_eq!(
+        seen.last().expect("m").status(),
+        PurgeStatus::PurgeCompleted
+    );
+    server.stop().await;
+}
+
+/// A purge whose insert committed is never answered UNAVAILABLE ("nothing was stored"),
+/// even when reading it back fails: the caller gets its purge id, and a caller retrying
+/// without a key would purge twice. The purge goes out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_purge_is_answered_even_when_reading_it_back_fails() {
+    use crate::purge_support::GetFails;
+    use cdnsign::purge::store::embedded::EmbeddedStore;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    let fake = AliyunFake::start(AK, SECRET).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(GetFails {
+        inner: Arc::new(EmbeddedStore::in_memory().expect("store")),
+        fail_get: true.into(),
+    });
+    let mut opts = aliyun_opts();
+    opts.store = Some(Arc::clone(&store) as _);
+    let server = TestServer::start(&aliyun_config(data.path(), &fake.endpoint), opts).await;
+    let mut client = server.client().await;
+    let resp = purge(&mut client, "ali", &["/stored.css"], PurgeKind::File)
+        .await
+        .expect("stored: never UNAVAILABLE after the commit");
+    assert!(resp.purge_id.starts_with("pg_"), "{resp:?}");
+    assert_eq!(resp.jobs.len(), 1, "{resp:?}");
+    store.fail_get.store(false, Ordering::SeqCst);
+    let seen = watch_to_end(&mut client, &resp.purge_id, Duration::from_secs(20)).await;
+    assert_eq!(
+        seen.last().expect("m").status(),
+        PurgeStatus::PurgeCompleted
+    );
+    assert_eq!(fake.calls("RefreshObjectCaches").len(), 1, "sent once");
+    server.stop().await;
+}
+
+/// During a rollout the replicas' configs differ: a replica whose `[[targets]]` lacks a
+/// target never claims its queue (nor fails its jobs "no longer configured"), even when
+/// asked about the purge; the jobs wait for a replica that has the target, which sends them.
+/// Two servers in this process share one store, as replicas share a database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_without_the_target_leaves_its_jobs_to_one_that_has_it() {
+    use cdnsign::purge::store::PurgeStore;
+    use cdnsign::purge::store::embedded::EmbeddedStore;
+    use std::sync::Arc;
+
+    let fake = AliyunFake::start(AK, SECRET).await;
+    let store: Arc<dyn PurgeStore> = Arc::new(EmbeddedStore::in_memory().expect("store"));
+    let with_store = || {
+        let mut opts = aliyun_opts();
+        opts.store = Some(Arc::clone(&store));
+        opts
+    };
+    let (data_new, data_old) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    // The new config has the target; the old one only another domain.
+    let new_config = aliyun_config(data_new.path(), &fake.endpoint);
+    let old_config = aliyun_config(data_old.path(), &fake.endpoint)
+        .replace("cdn.example.com", "old.example.com")
+        .replace("name = \"ali\"", "name = \"old\"");
+    let new = TestServer::start(&new_config, with_store()).await;
+    // Accepted by a replica with the target, but not sent yet: Aliyun says "try again
+    // later" for the next second.
+    fake.state.lock().expect("state").fail_next = vec![(400, "TooMany.Refresh".into())];
+    let mut client = new.client().await;
+    let resp = purge(&mut client, "ali", &["/rollout.css"], PurgeKind::File)
+        .await
+        .expect("accepted");
+    assert_eq!(resp.jobs[0].status(), JobStatus::Waiting, "{resp:?}");
+    new.stop().await;
+
+    // Only the old replica runs: asked about the purge, it must not claim the queue.
+    let old = TestServer::start(&old_config, with_store()).await;
+    let mut old_client = old.client().await;
+    let got = old_client
+        .get_purge(cdnsign::proto::GetPurgeRequest {
+            purge_id: resp.purge_id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.jobs[0].status(), JobStatus::Waiting, "{got:?}");
+    assert!(
+        !got.jobs[0].detail.contains("no longer configured"),
+        "{got:?}"
+    );
+
+    // A replica with the target comes back and sends it.
+    let new = TestServer::start(&new_config, with_store()).await;
+    let mut client = new.client().await;
+    let seen = watch_to_end(&mut client, &resp.purge_id, Duration::from_secs(20)).await;
+    assert_eq!(
+        seen.last().expect("m").status(),
+        PurgeStatus::PurgeCompleted,
+        "{:?}",
+        seen.last()
+    );
+    assert_eq!(fake.calls("RefreshObjectCaches").len(), 1);
+    old.stop().await;
+    new.stop().await;
+}
+
+/// Puts one purge with `job` in the embedded store in `data`, as a replica would have left
+/// it (e.g. `Sending`, its answer lost).
+async fn store_job(data: &std::path::Path, id: &str, job: cdnsign::purge::model::JobRecord) {
+    use cdnsign::purge::model::PurgeRecord;
+    use cdnsign::purge::store::embedded::EmbeddedStore;
+    use cdnsign::purge::store::{Inserted, PurgeStore};
+
+    let dir = data.to_owned();
+    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
+        .await
+        .expect("join")
+        .expect("open the store");
+    let record = PurgeRecord {
+        id: id.into(),
+        seq: 0,
+        client: String::new(),
+        idempotency_key: String::new(),
+        fingerprint: format!("fp-{id}"),
+        target: "ali".into(),
+        kind: cdnsign::purge::PurgeKind::File,
+        created_at_ms: job.accepted_at_ms,
+        rejected: vec![],
+        jobs: vec![job],
+        quota: vec![],
+    };
+    assert!(matches!(
+        store.insert(record).await.expect("insert"),
+        Inserted::New(_)
+    ));
+}
+
+/// A refresh job left `Sending` at `sent_at_ms` (its answer lost) for `urls`.
+fn sending_job(urls: &[&str], sent_at_ms: i64) -> cdnsign::purge::model::JobRecord {
+    use cdnsign::purge::config::ProviderKind;
+    use cdnsign::purge::model::{JobAction, JobRecord, JobState};
+
+    let mut job = JobRecord::waiting(
+        ProviderKind::Aliyun,
+        super::DOMAIN,
+        JobAction::RefreshFile,
+        urls.iter().map(|u| (*u).to_owned()).collect(),
+        0,
+        sent_at_ms,
+    );
+    job.state = JobState::Sending;
+    job.attempts = 1;
+    job.sent_at_ms = sent_at_ms;
+    job
+}
+
+/// A task the fake has for `urls`, created `age_s` seconds ago (Complete by now).
+fn fake_task(fake: &AliyunFake, id: u64, urls: &[&str], age_s: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let created = Instant::now()
+        .checked_sub(Duration::from_secs(age_s.unsigned_abs()))
+        .expect("instant");
+    fake.state.lock().expect("state").tasks.insert(
+        id,
+        (
+            created,
+            now - age_s,
+            urls.iter().map(|u| (*u).to_owned()).collect(),
+            "file".into(),
+        ),
+    );
+}
+
+/// Reconciling a lost answer counts only tasks created since the job was marked `Sending`:
+/// an earlier purge's task for the same URL (a minute before, within the lookup's window)
+/// does not make a refresh that never arrived COMPLETED; it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciling_ignores_tasks_created_before_the_job_was_sent() {
+    use cdnsign::purge::model::now_ms;
+
+    const URL: &str = "https://cdn.example.com/again.css";
+    let fake = AliyunFake::start(AK, SECRET).await;
+    fake_task(&fake, 16_999_999_999, &[URL], 60);
+    let data = tempfile::tempdir().expect("tempdir");
+    store_job(
+        data.path(),
+        "pg_reconcile_old",
+        sending_job(&[URL], now_ms()),
+    )
+    .await;
+
+    let server =
+        TestServer::start(&aliyun_config(data.path(), &fake.endpoint), aliyun_opts()).await;
+    let mut client = server.client().await;
+    let seen = watch_to_end(&mut client, "pg_reconcile_old", Duration::from_secs(20)).await;
+    let last = seen.last().expect("watch answered");
+    assert_eq!(last.status(), PurgeStatus::PurgeCompleted, "{last:?}");
+    assert_ne!(
+        last.jobs[0].provider_job_id, "16999999999",
+        "an earlier purge's task was taken for this one"
+    );
+    let sent = fake.calls("RefreshObjectCaches");
+    assert_eq!(sent.len(), 1, "sent once: {sent:?}");
+    assert_eq!(sent[0].params["ObjectPath"], URL);
+    server.stop().await;
+}
+
+/// Every URL of the job must be found in a task made since it was sent; when only some are,
+/// the job is sent again (as a whole), never completed with URLs nobody refreshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciling_resends_a_job_whose_urls_are_not_all_found() {
+    use cdnsign::purge::model::now_ms;
+
+    const FOUND: &str = "https://cdn.example.com/found.css";
+    const MISSING: &str = "https://cdn.example.com/missing.css";
+    let fake = AliyunFake::start(AK, SECRET).await;
+    // Made after the job was marked Sending (5 s ago), but for one of its two URLs only.
+    fake_task(&fake, 16_999_999_998, &[FOUND], 2);
+    let data = tempfile::tempdir().expect("tempdir");
+    store_job(
+        data.path(),
+        "pg_reconcile_partial",
+        sending_job(&[FOUND, MISSING], now_ms() - 5_000),
+    )
+    .await;
+
+    let server =
+        TestServer::start(&aliyun_config(data.path(), &fake.endpoint), aliyun_opts()).await;
+    let mut client = server.client().await;
+    let seen = watch_to_end(&mut client, "pg_reconcile_partial", Duration::from_secs(20)).await;
+    let last = seen.last().expect("watch answered");
+    assert_eq!(last.status(), PurgeStatus::PurgeCompleted, "{last:?}");
+    let sent = fake.calls("RefreshObjectCaches");
+    assert_eq!(sent.len(), 1, "sent once: {sent:?}");
+    assert!(
+        sent[0].params["ObjectPath"]
+            .split('\n')
+            .any(|u| u == MISSING),
+        "the URL no task covered was sent: {sent:?}"
+    );
+    server.stop().await;
+}

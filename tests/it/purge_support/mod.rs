@@ -364,3 +364,132 @@ background_deadline_seconds = 5
         data_dir.display()
     )
 }
+
+/// A store that answers [`PurgeStore::get`] with `Unavailable` while `fail_get` is set (a
+/// database that goes away right after a commit); everything else goes to `inner`.
+#[derive(Debug)]
+pub(crate) struct GetFails {
+    /// The real store.
+    pub inner: std::sync::Arc<dyn cdnsign::purge::store::PurgeStore>,
+    /// `get` fails while set.
+    pub fail_get: std::sync::atomic::AtomicBool,
+}
+
+mod get_fails {
+    use super::GetFails;
+    use cdnsign::purge::config::ProviderKind;
+    use cdnsign::purge::model::{JobAction, JobRecord, PurgeRecord, QueueKey};
+    use cdnsign::purge::store::{
+        AdmissionLock, Inserted, Lease, PurgeStore, QueuedJob, StoreError,
+    };
+    use std::sync::atomic::Ordering;
+
+    #[async_trait::async_trait]
+    impl PurgeStore for GetFails {
+        fn engine(&self) -> &'static str {
+            self.inner.engine()
+        }
+        async fn insert(&self, record: PurgeRecord) -> Result<Inserted, StoreError> {
+            self.inner.insert(record).await
+        }
+        async fn get(&self, id: &str) -> Result<Option<PurgeRecord>, StoreError> {
+            if self.fail_get.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("the test broke get".into()));
+            }
+            self.inner.get(id).await
+        }
+        async fn get_by_key(
+            &self,
+            client: &str,
+            key: &str,
+        ) -> Result<Option<PurgeRecord>, StoreError> {
+            self.inner.get_by_key(client, key).await
+        }
+        async fn list(
+            &self,
+            before: Option<u64>,
+            limit: usize,
+            target: Option<&str>,
+        ) -> Result<Vec<PurgeRecord>, StoreError> {
+            self.inner.list(before, limit, target).await
+        }
+        async fn claim(
+            &self,
+            owner: &str,
+            now: i64,
+            lease_ms: i64,
+            among: &[QueueKey],
+        ) -> Result<Option<Lease>, StoreError> {
+            self.inner.claim(owner, now, lease_ms, among).await
+        }
+        async fn claim_queue(
+            &self,
+            queue: &QueueKey,
+            owner: &str,
+            now: i64,
+            lease_ms: i64,
+        ) -> Result<Option<Lease>, StoreError> {
+            self.inner.claim_queue(queue, owner, now, lease_ms).await
+        }
+        async fn renew(&self, lease: &Lease, now: i64, lease_ms: i64) -> Result<Lease, StoreError> {
+            self.inner.renew(lease, now, lease_ms).await
+        }
+        async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+            self.inner.release(lease).await
+        }
+        async fn queue_jobs(&self, lease: &Lease) -> Result<Vec<QueuedJob>, StoreError> {
+            self.inner.queue_jobs(lease).await
+        }
+        async fn update_job(
+            &self,
+            lease: &Lease,
+            now: i64,
+            purge_id: &str,
+            index: u32,
+            job: &JobRecord,
+        ) -> Result<(), StoreError> {
+            self.inner
+                .update_job(lease, now, purge_id, index, job)
+                .await
+        }
+        async fn split_job(
+            &self,
+            lease: &Lease,
+            now: i64,
+            purge_id: &str,
+            index: u32,
+            part: &JobRecord,
+            rest: &JobRecord,
+        ) -> Result<u32, StoreError> {
+            self.inner
+                .split_job(lease, now, purge_id, index, part, rest)
+                .await
+        }
+        async fn take_tokens(
+            &self,
+            client: &str,
+            bucket: &str,
+            n: f64,
+            rate: f64,
+            burst: f64,
+            now: i64,
+        ) -> Result<Result<(), f64>, StoreError> {
+            self.inner
+                .take_tokens(client, bucket, n, rate, burst, now)
+                .await
+        }
+        async fn delete_finished_before(&self, cutoff: i64) -> Result<u64, StoreError> {
+            self.inner.delete_finished_before(cutoff).await
+        }
+        async fn lock_admission(&self, key: &str) -> Result<Box<dyn AdmissionLock>, StoreError> {
+            self.inner.lock_admission(key).await
+        }
+        async fn unsent_paths(
+            &self,
+            provider: ProviderKind,
+            action: JobAction,
+        ) -> Result<u64, StoreError> {
+            self.inner.unsent_paths(provider, action).await
+        }
+    }
+}

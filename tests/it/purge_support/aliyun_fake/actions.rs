@@ -21,10 +21,14 @@ pub(super) fn answer(
     );
     if business && !st.fail_next.is_empty() {
         let (status, code) = st.fail_next.remove(0);
+        let message = st
+            .fail_message
+            .clone()
+            .unwrap_or_else(|| "Refused by the test (as the API documents this error).".into());
         return Err(Refusal::new(
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
             code,
-            "Refused by the test (as the API documents this error).",
+            message,
         ));
     }
     let request_id = format!("FAKE-{:08}", st.calls.len());

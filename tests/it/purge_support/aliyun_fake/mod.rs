@@ -62,6 +62,12 @@ pub struct AliyunState {
     /// The next refresh/push/tag calls are refused with these (HTTP status, code), in order,
     /// as the API documents them ("try again later", a domain it does not know...).
     pub fail_next: Vec<(u16, String)>,
+    /// The `Message` of the `fail_next` refusals (default: a fixed English sentence).
+    pub fail_message: Option<String>,
+    /// The next refresh/push/tag calls make their task, then answer HTTP 200 with these
+    /// raw bodies, in order (no task id in them: a body that is not JSON, or JSON without
+    /// RefreshTaskId/PushTaskId).
+    pub answer_without_task_id: Vec<String>,
     /// The next N refresh calls make their task and then answer 503 ServiceUnavailable:
     /// the caller cannot know whether it went through.
     pub unavailable_after_record: u32,
@@ -108,6 +114,8 @@ impl AliyunFake {
             throttle_next: 0,
             refresh_delay: Duration::ZERO,
             fail_next: Vec::new(),
+            fail_message: None,
+            answer_without_task_id: Vec::new(),
             unavailable_after_record: 0,
             fail_paths: Vec::new(),
         }));
@@ -196,7 +204,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (status, json, delay) = {
+    let (status, json, delay, raw) = {
         let mut st = state.lock().expect("state");
         let tasks_before = st.tasks.len();
         let request = auth::Request::new(&method, &uri, &headers, &body);
@@ -213,6 +221,8 @@ async fn handle(
         if created {
             refreshed.notify_one();
         }
+        let raw = (created && status == StatusCode::OK && !st.answer_without_task_id.is_empty())
+            .then(|| st.answer_without_task_id.remove(0));
         (
             status,
             json,
@@ -221,10 +231,14 @@ async fn handle(
             } else {
                 Duration::ZERO
             },
+            raw,
         )
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    if let Some(raw) = raw {
+        return (status, raw).into_response();
     }
     (status, axum::Json(json)).into_response()
 }
