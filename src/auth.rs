@@ -256,8 +256,7 @@ impl Authenticator {
     fn by_certificate(&self, der: &[u8]) -> Option<Caller> {
         use x509_parser::prelude::*;
         let (_, cert) = X509Certificate::from_der(der).ok()?;
-        let subject = cert.subject().to_string();
-        if let Some(g) = self.by_subject.get(&subject) {
+        if let Some(g) = subject_text(cert.subject()).and_then(|s| self.by_subject.get(&s)) {
             return Some(Caller::Client(Arc::clone(g)));
         }
         let san = cert.subject_alternative_name().ok().flatten()?;
@@ -272,6 +271,54 @@ impl Authenticator {
                 .get(&text)
                 .map(|g| Caller::Client(Arc::clone(g)))
         })
+    }
+}
+
+/// A certificate's subject as `cert_subject` is written: `CN=gen, O=Acme`, in the
+/// certificate's order (the attributes of one RDN joined by ` + `), each value escaped as
+/// RFC 4514 says (`\,` `\+` `\"` `\\` `\<` `\>` `\;`, a leading `#` or space and a
+/// trailing space, control characters as `\XX`), so that one value holding `, O=Acme`
+/// cannot read as a second attribute. `None` when a value is not a string.
+fn subject_text(name: &x509_parser::x509::X509Name<'_>) -> Option<String> {
+    use x509_parser::objects::{oid_registry, oid2abbrev};
+    let mut out = String::new();
+    for (i, rdn) in name.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        for (j, attr) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push_str(" + ");
+            }
+            match oid2abbrev(attr.attr_type(), oid_registry()) {
+                Ok(abbrev) => out.push_str(abbrev),
+                Err(_) => out.push_str(&attr.attr_type().to_id_string()),
+            }
+            out.push('=');
+            escape_rfc4514(attr.as_str().ok()?, &mut out);
+        }
+    }
+    Some(out)
+}
+
+fn escape_rfc4514(value: &str, out: &mut String) {
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
     }
 }
 
@@ -370,6 +417,55 @@ mod tests {
         );
         let dbg = format!("{creds:?}");
         assert!(!dbg.contains(token), "{dbg}");
+    }
+
+    /// One CN whose value reads `gen, O=Acme` is not the subject `CN=gen, O=Acme` (two
+    /// attributes): values are escaped as RFC 4514 says before they are compared.
+    #[test]
+    fn a_subject_value_cannot_pose_as_another_attribute() {
+        let der = |name: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/tls")
+                .join(name);
+            let pem = std::fs::read(&path).expect("fixture");
+            openssl_free_pem_to_der(&pem)
+        };
+        let mut c = client("acme-gen", "t");
+        c.token_sha256.clear();
+        c.cert_subject = "CN=gen, O=Acme".into();
+        let a = Authenticator::build(&[c], false, 100, None).expect("auth");
+        let two_rdns = der("two-rdn-client.pem");
+        assert!(matches!(
+            a.authenticate(None, Some(&two_rdns)),
+            Ok(Caller::Client(g)) if g.name == "acme-gen"
+        ));
+        let one_cn = der("comma-cn-client.pem");
+        assert_eq!(
+            a.authenticate(None, Some(&one_cn)).map(|_| ()),
+            Err(AuthError::Unknown),
+            "the CN 'gen, O=Acme' is not CN=gen, O=Acme"
+        );
+        // Written escaped, that CN is a subject a client can name.
+        let mut c = client("comma", "t");
+        c.token_sha256.clear();
+        c.cert_subject = "CN=gen\\, O=Acme".into();
+        let a = Authenticator::build(&[c], false, 100, None).expect("auth");
+        assert!(matches!(
+            a.authenticate(None, Some(&one_cn)),
+            Ok(Caller::Client(g)) if g.name == "comma"
+        ));
+        let mut escaped = String::new();
+        escape_rfc4514(" #a,b+c\"d\\e<f>g;h\u{1} ", &mut escaped);
+        assert_eq!(escaped, "\\ #a\\,b\\+c\\\"d\\\\e\\<f\\>g\\;h\\01\\ ");
+        let mut escaped = String::new();
+        escape_rfc4514("#x", &mut escaped);
+        assert_eq!(escaped, "\\#x");
+    }
+
+    /// The first certificate of a PEM file, as DER.
+    fn openssl_free_pem_to_der(pem: &[u8]) -> Vec<u8> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem).expect("pem");
+        pem.contents
     }
 
     #[test]
