@@ -74,11 +74,15 @@ def policy_seeds():
                       ttl="60", flags="gc")
     yield policy_seed(f"{d}/hls/x.ts", key=KEY_SHA256, ttl="60", flags="g")
     # Every escape the security test sends (issue 10), as the granted fuzz client.
+    # An escape marked custom_policy or ip_range is a URL that becomes the custom policy's
+    # Resource (no policy_resource): sent the same way.
     for e in escapes():
+        flags = "gc" if e.get("custom_policy") else "g"
+        ip = e.get("ip_range", "")
         if e["field"] == "url":
-            yield policy_seed(e["text"], ttl="600", flags="g")
+            yield policy_seed(e["text"], ip=ip, ttl="600", flags=flags)
         else:
-            yield policy_seed(f"{d}/hls/ok.ts", e["text"], ttl="600", flags="g")
+            yield policy_seed(f"{d}/hls/ok.ts", e["text"], ip=ip, ttl="600", flags=flags)
 
 
 # ---------------------------------------------------------------- url (raw text)

@@ -11,8 +11,9 @@ use crate::*;
 
 /// What a granted item may have signed: its key is granted, and the URL and the policy's
 /// Resource, exactly as signed, are inside a prefix by the model, without dot segments.
-/// `explicit`: the caller gave the resource (else it is the URL, checked as one).
-fn check_granted(p: &Prepared, resource: &str, explicit: bool) {
+/// `pattern`: the Resource is read with wildcards (a custom policy's, whether the caller
+/// gave it or it is the URL; a canned policy's is the URL, checked as one).
+fn check_granted(p: &Prepared, resource: &str, pattern: bool) {
     assert_eq!(p.key.id(), KEY_SHA1, "signed with a key outside the grant");
     assert!(
         model_inside(&p.url, false),
@@ -29,7 +30,7 @@ fn check_granted(p: &Prepared, resource: &str, explicit: bool) {
         model_inside(resource, true),
         "Resource {resource:?} signed outside the grant"
     );
-    if explicit {
+    if pattern {
         assert!(
             !model_has_dot_segment(resource, true),
             "Resource {resource:?} signed with a dot segment"
@@ -233,7 +234,7 @@ pub fn check_prepared(
         );
     }
     if ctx.grant.is_some() {
-        check_granted(p, &st.resource, !spec.policy_resource.is_empty());
+        check_granted(p, &st.resource, custom || !spec.policy_resource.is_empty());
     }
 }
 
