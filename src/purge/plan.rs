@@ -9,7 +9,13 @@ use crate::purge::provider::Provider;
 pub fn fingerprint(target: &str, kind: PurgeKind, items: &[String]) -> String {
     let mut text = format!("{target}\n{}\n", kind.as_str());
     for p in items {
-        text.push_str(p);
+        // One line per item: a newline or backslash inside one is escaped, so `["/x\n/y"]`
+        // is not `["/x", "/y"]` (items without them read as before: stored keys still match).
+        if p.contains(['\n', '\\']) {
+            text.push_str(&p.replace('\\', "\\\\").replace('\n', "\\n"));
+        } else {
+            text.push_str(p);
+        }
         text.push('\n');
     }
     crate::purge::aliyun::sha256_hex(text.as_bytes())
@@ -77,5 +83,22 @@ mod tests {
         assert_ne!(f, fingerprint("other", PurgeKind::File, &items));
         assert_ne!(f, fingerprint("site", PurgeKind::Directory, &items));
         assert_ne!(f, fingerprint("site", PurgeKind::File, &items[..1]));
+        // Pinned: fingerprints stored by earlier versions still match.
+        assert_eq!(
+            f,
+            "cfee42790dce83a5894d7ba273fa8d052fa4a11480096dfd2f22039f43cf93e8"
+        );
+        // An item holding a newline is not two items.
+        let joined = vec!["/x\n/y".to_owned(), "/z".to_owned()];
+        let split = vec!["/x".to_owned(), "/y".to_owned(), "/z".to_owned()];
+        assert_ne!(
+            fingerprint("site", PurgeKind::File, &joined),
+            fingerprint("site", PurgeKind::File, &split)
+        );
+        let escaped = vec!["/x\\n/y".to_owned(), "/z".to_owned()];
+        assert_ne!(
+            fingerprint("site", PurgeKind::File, &joined),
+            fingerprint("site", PurgeKind::File, &escaped)
+        );
     }
 }
