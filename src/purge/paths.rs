@@ -12,6 +12,10 @@ use crate::purge::model::PurgeKind;
 /// Longest path accepted (CloudFront's documented maximum is 4,000 characters).
 pub const MAX_PATH_LEN: usize = 4_000;
 
+/// Longest URL Alibaba Cloud CDN takes in `ObjectPath` (its documented maximum is 1,024
+/// characters per URL), counted as sent: scheme, domain and percent-encoding included.
+pub const ALIYUN_MAX_URL_LEN: usize = 1_024;
+
 /// Bytes CloudFront paths may carry as they are; everything else is percent-encoded.
 fn keep_as_is(b: u8) -> bool {
     b.is_ascii_alphanumeric()
@@ -261,7 +265,16 @@ pub fn aliyun(t: &TargetConfig, kind: PurgeKind, item: &str) -> Result<String, S
         path.push('/');
     }
     let domain = t.domain.as_deref().unwrap_or_default();
-    Ok(format!("{}://{}{}", t.scheme, domain, encode_path(&path)))
+    let url = format!("{}://{}{}", t.scheme, domain, encode_path(&path));
+    // Refused here, by name, rather than by Aliyun for the whole call it would share.
+    if url.len() > ALIYUN_MAX_URL_LEN {
+        return Err(format!(
+            "{} characters as a URL on the domain, percent-encoding included, over Alibaba \
+             Cloud CDN's {ALIYUN_MAX_URL_LEN}",
+            url.len()
+        ));
+    }
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -392,5 +405,19 @@ mod tests {
         assert!(aliyun(&t, PurgeKind::File, "/img/*").is_err());
         assert!(aliyun(&t, PurgeKind::File, "#tag").is_err());
         assert!(aliyun(&t, PurgeKind::File, "http://other.example/x").is_err());
+        // 1,024 characters as sent is the most; encoding counts ("https://cdn.example.com"
+        // is 23).
+        let fits = format!("/{}", "a".repeat(1_024 - 24));
+        assert_eq!(
+            aliyun(&t, PurgeKind::File, &fits).map(|u| u.len()),
+            Ok(1_024)
+        );
+        let over = format!("/{}", "a".repeat(1_024 - 23));
+        let e = aliyun(&t, PurgeKind::File, &over).expect_err("1,025");
+        assert!(e.contains("1025 characters") && e.contains("1024"), "{e}");
+        let encoded = format!("/{}", "a b".repeat(250));
+        assert!(encoded.len() < 1_024);
+        let e = aliyun(&t, PurgeKind::File, &encoded).expect_err("1,275 once encoded");
+        assert!(e.contains("percent-encoding included"), "{e}");
     }
 }
