@@ -284,3 +284,43 @@ async fn quota_throttling_and_credentials_map_to_clear_statuses() {
     assert!(!err.message().contains(wrong));
     server.stop().await;
 }
+
+/// A URL over Aliyun's 1,024 characters (as sent) is rejected on its own, by name; the
+/// others of the purge go out in one call the fake (which enforces the limit) accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_over_aliyuns_length_limit_is_rejected_alone() {
+    let fake = AliyunFake::start(AK, SECRET).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let toml = base_config(data.path()) + &targets(&fake.endpoint);
+    let server = TestServer::start(&toml, opts(SECRET)).await;
+    let mut client = server.client().await;
+    // "https://cdn.example.com" is 23 characters: this path makes a URL of 1,025.
+    let long = format!("/{}", "x".repeat(1_001));
+    let resp = client
+        .purge(PurgeRequest {
+            target: "v3site".into(),
+            paths: vec!["/ok.js".into(), long.clone()],
+            kind: PurgeKind::File.into(),
+            idempotency_key: String::new(),
+            max_wait_seconds: 0,
+        })
+        .await
+        .expect("purge")
+        .into_inner();
+    assert_eq!(resp.rejected.len(), 1, "{:?}", resp.rejected);
+    assert_eq!(resp.rejected[0].path, long);
+    assert!(
+        resp.rejected[0].reason.contains("1025 characters")
+            && resp.rejected[0].reason.contains("1024"),
+        "{:?}",
+        resp.rejected[0]
+    );
+    let calls = fake.calls("RefreshObjectCaches");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].params["ObjectPath"],
+        "https://cdn.example.com/ok.js"
+    );
+    assert!(fake.refused().is_empty(), "{:?}", fake.refused());
+    server.stop().await;
+}

@@ -97,6 +97,13 @@ fn refresh(
                 "Specified ObjectPath is malformed.",
             ));
         };
+        // As documented: each URL at most 1,024 characters.
+        if u.chars().count() > 1_024 {
+            return Err(Refusal::bad(
+                "InvalidObjectPath.Malformed",
+                "Specified ObjectPath is malformed: each URL can be up to 1,024 characters.",
+            ));
+        }
         if object_type == "Directory" && !u.ends_with('/') {
             return Err(Refusal::bad(
                 "InvalidObjectPath.Malformed",
