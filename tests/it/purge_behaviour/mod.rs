@@ -4,10 +4,11 @@
 //! provider's own API, one bad path never takes a batch down, a busy distribution never
 //! starves a purge, and jobs of different purges waiting for the same distribution share one
 //! request (and one bill). Against the local fakes, which check what they receive as the
-//! providers do. The helpers shared by the four files below (the Aliyun credentials, the
+//! providers do. The helpers shared by the five files below (the Aliyun credentials, the
 //! configuration of each target, one Purge call) are here.
 
 mod aliyun;
+mod aliyun_reconciliation;
 mod cache_tags;
 mod cloudfront;
 mod coalescing;
