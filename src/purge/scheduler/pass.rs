@@ -14,6 +14,11 @@ use crate::purge::store::{Lease, PurgeStore, QueuedJob, StoreError};
 
 use super::{PassReport, Scheduler};
 
+/// How long after sending a job whose polls fail with an error retrying cannot mend stays in
+/// progress before it ends `FAILED` with `status_text` `Unknown` (CloudFront and Aliyun
+/// finish within minutes; an hour leaves room to fix credentials or permissions).
+pub(crate) const POLL_GIVE_UP_MS: i64 = 60 * 60_000;
+
 /// Counts a job's state change: jobs by outcome, and paths once it finished.
 pub(super) fn count_transition(job: &JobRecord, from: JobState) {
     use crate::metrics::{PURGE_JOBS, PURGE_PATHS};
@@ -147,6 +152,21 @@ impl Scheduler {
                     qj.job.state = JobState::Failed;
                     qj.job.status_text = "Unknown".into();
                     qj.job.detail = why;
+                }
+                // An error retrying cannot mend (the distribution deleted, the credentials
+                // no longer allowed to read it) would keep the job in progress, and its lease
+                // held, for ever: past POLL_GIVE_UP_MS after sending, its outcome is unknown.
+                Err(e)
+                    if !e.class.is_retryable()
+                        && now_ms().saturating_sub(qj.job.sent_at_ms) > POLL_GIVE_UP_MS =>
+                {
+                    tracing::warn!(error = %e, "cannot poll purge job; giving up: its outcome is unknown");
+                    qj.job.state = JobState::Failed;
+                    qj.job.status_text = "Unknown".into();
+                    qj.job.detail = format!(
+                        "cannot poll it more than {} minutes after it was sent ({e}): its outcome is unknown",
+                        POLL_GIVE_UP_MS / 60_000
+                    );
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot poll purge job"),
             }

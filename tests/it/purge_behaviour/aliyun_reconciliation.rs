@@ -155,7 +155,8 @@ async fn store_job(data: &std::path::Path, id: &str, job: cdnsign::purge::model:
         id: id.into(),
         seq: 0,
         client: String::new(),
-        idempotency_key: String::new(),
+        // Each its own key (purges without one are stored under one made for them).
+        idempotency_key: format!("key-{id}"),
         fingerprint: format!("fp-{id}"),
         target: "ali".into(),
         kind: cdnsign::purge::PurgeKind::File,
@@ -275,6 +276,80 @@ async fn reconciling_resends_a_job_whose_urls_are_not_all_found() {
             .split('\n')
             .any(|u| u == MISSING),
         "the URL no task covered was sent: {sent:?}"
+    );
+    server.stop().await;
+}
+
+/// A job whose polls fail with an error retrying cannot mend (here every call is refused:
+/// the server's secret is not the account's) ends FAILED `Unknown` once it was sent more
+/// than an hour ago, instead of staying in progress, its queue's lease held, for ever; a
+/// job sent five minutes ago under the same refusals stays in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_cannot_be_polled_for_an_hour_ends_unknown() {
+    use cdnsign::proto::GetPurgeRequest;
+    use cdnsign::purge::aliyun::{AliyunCredentials, Secret};
+    use cdnsign::purge::model::{JobState, now_ms};
+
+    let fake = AliyunFake::start(AK, SECRET).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let in_progress = |urls: &[&str], sent_at: i64, task: &str| {
+        let mut job = sending_job(urls, sent_at);
+        job.state = JobState::InProgress;
+        job.provider_job_id = task.into();
+        job.status_text = "Refreshing".into();
+        job
+    };
+    let old = in_progress(
+        &["https://cdn.example.com/old.css"],
+        now_ms() - 61 * 60_000,
+        "7001",
+    );
+    store_job(data.path(), "pg_pollgiveup01", old).await;
+    let recent = in_progress(
+        &["https://cdn.example.com/new.css"],
+        now_ms() - 5 * 60_000,
+        "7002",
+    );
+    store_job(data.path(), "pg_pollrecent01", recent).await;
+
+    let opts = cdnsign::purge::PurgeOptions {
+        aliyun_credentials: Some(AliyunCredentials {
+            access_key_id: AK.into(),
+            secret: Secret::new("not-the-account-secret"),
+        }),
+        ..cdnsign::purge::PurgeOptions::default()
+    };
+    let server = TestServer::start(&aliyun_config(data.path(), &fake.endpoint), opts).await;
+    let mut client = server.client().await;
+    let seen = watch_to_end(&mut client, "pg_pollgiveup01", Duration::from_secs(20)).await;
+    let last = seen.last().expect("watch answered");
+    assert_eq!(last.status(), PurgeStatus::PurgeFailed, "{last:?}");
+    let job = &last.jobs[0];
+    assert_eq!(job.status(), JobStatus::Failed, "{job:?}");
+    assert_eq!(job.status_text, "Unknown", "{job:?}");
+    assert!(
+        job.detail
+            .contains("more than 60 minutes after it was sent")
+            && job.detail.contains("SignatureDoesNotMatch")
+            && job.detail.contains("outcome is unknown"),
+        "{}",
+        job.detail
+    );
+    let recent = client
+        .get_purge(GetPurgeRequest {
+            purge_id: "pg_pollrecent01".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(recent.jobs[0].status(), JobStatus::InProgress, "{recent:?}");
+    assert!(
+        !fake.refused().is_empty(),
+        "the polls were refused, as the test means"
+    );
+    assert!(
+        fake.calls("RefreshObjectCaches").is_empty(),
+        "nothing is resent"
     );
     server.stop().await;
 }
