@@ -2,7 +2,7 @@
 //! own (so no tokio worker that serves calls ever waits on the database's network), lent
 //! out one per operation and remade after a failure (database restarted).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 use tokio_postgres::{Client, Config, NoTls};
@@ -17,6 +17,10 @@ pub(super) fn db_error(e: tokio_postgres::Error) -> StoreError {
 
 /// Most connections one replica opens.
 const MAX_CONNECTIONS: usize = 8;
+
+/// Most connections of their own ([`Pool::dedicated`]: a session's advisory lock) open at
+/// once; more callers wait here, in the process, not in PostgreSQL's `max_connections`.
+const MAX_DEDICATED: usize = 8;
 
 /// The store's own runtime, where connections do their I/O. Dropped without blocking.
 struct IoRuntime(Option<tokio::runtime::Runtime>);
@@ -41,6 +45,21 @@ pub(super) struct Pool {
     io: IoRuntime,
     idle: Mutex<Vec<Client>>,
     permits: Semaphore,
+    dedicated: Arc<Semaphore>,
+}
+
+/// A connection of its own ([`Pool::dedicated`]), closed when dropped, holding one of the
+/// [`MAX_DEDICATED`] places until then.
+pub(super) struct Dedicated {
+    client: Client,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Dedicated {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 /// A connection lent out; goes back to the pool when dropped, if still usable.
@@ -91,17 +110,23 @@ impl Pool {
             io: IoRuntime(Some(io)),
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(MAX_CONNECTIONS),
+            dedicated: Arc::new(Semaphore::new(MAX_DEDICATED)),
         })
     }
 
-    /// A connection of its own, outside the pool (closed when dropped).
-    pub(super) async fn dedicated(&self) -> Result<Client, StoreError> {
+    /// A connection of its own, outside the pool (closed when dropped); at most
+    /// [`MAX_DEDICATED`] at once, later callers waiting for one to close.
+    pub(super) async fn dedicated(&self) -> Result<Dedicated, StoreError> {
+        let permit = Arc::clone(&self.dedicated)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("store closed".into()))?;
         let cfg = self.cfg.clone();
         let handle = self
             .io
             .handle()
             .ok_or_else(|| StoreError::Unavailable("store closed".into()))?;
-        handle
+        let client = handle
             .clone()
             .spawn(async move {
                 let (client, connection) = cfg.connect(NoTls).await.map_err(db_error)?;
@@ -111,7 +136,11 @@ impl Pool {
                 Ok::<_, StoreError>(client)
             })
             .await
-            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))??;
+        Ok(Dedicated {
+            client,
+            _permit: permit,
+        })
     }
 
     /// A pooled connection: an idle one, or a new one while fewer than
