@@ -20,6 +20,7 @@
 pub mod embedded;
 mod embedded_mem;
 mod embedded_tables;
+mod pg_clock;
 mod pg_pool;
 mod pg_records;
 mod pg_schema;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_postgres::Transaction;
 
+use super::pg_clock;
 use super::pg_pool::{Pool, db_error};
 use super::pg_records::{from_json, insert_once, load, mark_finished, provider_from, to_json};
 use super::pg_schema::migrate;
@@ -54,6 +55,7 @@ impl PgStore {
             StoreError::Unavailable(m) => StoreError::Unavailable(format!("{} ({m})", store.name)),
             other => other,
         })?;
+        pg_clock::check(&store.pool, &store.name).await;
         Ok(store)
     }
 
