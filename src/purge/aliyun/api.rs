@@ -265,11 +265,11 @@ impl Aliyun {
         )
         .record(started.elapsed().as_secs_f64());
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|_| {
+        let bytes = read_limited(resp, MAX_ANSWER_BYTES).await.map_err(|why| {
             perr(
                 action,
                 "Transport",
-                "response body could not be read".into(),
+                format!("response body {why}"),
                 Some(status),
                 ErrorClass::Unavailable,
             )
@@ -447,6 +447,26 @@ fn operation_label(action: &str) -> &'static str {
         "RefreshObjectCacheByCacheTag" => "RefreshObjectCacheByCacheTag",
         _ => "other",
     }
+}
+
+/// Largest answer read from Aliyun (a page of 100 tasks is a few tens of KiB): a bigger one
+/// (a proxy's page, a broken stream) is an error, not memory.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// The body, or why not: unreadable, or over `max` bytes (read no further).
+async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|_| "could not be read".to_owned())?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(format!("is over {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]

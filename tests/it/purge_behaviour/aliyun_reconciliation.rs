@@ -107,9 +107,23 @@ async fn aliyun_success_without_a_task_id_is_reconciled_not_completed() {
     let server =
         TestServer::start(&aliyun_config(data.path(), &fake.endpoint), aliyun_opts()).await;
     let mut client = server.client().await;
-    for (i, body) in ["<html>OK</html>", r#"{"RequestId":"FAKE-NO-TASK-ID"}"#]
-        .into_iter()
-        .enumerate()
+    // The third: an answer over the 4 MiB the client reads (a proxy's page, a broken
+    // stream) is an error, not memory, and just as unknown, whatever it says: read whole,
+    // this one's task id (one Aliyun never gave) would be taken.
+    let huge = format!(
+        "{{\"RefreshTaskId\":\"999999999\",\"RequestId\":\"{}\"}}",
+        "x".repeat(5 << 20)
+    );
+    for (i, (label, body)) in [
+        ("<html>OK</html>", "<html>OK</html>"),
+        (
+            "JSON without RefreshTaskId",
+            r#"{"RequestId":"FAKE-NO-TASK-ID"}"#,
+        ),
+        ("a 5 MiB answer", huge.as_str()),
+    ]
+    .into_iter()
+    .enumerate()
     {
         fake.state.lock().expect("state").answer_without_task_id = vec![body.to_owned()];
         let before = fake.state.lock().expect("state").tasks.len();
@@ -122,18 +136,18 @@ async fn aliyun_success_without_a_task_id_is_reconciled_not_completed() {
         assert_eq!(
             last.status(),
             PurgeStatus::PurgeCompleted,
-            "{body}: {last:?}"
+            "{label}: {last:?}"
         );
         let st = fake.state.lock().expect("state");
-        assert_eq!(st.tasks.len(), before + 1, "{body}: sent once");
+        assert_eq!(st.tasks.len(), before + 1, "{label}: sent once");
         let task = st.tasks.keys().next_back().expect("task").to_string();
         assert_eq!(
             last.jobs[0].provider_job_id, task,
-            "{body}: the job took the task Aliyun recorded"
+            "{label}: the job took the task Aliyun recorded"
         );
         assert!(
             st.calls.iter().any(|c| c.action == "DescribeRefreshTasks"),
-            "{body}: reconciled through DescribeRefreshTasks"
+            "{label}: reconciled through DescribeRefreshTasks"
         );
     }
     server.stop().await;
