@@ -93,7 +93,8 @@ impl AliyunProvider {
         self.target.resource()
     }
 
-    /// DescribeRefreshTasks' `ObjectType` for an action.
+    /// DescribeRefreshTasks' `ObjectType` for an action (also naming its quota's admission
+    /// lock). Aliyun documents no type for cache-tag tasks: `cachetag` is never sent to it.
     fn object_type(action: JobAction) -> &'static str {
         match action {
             JobAction::RefreshDirectory => "directory",
@@ -261,6 +262,13 @@ impl Provider for AliyunProvider {
         job: &JobRecord,
         deadline: Instant,
     ) -> Result<Option<Submitted>, ProviderError> {
+        // DescribeRefreshTasks has no ObjectType for cache-tag tasks (file, directory, regex,
+        // preload, block, unblock): a cache-tag refresh whose answer was lost cannot be
+        // looked up, and is sent again (it costs quota; a refresh twice purges the same).
+        if job.action == JobAction::RefreshTag {
+            tracing::info!(domain = %self.domain(), "a cache-tag refresh's answer was lost; Aliyun lists no cache-tag tasks to look it up: sending it again");
+            return Ok(None);
+        }
         // Only a task Aliyun created at or after the second the job was marked Sending can
         // be its request: an earlier one (an earlier purge of the same URL) proves nothing
         // about this one. CreationTime is Aliyun's clock at second resolution; with our

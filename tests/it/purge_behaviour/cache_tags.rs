@@ -98,3 +98,43 @@ async fn cache_tags_use_each_providers_api_and_bad_tags_are_rejected_alone() {
     );
     server.stop().await;
 }
+
+/// A cache-tag refresh whose answer was lost (Aliyun recorded it, then answered 503) cannot
+/// be looked up (DescribeRefreshTasks documents no cache-tag type; the fake refuses one), so
+/// it is sent again and completes, rather than failing on a lookup Aliyun would refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_cache_tag_answer_is_sent_again() {
+    let ali = AliyunFake::start(AK, SECRET).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&aliyun_config(data.path(), &ali.endpoint), aliyun_opts()).await;
+    let mut client = server.client().await;
+    ali.state.lock().expect("state").unavailable_after_record = 1;
+    let resp = purge(&mut client, "ali", &["release-9"], PurgeKind::CacheTag)
+        .await
+        .expect("accepted");
+    let seen = watch_to_end(&mut client, &resp.purge_id, Duration::from_secs(20)).await;
+    let last = seen.last().expect("watch answered");
+    assert_eq!(last.status(), PurgeStatus::PurgeCompleted, "{last:?}");
+    // Two refreshes recorded: the one whose answer was lost, and the one sent again (the
+    // fake lists answered calls only).
+    let recorded = ali
+        .state
+        .lock()
+        .expect("state")
+        .tasks
+        .values()
+        .filter(|t| t.3 == "cachetag")
+        .count();
+    assert_eq!(recorded, 2, "sent again");
+    assert_eq!(ali.calls("RefreshObjectCacheByCacheTag").len(), 1);
+    assert!(
+        ali.calls("DescribeRefreshTasks").is_empty(),
+        "no lookup by a type Aliyun does not have"
+    );
+    assert_eq!(
+        ali.refused(),
+        ["ServiceUnavailable"],
+        "only the lost answer"
+    );
+    server.stop().await;
+}

@@ -180,6 +180,14 @@ fn refresh_by_tag(
         id,
         (Instant::now(), now_unix(), tags, "cachetag".to_owned()),
     );
+    if st.unavailable_after_record > 0 {
+        st.unavailable_after_record -= 1;
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The request has failed due to a temporary failure of the server.",
+        ));
+    }
     Ok(json!({"RequestId": request_id, "RefreshTaskId": id.to_string()}))
 }
 
@@ -224,6 +232,15 @@ fn describe_tasks(
         return Err(Refusal::bad(
             "MissingObjectType",
             "ObjectType is mandatory when DomainName is given.",
+        ));
+    }
+    // The values Aliyun documents for this parameter (no cache-tag type among them).
+    if let Some(t) = &object_type
+        && !["file", "directory", "regex", "preload", "block", "unblock"].contains(&t.as_str())
+    {
+        return Err(Refusal::bad(
+            "InvalidParameter",
+            "ObjectType is one of file, directory, regex, preload, block, unblock.",
         ));
     }
     let page_size: usize = params
