@@ -47,8 +47,13 @@ pub(super) async fn admit(
         let reserved = match provider.admission_key(&leg_jobs) {
             Some(key) => {
                 guards.push(store.lock_admission(&key).await?);
+                // Jobs already put off past the next reset reserve that day's quota.
                 store
-                    .unsent_paths(provider.kind(), leg_jobs[0].action)
+                    .unsent_paths(
+                        provider.kind(),
+                        leg_jobs[0].action,
+                        provider.quota_resets_at(now),
+                    )
                     .await?
             }
             None => 0,

@@ -98,6 +98,14 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// When the quota admission reserves (see [`admission_key`](Self::admission_key)) next
+    /// resets after `now_ms`: jobs put off to then or later reserve the next day's quota,
+    /// not today's. Never, for a provider without a day quota.
+    fn quota_resets_at(&self, now_ms: i64) -> i64 {
+        let _ = now_ms;
+        i64::MAX
+    }
+
     /// Checks, before the purge is accepted, what must hold at the provider (Aliyun: the
     /// day's quota, less `reserved` paths of accepted purges not sent yet): when the jobs
     /// can go (now, or after a quota reset) and the quota seen.

@@ -169,6 +169,10 @@ impl Provider for AliyunProvider {
             .map(|j| format!("aliyun-quota:{}", Self::object_type(j.action)))
     }
 
+    fn quota_resets_at(&self, now_ms: i64) -> i64 {
+        next_quota_reset(now_ms)
+    }
+
     async fn admit(
         &self,
         jobs: &[JobRecord],

@@ -461,6 +461,7 @@ impl PurgeStore for EmbeddedStore {
         &self,
         provider: ProviderKind,
         action: JobAction,
+        due_before_ms: i64,
     ) -> Result<u64, StoreError> {
         self.run(move |inner| {
             let ids = inner.mem().unfinished_purges(provider);
@@ -475,6 +476,7 @@ impl PurgeStore for EmbeddedStore {
                             j.provider == provider
                                 && j.action == action
                                 && matches!(j.state, JobState::Waiting | JobState::Sending)
+                                && j.not_before_ms < due_before_ms
                         })
                         .map(|j| j.paths.len() as u64)
                         .sum::<u64>();

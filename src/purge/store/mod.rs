@@ -199,11 +199,14 @@ pub trait PurgeStore: Send + Sync + std::fmt::Debug {
     async fn lock_admission(&self, key: &str) -> Result<Box<dyn AdmissionLock>, StoreError>;
 
     /// Paths of `provider`'s jobs of `action` accepted but not sent yet (waiting or being
-    /// sent): what they reserve of the provider's quota.
+    /// sent) that may go before `due_before_ms` (their `not_before_ms` is earlier): what they
+    /// reserve of the provider's quota for the day that ends then. Jobs already put off to
+    /// a later day (past a quota reset) reserve that day's quota, not this one's.
     async fn unsent_paths(
         &self,
         provider: ProviderKind,
         action: JobAction,
+        due_before_ms: i64,
     ) -> Result<u64, StoreError>;
 }
 

@@ -437,14 +437,16 @@ impl PurgeStore for PgStore {
         &self,
         provider: ProviderKind,
         action: JobAction,
+        due_before_ms: i64,
     ) -> Result<u64, StoreError> {
         let c = self.pool.get().await?;
         let action = to_json(&action)?;
         let row = c
             .query_one(
                 "SELECT COALESCE(SUM(jsonb_array_length(job->'paths')), 0)::bigint FROM purge_jobs \
-                 WHERE provider = $1 AND state IN ('waiting', 'sending') AND job->'action' = $2",
-                &[&provider.as_str(), &action],
+                 WHERE provider = $1 AND state IN ('waiting', 'sending') AND job->'action' = $2 \
+                 AND COALESCE((job->>'not_before_ms')::bigint, 0) < $3",
+                &[&provider.as_str(), &action, &due_before_ms],
             )
             .await
             .map_err(db_error)?;

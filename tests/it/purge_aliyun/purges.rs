@@ -194,7 +194,9 @@ async fn quota_throttling_and_credentials_map_to_clear_statuses() {
         "{}",
         err.message()
     );
-    // The waiting purge reserves its 5 URLs: a second purge cannot pass the same check.
+    // The purge put off to the next day reserves that day's quota, not today's: with 7
+    // left today, 3 more go out now (what jobs due today reserve:
+    // jobs_due_today_reserve_todays_quota).
     fake.state.lock().expect("state").url_remain = 7;
     let second = client
         .purge(PurgeRequest {
@@ -209,10 +211,16 @@ async fn quota_throttling_and_credentials_map_to_clear_statuses() {
         .into_inner();
     assert_eq!(
         second.jobs[0].status(),
-        JobStatus::Waiting,
-        "7 left, 5 reserved: 3 wait"
+        JobStatus::InProgress,
+        "7 left today; the 5 waiting are the next day's: 3 go now"
     );
-    assert!(fake.calls("RefreshObjectCaches").is_empty());
+    assert_eq!(fake.calls("RefreshObjectCaches").len(), 1);
+    // Finished before the throttling below, so its polls take none of it.
+    let seen = watch_to_end(&mut client, &second.purge_id, Duration::from_secs(20)).await;
+    assert_eq!(
+        seen.last().expect("m").status(),
+        cdnsign::proto::PurgeStatus::PurgeCompleted
+    );
 
     // Throttled twice, then accepted: the job waits (never fails) and is sent again after
     // a backoff, by the scheduler.
@@ -247,8 +255,8 @@ async fn quota_throttling_and_credentials_map_to_clear_statuses() {
     );
     assert_eq!(
         fake.calls("RefreshObjectCaches").len(),
-        1,
-        "sent once it was let through"
+        2,
+        "the 3 above, and this one sent once it was let through"
     );
     assert_eq!(
         fake.refused()
@@ -322,5 +330,60 @@ async fn a_url_over_aliyuns_length_limit_is_rejected_alone() {
         "https://cdn.example.com/ok.js"
     );
     assert!(fake.refused().is_empty(), "{:?}", fake.refused());
+    server.stop().await;
+}
+
+/// Jobs accepted and due today (here one throttled, waiting its backoff) reserve today's
+/// quota: a purge that fits what Aliyun reports left, but not what is left once they are
+/// sent, waits for the reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_due_today_reserve_todays_quota() {
+    let fake = AliyunFake::start(AK, SECRET).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let toml = base_config(data.path()) + &targets(&fake.endpoint);
+    let server = TestServer::start(&toml, opts(SECRET)).await;
+    let mut client = server.client().await;
+    fake.state.lock().expect("state").url_remain = 4;
+    // Throttled for the rest of the test: the first purge waits its backoff, due today.
+    fake.state.lock().expect("state").throttle_next = 1_000;
+    let first = client
+        .purge(PurgeRequest {
+            target: "v3site".into(),
+            paths: (0..3).map(|i| format!("/d{i}")).collect(),
+            kind: PurgeKind::File.into(),
+            idempotency_key: "due".into(),
+            max_wait_seconds: 0,
+        })
+        .await
+        .expect("throttled, accepted for later")
+        .into_inner();
+    assert_eq!(
+        first.jobs[0].status(),
+        JobStatus::Waiting,
+        "{:?}",
+        first.jobs[0]
+    );
+    assert!(
+        first.jobs[0].detail.contains("Throttling.User"),
+        "{:?}",
+        first.jobs[0]
+    );
+    let second = client
+        .purge(PurgeRequest {
+            target: "v3site".into(),
+            paths: (0..2).map(|i| format!("/e{i}")).collect(),
+            kind: PurgeKind::File.into(),
+            idempotency_key: "after".into(),
+            max_wait_seconds: 0,
+        })
+        .await
+        .expect("accepted to wait")
+        .into_inner();
+    assert_eq!(second.jobs[0].status(), JobStatus::Waiting);
+    assert!(
+        second.jobs[0].detail.contains("daily quota to reset"),
+        "4 left, 3 reserved by the throttled purge: 2 wait for the reset: {}",
+        second.jobs[0].detail
+    );
     server.stop().await;
 }

@@ -488,8 +488,11 @@ mod get_fails {
             &self,
             provider: ProviderKind,
             action: JobAction,
+            due_before_ms: i64,
         ) -> Result<u64, StoreError> {
-            self.inner.unsent_paths(provider, action).await
+            self.inner
+                .unsent_paths(provider, action, due_before_ms)
+                .await
         }
     }
 }
