@@ -335,6 +335,58 @@ async fn contract(s: Arc<dyn PurgeStore>) {
             .expect("take"),
         Ok(())
     );
+
+    // Unsent paths reserve quota only for the day they may go in: a job put off past
+    // `due_before_ms` is not counted; sent or finished jobs never are.
+    let aliyun = |paths: &[&str], not_before_ms: i64| {
+        let mut j = JobRecord::waiting(
+            ProviderKind::Aliyun,
+            "cdn.example.com",
+            JobAction::RefreshFile,
+            paths.iter().map(|p| (*p).to_owned()).collect(),
+            0,
+            T0,
+        );
+        j.not_before_ms = not_before_ms;
+        j
+    };
+    let reset = T0 + 3_600_000;
+    new_id(
+        s.insert(purge(
+            "pg_q1",
+            "alice",
+            "quota",
+            "ali",
+            vec![
+                aliyun(
+                    &["https://cdn.example.com/a", "https://cdn.example.com/b"],
+                    0,
+                ),
+                aliyun(&["https://cdn.example.com/c"], T0 + 5_000),
+                aliyun(&["https://cdn.example.com/tomorrow"], reset),
+            ],
+        ))
+        .await
+        .expect("insert"),
+    );
+    let unsent = |due_before| {
+        let s = Arc::clone(&s);
+        async move {
+            s.unsent_paths(ProviderKind::Aliyun, JobAction::RefreshFile, due_before)
+                .await
+                .expect("unsent")
+        }
+    };
+    assert_eq!(unsent(reset).await, 3, "due before the reset: 2 + 1");
+    assert_eq!(unsent(reset + 1).await, 4, "and the one put off to it");
+    assert_eq!(unsent(i64::MAX).await, 4);
+    assert_eq!(
+        s.unsent_paths(ProviderKind::Aliyun, JobAction::RefreshDirectory, i64::MAX)
+            .await
+            .expect("unsent"),
+        0,
+        "per action"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
