@@ -204,7 +204,7 @@ impl Authenticator {
             }
             if !c.cert_san.is_empty()
                 && a.by_san
-                    .insert(c.cert_san.to_ascii_lowercase(), Arc::clone(&grant))
+                    .insert(san_key(&c.cert_san), Arc::clone(&grant))
                     .is_some()
             {
                 problems.push(format!("{at}: cert_san is the same as another client's"));
@@ -261,17 +261,38 @@ impl Authenticator {
         }
         let san = cert.subject_alternative_name().ok().flatten()?;
         san.value.general_names.iter().find_map(|name| {
-            let text = match name {
-                GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
-                    s.to_ascii_lowercase()
-                }
+            let (kind, value) = match name {
+                GeneralName::DNSName(s) => ("dns", s),
+                GeneralName::URI(s) => ("uri", s),
+                GeneralName::RFC822Name(s) => ("email", s),
                 _ => return None,
             };
+            let value = value.to_ascii_lowercase();
+            // A cert_san that names its type matches only that type; one that does not,
+            // any of the three.
             self.by_san
-                .get(&text)
+                .get(&format!("{kind}:{value}"))
+                .or_else(|| self.by_san.get(&format!("*:{value}")))
                 .map(|g| Caller::Client(Arc::clone(g)))
         })
     }
+}
+
+/// `cert_san` as the lookup key: `dns:`, `uri:` or `email:` (any case) before the value
+/// names the SAN type it must be (`dns:gen.internal`); without one, any of the three.
+fn san_key(configured: &str) -> String {
+    let lower = configured.trim().to_ascii_lowercase();
+    for kind in ["dns", "uri", "email"] {
+        if let Some(value) = lower
+            .strip_prefix(kind)
+            .and_then(|rest| rest.strip_prefix(':'))
+            // `uri:` followed by `//` is a URI whose scheme is "uri", not a type.
+            .filter(|rest| !rest.starts_with("//"))
+        {
+            return format!("{kind}:{value}");
+        }
+    }
+    format!("*:{lower}")
 }
 
 /// A certificate's subject as `cert_subject` is written: `CN=gen, O=Acme`, in the
@@ -460,6 +481,41 @@ mod tests {
         let mut escaped = String::new();
         escape_rfc4514("#x", &mut escaped);
         assert_eq!(escaped, "\\#x");
+    }
+
+    /// A cert_san that names its SAN type matches only that type: a URI SAN cannot pass
+    /// for a configured DNS name. Without a type, any of DNS, URI and email matches.
+    #[test]
+    fn a_typed_cert_san_matches_only_its_type() {
+        let der = |name: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/tls")
+                .join(name);
+            openssl_free_pem_to_der(&std::fs::read(&path).expect("fixture"))
+        };
+        // client.pem has the DNS SAN playlist-generator.internal; uri-san-client.pem a URI
+        // SAN with the same text.
+        let dns = der("client.pem");
+        let uri = der("uri-san-client.pem");
+        let build = |san: &str| {
+            let mut c = client("gen", "t");
+            c.token_sha256.clear();
+            c.cert_san = san.into();
+            Authenticator::build(&[c], false, 100, None).expect("auth")
+        };
+        let typed = build("DNS:playlist-generator.internal");
+        assert!(typed.authenticate(None, Some(&dns)).is_ok());
+        assert_eq!(
+            typed.authenticate(None, Some(&uri)).map(|_| ()),
+            Err(AuthError::Unknown),
+            "a URI SAN is not the DNS name"
+        );
+        let untyped = build("playlist-generator.internal");
+        assert!(untyped.authenticate(None, Some(&dns)).is_ok());
+        assert!(untyped.authenticate(None, Some(&uri)).is_ok(), "any type");
+        assert_eq!(san_key("URI:spiffe://acme/gen"), "uri:spiffe://acme/gen");
+        assert_eq!(san_key("uri://x"), "*:uri://x");
+        assert_eq!(san_key("email:Ops@Example.com"), "email:ops@example.com");
     }
 
     /// The first certificate of a PEM file, as DER.
