@@ -283,6 +283,10 @@ impl Scheduler {
             }
         };
         let _ = tokio::time::timeout_at(deadline, collect).await;
+        // Past the caller's deadline the kicks go on on their own rather than being aborted:
+        // one cut off between claiming a queue and starting its worker would leave the lease
+        // held and the queue idle until the lease expired.
+        set.detach_all();
         report
     }
 
