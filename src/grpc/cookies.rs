@@ -30,6 +30,14 @@ pub(super) fn check_attributes(attrs: &proto::CookieAttributes) -> Result<(), Ap
             reason: "must be Strict, Lax, None or empty".into(),
         });
     }
+    // Browsers drop a `SameSite=None` cookie that is not `Secure` (RFC 6265bis): refused
+    // here, by name, rather than returned to fail playback without a word.
+    if attrs.same_site == "None" && !attrs.secure {
+        return Err(ApiError::InvalidField {
+            field: "attributes.same_site",
+            reason: "None needs attributes.secure = true (browsers drop a SameSite=None cookie that is not Secure)".into(),
+        });
+    }
     Ok(())
 }
 

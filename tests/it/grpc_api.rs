@@ -205,6 +205,41 @@ async fn cookies_with_attributes() {
         "{}",
         err.message()
     );
+
+    // SameSite=None without Secure: browsers would drop the cookies; refused by name.
+    let err = c
+        .sign_cookies(SignCookiesRequest {
+            items: vec![item("https://d/a")],
+            ttl_seconds: 60,
+            attributes: Some(CookieAttributes {
+                same_site: "None".into(),
+                ..CookieAttributes::default()
+            }),
+            ..SignCookiesRequest::default()
+        })
+        .await
+        .expect_err("SameSite=None without Secure");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("attributes.same_site") && err.message().contains("secure"),
+        "{}",
+        err.message()
+    );
+    let ok = c
+        .sign_cookies(SignCookiesRequest {
+            items: vec![item("https://d/a")],
+            ttl_seconds: 60,
+            attributes: Some(CookieAttributes {
+                same_site: "None".into(),
+                secure: true,
+                ..CookieAttributes::default()
+            }),
+            ..SignCookiesRequest::default()
+        })
+        .await
+        .expect("SameSite=None with Secure")
+        .into_inner();
+    assert_eq!(ok.signed, 1);
     server.stop().await.expect("stop");
 }
 
