@@ -184,14 +184,16 @@ pub fn verify_cookies_with<'k>(
         early.problem(
             Reason::Malformed,
             format!(
-                "the URL's query already has {p:?}: CloudFront would read the signed URL, not                  the cookies (verify it with VerifyUrls)"
+                "the URL's query already has {p:?}: CloudFront would read the signed URL, not \
+                 the cookies (verify it with VerifyUrls)"
             ),
         );
     }
     if query.is_empty() {
         early.problem(
             Reason::Malformed,
-            "no CloudFront-* signing cookies (CloudFront-Policy or CloudFront-Expires,              CloudFront-Signature, CloudFront-Key-Pair-Id)",
+            "no CloudFront-* signing cookies (CloudFront-Policy or CloudFront-Expires, \
+             CloudFront-Signature, CloudFront-Key-Pair-Id)",
         );
     }
     if !early.problems.is_empty() {

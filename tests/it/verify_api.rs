@@ -228,6 +228,12 @@ async fn signed_cookies_verify_with_the_request_url() {
         ]
     );
     assert_eq!((resp.valid, resp.invalid), (2, 2));
+    // The problem reads as one sentence (no run of spaces from a wrapped literal).
+    let problem = &resp.results[3].problems[0].message;
+    assert!(
+        problem.starts_with("no CloudFront-* signing cookies") && !problem.contains("  "),
+        "{problem:?}"
+    );
 }
 
 /// Verifying needs an identity but no grant: a client with no keys and no prefixes may
