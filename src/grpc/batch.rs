@@ -370,3 +370,20 @@ pub(super) fn count_outcomes(
     flush(run);
     denied
 }
+
+/// Counts only the errors of `results` (items whose success is not a URL or cookie set of
+/// its own, such as a cookie playlist's URIs, covered by one cookie set); returns how many
+/// were grant denials.
+pub(super) fn count_errors(
+    results: &[Result<SignedItem, SignError>],
+    metrics: &SignMetrics,
+) -> u64 {
+    let mut denied = 0;
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        if matches!(e, SignError::Denied { .. }) {
+            denied += 1;
+        }
+        metrics.item_error(item_error_label(e)).increment(1);
+    }
+    denied
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tonic::Status;
 
 use super::cookies::{check_attributes, cookie_set};
-use super::sign::{BatchFields, Output, SignerService, count_outcomes};
+use super::sign::{BatchFields, Output, SignerService, count_errors, count_outcomes};
 use super::status::{ApiError, uri_error};
 use crate::auth::Caller;
 use crate::playlist::{self, Format, Mode, Outcome, Parsed, Plan, PlaylistError, SharedOptions};
@@ -66,12 +66,15 @@ fn sign_on_pool(
     let specs = plan.specs();
     let (results, stats) = sign_batch(&specs, &job.ctx, keys, Site::Pool(on_pool));
     drop(specs);
-    let output = if job.mode == Mode::Cookies {
-        Output::Cookie
+    // What the caller gets: signed URLs (one per URI item; the shared policy's own item is
+    // not one), or one cookie set (the policy item; the URIs are only checked against it).
+    let split = results.len() - usize::from(plan.has_policy_item() && !results.is_empty());
+    let (uris, policy) = results.split_at(split);
+    let denied = if job.mode == Mode::Cookies {
+        count_errors(uris, metrics) + count_outcomes(policy, metrics, Output::Cookie)
     } else {
-        Output::Url
+        count_outcomes(uris, metrics, Output::Url) + count_errors(policy, metrics)
     };
-    let denied = count_outcomes(&results, metrics, output);
     plan.finish(&job.text, results, stats).map(|o| (o, denied))
 }
 

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use super::batch::SignerService;
-pub(super) use super::batch::{BatchFields, Output, count_outcomes, unix_now};
+pub(super) use super::batch::{BatchFields, Output, count_errors, count_outcomes, unix_now};
 use super::cookies::{check_attributes, cookie_response};
 use super::layers::reauthenticate;
 use super::status::{ApiError, item_error};

@@ -241,6 +241,12 @@ impl<'p> Plan<'p> {
         self.urls.len()
     }
 
+    /// Whether [`specs`](Self::specs) ends with the shared policy's item (the shared modes):
+    /// it signs the policy, and is neither a URI of the playlist nor one returned.
+    pub fn has_policy_item(&self) -> bool {
+        self.resource.is_some()
+    }
+
     /// Writes the playlist back from the batch's `results` (one per [`specs`](Self::specs)
     /// item, in order). A failed policy item fails the whole request.
     pub fn finish(

@@ -283,3 +283,67 @@ async fn small_ecdsa_requests_skip_the_pool_and_rsa_never_does() {
     );
     server.stop().await.expect("clean stop");
 }
+
+/// A playlist counts what its caller gets: in `SHARED_POLICY` one signed URL per URI (the
+/// shared policy's own item is none), in `COOKIES` one cookie set and no URLs. A key id of
+/// this test's own keeps other tests' calls out of the counts (metrics are process-wide).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlists_count_the_urls_and_cookie_sets_they_return() {
+    use cdnsign::proto::{PlaylistMode, SignPlaylistRequest};
+
+    const KEY: &str = "KPLAYLISTCOUNT";
+    let key = crate::common::repo("config/dev-keys/TEST-ONLY-cloudfront.pem");
+    let mut config = test_config(
+        "",
+        &format!("[[keys]]\nid = \"{KEY}\"\npath = \"{}\"\n", key.display()),
+    );
+    config.metrics.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let server = start(config).await;
+    let metrics_addr = server.metrics.expect("metrics listener");
+    let mut c = SignerClient::connect(server.url()).await.expect("connect");
+    let playlist = (0..5).fold(
+        String::from("#EXTM3U\n#EXT-X-TARGETDURATION:4\n"),
+        |t, i| t + &format!("#EXTINF:4,\ns{i}.ts\n"),
+    );
+    let urls = format!(r#"cdnsign_urls_signed_total{{key_id="{KEY}",algorithm="rsa_sha1"}}"#);
+    let cookies = format!(r#"cdnsign_cookies_signed_total{{key_id="{KEY}",algorithm="rsa_sha1"}}"#);
+    let sign = |mode: PlaylistMode| SignPlaylistRequest {
+        playlist: playlist.clone(),
+        base_url: "https://d111111abcdef8.cloudfront.net/hls/a/stream.m3u8".into(),
+        mode: mode.into(),
+        key_id: KEY.into(),
+        ttl_seconds: 600,
+        ..SignPlaylistRequest::default()
+    };
+    let before = scrape(metrics_addr).await;
+    let shared = c
+        .sign_playlist(sign(PlaylistMode::SharedPolicy))
+        .await
+        .expect("shared")
+        .into_inner();
+    assert_eq!((shared.uris, shared.rewritten), (5, 5));
+    let after_shared = scrape(metrics_addr).await;
+    assert_eq!(
+        value(&after_shared, &urls) - value(&before, &urls),
+        5.0,
+        "five URIs signed, not six"
+    );
+    let cookie = c
+        .sign_playlist(sign(PlaylistMode::Cookies))
+        .await
+        .expect("cookies")
+        .into_inner();
+    assert!(cookie.cookies.is_some());
+    let after_cookies = scrape(metrics_addr).await;
+    assert_eq!(
+        value(&after_cookies, &cookies) - value(&after_shared, &cookies),
+        1.0,
+        "one cookie set"
+    );
+    assert_eq!(
+        value(&after_cookies, &urls),
+        value(&after_shared, &urls),
+        "no URLs in COOKIES mode"
+    );
+    server.stop().await.expect("stop");
+}
