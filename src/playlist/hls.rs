@@ -11,7 +11,7 @@
 use url::Url;
 
 use super::found::{Escape, Found, Target, UriErrorKind};
-use super::resolve::resolve;
+use super::hls_vars::Vars;
 use super::{Format, PlaylistError};
 
 /// Tags with a URI attribute: (tag, attribute, place name for messages).
@@ -152,6 +152,7 @@ pub fn attributes(list: &str) -> Result<Vec<Attr<'_>>, String> {
 /// Finds every URI of an HLS playlist, resolved against `base`.
 pub fn scan(text: &str, base: &Url) -> Result<(Format, Vec<Found>), PlaylistError> {
     let mut found = Vec::new();
+    let mut vars = Vars::default();
     let (mut master_line, mut media_line) = (None, None);
     let mut offset = 0;
     for (index, raw) in text.split_inclusive('\n').enumerate() {
@@ -187,6 +188,12 @@ pub fn scan(text: &str, base: &Url) -> Result<(Format, Vec<Found>), PlaylistErro
             if MEDIA_TAGS.contains(&name) {
                 media_line.get_or_insert(line_no);
             }
+            if name == "EXT-X-DEFINE"
+                && let Some(Ok(attrs)) = list.map(attributes)
+            {
+                vars.define(list.unwrap_or_default(), &attrs);
+                continue;
+            }
             let Some(&(_, attr, place)) = URI_TAGS.iter().find(|(t, _, _)| *t == name) else {
                 continue;
             };
@@ -194,7 +201,7 @@ pub fn scan(text: &str, base: &Url) -> Result<(Format, Vec<Found>), PlaylistErro
                 continue;
             };
             let list_at = at + 1 + name.len() + 1;
-            if let Some(f) = uri_attribute(list, list_at, attr, place, line_no, base) {
+            if let Some(f) = uri_attribute(list, list_at, attr, place, line_no, base, &vars) {
                 found.push(f);
             }
         } else {
@@ -204,7 +211,7 @@ pub fn scan(text: &str, base: &Url) -> Result<(Format, Vec<Found>), PlaylistErro
                 written: trimmed.to_owned(),
                 place: "",
                 escape: Escape::None,
-                target: resolve(base, trimmed),
+                target: vars.resolve(base, trimmed),
             });
         }
     }
@@ -241,6 +248,7 @@ fn uri_attribute(
     place: &'static str,
     line: u32,
     base: &Url,
+    vars: &Vars,
 ) -> Option<Found> {
     let broken = |span: std::ops::Range<usize>, written: &str, why: String| Found {
         line,
@@ -288,6 +296,6 @@ fn uri_attribute(
         written: written.to_owned(),
         place,
         escape: Escape::None,
-        target: resolve(base, written),
+        target: vars.resolve(base, written),
     })
 }

@@ -23,6 +23,7 @@
 pub mod dash;
 mod found;
 pub mod hls;
+mod hls_vars;
 pub mod plan;
 pub mod resolve;
 pub mod rewrite;

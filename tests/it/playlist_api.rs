@@ -434,3 +434,44 @@ async fn a_shared_resource_outside_the_grant_refuses_the_playlist() {
         .into_inner();
     assert_eq!((resp.signatures, resp.rewritten), (1, 4));
 }
+
+/// HLS variables: a URI is signed as the player will fetch it, `{$name}` replaced by its
+/// `EXT-X-DEFINE` value (the signed URL verifies for the replaced path); a reference whose
+/// value only the player knows (`QUERYPARAM`) is a per-URI error naming it, not a signature
+/// over text the player would change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_variables_are_replaced_before_signing_or_refused_per_uri() {
+    let server = start(test_config("", "")).await;
+    let mut c = client(&server.url()).await;
+    let text = "#EXTM3U\n#EXT-X-VERSION:8\n#EXT-X-TARGETDURATION:4\n\
+                #EXT-X-DEFINE:NAME=\"res\",VALUE=\"720p\"\n#EXT-X-DEFINE:QUERYPARAM=\"token\"\n\
+                #EXTINF:4,\n{$res}/seg1.ts\n#EXTINF:4,\nseg2.ts?t={$token}\n#EXTINF:4,\nseg3.ts\n";
+    let base = format!("{HOST}/hls/a/stream.m3u8");
+    let resp = c
+        .sign_playlist(request(text, &base, PlaylistMode::PerUri, None))
+        .await
+        .expect("sign")
+        .into_inner();
+    assert_eq!((resp.uris, resp.rewritten), (3, 2), "{:?}", resp.errors);
+    assert_eq!(resp.errors.len(), 1, "{:?}", resp.errors);
+    let e = &resp.errors[0];
+    assert_eq!((e.line, e.uri.as_str()), (9, "seg2.ts?t={$token}"));
+    assert_eq!(e.code(), ItemCode::InvalidArgument);
+    assert!(e.message.contains("{$token}"), "{}", e.message);
+    let signed = resp
+        .playlist
+        .lines()
+        .find(|l| l.contains("/720p/seg1.ts?"))
+        .expect("the replaced URI, signed");
+    assert!(!signed.contains("{$"), "{signed}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let v = verify_url(signed, &verify_key(), now, None);
+    assert!(v.valid(), "{signed}: {:?}", v.problems);
+    assert!(
+        resp.playlist.contains("seg2.ts?t={$token}\n"),
+        "left as written"
+    );
+}
