@@ -180,6 +180,13 @@ def playlist_seeds():
         text = path.read_bytes()
         for selector in (0x00, 0x05, 0x0A):
             yield bytes([selector]) + text
+    # HLS variables (EXT-X-DEFINE): defined, from the URL, undefined, in an attribute.
+    variables = (b'#EXTM3U\n#EXT-X-DEFINE:NAME="res",VALUE="720p"\n'
+                 b'#EXT-X-DEFINE:QUERYPARAM="t"\n#EXT-X-MAP:URI="{$res}/init.mp4"\n'
+                 b'#EXTINF:4,\n{$res}/seg1.ts\n#EXTINF:4,\nseg2.ts?t={$t}\n'
+                 b'#EXTINF:4,\n{$nope}/seg3.ts\n#EXTINF:4,\na{$b.ts\n')
+    for selector in (0x00, 0x05):
+        yield bytes([selector]) + variables
 
 
 # ---------------------------------------------------------------- auth
