@@ -189,9 +189,15 @@ pub fn scan(text: &str, base: &Url) -> Result<(Format, Vec<Found>), PlaylistErro
                 media_line.get_or_insert(line_no);
             }
             if name == "EXT-X-DEFINE"
-                && let Some(Ok(attrs)) = list.map(attributes)
+                && let Some(list) = list
+                && let Ok(attrs) = attributes(list)
             {
-                vars.define(list.unwrap_or_default(), &attrs);
+                vars.define(
+                    attrs
+                        .iter()
+                        .filter(|a| a.quoted)
+                        .map(|a| (a.name, &list[a.value.clone()])),
+                );
                 continue;
             }
             let Some(&(_, attr, place)) = URI_TAGS.iter().find(|(t, _, _)| *t == name) else {

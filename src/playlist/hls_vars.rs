@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use url::Url;
 
 use super::found::{Target, UriErrorKind};
-use super::hls::Attr;
 use super::resolve::resolve;
 
 /// The variables a playlist has defined so far: a value, or `None` when it is only known
@@ -19,14 +18,15 @@ use super::resolve::resolve;
 pub(super) struct Vars(HashMap<String, Option<String>>);
 
 impl Vars {
-    /// Records the variable an `EXT-X-DEFINE` attribute list (`list`, parsed as `attrs`)
-    /// defines.
-    pub(super) fn define(&mut self, list: &str, attrs: &[Attr<'_>]) {
+    /// Records the variable an `EXT-X-DEFINE` tag defines, given its quoted-string
+    /// attributes as (name, value).
+    pub(super) fn define<'a>(&mut self, quoted: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let quoted: Vec<(&str, &str)> = quoted.into_iter().collect();
         let value_of = |name: &str| {
-            attrs
+            quoted
                 .iter()
-                .find(|a| a.name == name && a.quoted)
-                .map(|a| list[a.value.clone()].to_owned())
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
         };
         if let Some(name) = value_of("NAME") {
             let value = value_of("VALUE");
@@ -79,12 +79,11 @@ impl Vars {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::playlist::hls::attributes;
 
-    fn vars(lines: &[&str]) -> Vars {
+    fn vars(defines: &[&[(&str, &str)]]) -> Vars {
         let mut v = Vars::default();
-        for l in lines {
-            v.define(l, &attributes(l).expect("attributes"));
+        for d in defines {
+            v.define(d.iter().copied());
         }
         v
     }
@@ -99,7 +98,10 @@ mod tests {
     #[test]
     fn references_are_replaced_before_resolving() {
         let base = Url::parse("https://d/hls/a/stream.m3u8").expect("base");
-        let v = vars(&[r#"NAME="res",VALUE="720p""#, r#"NAME="tok",VALUE="x1""#]);
+        let v = vars(&[
+            &[("NAME", "res"), ("VALUE", "720p")],
+            &[("NAME", "tok"), ("VALUE", "x1")],
+        ]);
         assert_eq!(
             url(&v.resolve(&base, "{$res}/seg1.ts")),
             "https://d/hls/a/720p/seg1.ts"
@@ -122,7 +124,7 @@ mod tests {
     #[test]
     fn references_not_known_when_signing_are_per_uri_errors() {
         let base = Url::parse("https://d/hls/a/stream.m3u8").expect("base");
-        let v = vars(&[r#"QUERYPARAM="token""#, r#"IMPORT="cdn""#]);
+        let v = vars(&[&[("QUERYPARAM", "token")], &[("IMPORT", "cdn")]]);
         for (written, needle) in [
             ("seg.ts?token={$token}", "{$token}, whose value comes from"),
             ("{$cdn}/seg.ts", "{$cdn}, whose value comes from"),
