@@ -294,20 +294,32 @@ impl Server {
                 health_reporter
                     .set_not_serving::<SignerServer<Arc<SignerService>>>()
                     .await;
+                health_reporter
+                    .set_not_serving::<PurgerServer<PurgerService>>()
+                    .await;
                 health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                 // Keep serving while load balancers notice NOT_SERVING (timings as reloaded).
                 let timings = live.snapshot().config.server.clone();
                 let drain = Duration::from_secs(timings.drain_seconds);
-                if !drain.is_zero() {
-                    let _ = tokio::time::timeout(drain, &mut serving).await;
-                }
-                let _ = stop_tx.send(());
-                let grace = Duration::from_secs(timings.shutdown_grace_seconds);
-                match tokio::time::timeout(grace, &mut serving).await {
-                    Ok(r) => r.map_err(ServerError::from),
-                    Err(_) => {
-                        tracing::warn!(?grace, "grace period over; closing remaining connections");
-                        Ok(())
+                // The transport may end by itself during the drain: then that is the result
+                // (polling the finished future again would panic).
+                let drained = if drain.is_zero() {
+                    None
+                } else {
+                    tokio::time::timeout(drain, &mut serving).await.ok()
+                };
+                match drained {
+                    Some(r) => r.map_err(ServerError::from),
+                    None => {
+                        let _ = stop_tx.send(());
+                        let grace = Duration::from_secs(timings.shutdown_grace_seconds);
+                        match tokio::time::timeout(grace, &mut serving).await {
+                            Ok(r) => r.map_err(ServerError::from),
+                            Err(_) => {
+                                tracing::warn!(?grace, "grace period over; closing remaining connections");
+                                Ok(())
+                            }
+                        }
                     }
                 }
             }

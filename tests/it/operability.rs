@@ -183,6 +183,18 @@ async fn shutdown_drains_then_finishes_the_batch_in_flight() {
         saw_not_serving,
         "health never reported NOT_SERVING during the drain"
     );
+    // Every service says so (set before the server-wide status checked above).
+    for service in ["cdnsign.v1.Signer", "cdnsign.v1.Purger"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health during the drain")
+            .into_inner()
+            .status;
+        assert_eq!(status, 2, "{service} during the drain");
+    }
 
     let resp = in_flight
         .await
