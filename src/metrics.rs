@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use metrics::gauge;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-pub use endpoint::serve;
+pub use endpoint::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, serve, serve_limited};
 pub use handles::{ITEM_ERROR_CODES, KeyCounters, KeyMetrics, SignMetrics};
 
 /// URLs signed, by `key_id` and `algorithm`.

@@ -239,3 +239,49 @@ async fn every_family_once_triggered_passes_promtool_and_error_details_decode_in
         String::from_utf8_lossy(&lint.stderr)
     );
 }
+
+/// A client that connects to `/metrics` and sends nothing is disconnected once the header
+/// timeout passes (hyper applies it only with a timer, which the endpoint gives it), and
+/// with every connection place taken by such clients a scrape is still answered once one
+/// of them is dropped: idle connections cannot hold descriptors for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_metrics_connections_are_closed_and_do_not_starve_scrapes() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(cdnsign::metrics::serve_limited(
+        listener,
+        handle,
+        Duration::from_millis(300),
+        2,
+    ));
+    let connect = || async { tokio::net::TcpStream::connect(addr).await.expect("connect") };
+    // Two idle clients take both places; a scraper queues behind them.
+    let (mut idle_a, mut idle_b) = (connect().await, connect().await);
+    let mut scraper = connect().await;
+    scraper
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    // Each idle client is closed by the server (EOF), within the test's bound.
+    for idle in [&mut idle_a, &mut idle_b] {
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), idle.read_to_end(&mut buf))
+            .await
+            .expect("the server closes an idle connection")
+            .expect("read");
+    }
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(20), scraper.read_to_string(&mut answer))
+        .await
+        .expect("the scrape is answered once a place frees")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.abort();
+}
