@@ -10,8 +10,7 @@ use tokio::sync::Semaphore;
 
 use super::render;
 
-/// How long a client may take to send a request's headers (also the longest a kept-alive
-/// connection waits for its next request) before the connection is closed.
+/// How long a client may take to send a request's headers before the connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most connections served at once; more wait in the listen backlog.
