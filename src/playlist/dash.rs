@@ -394,6 +394,10 @@ fn resolve_all(
 }
 
 fn resolve_many(bases: &[&Url], written: &str, kind: TemplateKind) -> Target {
+    // One base (the usual case): nothing to merge.
+    if let [base] = bases {
+        return resolve_as(base, written, kind);
+    }
     let mut urls: Vec<String> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut other = false;
