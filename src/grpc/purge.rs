@@ -13,8 +13,9 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::access::RateError;
-use crate::auth::{AUDIT_TARGET, Caller, Credentials};
-use crate::grpc::layers::reauthenticate;
+use crate::auth::{AUDIT_TARGET, Caller};
+use crate::grpc::layers::{credentials_of, reauthenticate};
+use crate::grpc::sign::caller_of;
 use crate::grpc::status::ApiError;
 use crate::live::LiveConfig;
 use crate::metrics::RATE_LIMITED;
@@ -36,15 +37,6 @@ impl PurgerService {
     pub fn new(purger: Arc<Purger>, live: Arc<LiveConfig>) -> PurgerService {
         PurgerService { purger, live }
     }
-}
-
-/// The caller the auth layer resolved. Fails closed if the layer is missing.
-fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("no caller identity"))
 }
 
 /// Refuses a target outside the caller's `purge_targets`.
@@ -350,11 +342,7 @@ impl PurgerApi for PurgerService {
     ) -> Result<Response<Self::WatchPurgeStream>, Status> {
         let deadline = caller_deadline(request.metadata());
         let caller = caller_of(&request)?;
-        let credentials = request
-            .extensions()
-            .get::<Credentials>()
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("no caller identity"))?;
+        let credentials = credentials_of(&request)?;
         let id = request.into_inner().purge_id;
         let purger = Arc::clone(&self.purger);
         let live = Arc::clone(&self.live);

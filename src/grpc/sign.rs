@@ -15,9 +15,9 @@ use tonic::{Request, Response, Status, Streaming};
 pub use super::batch::SignerService;
 pub(super) use super::batch::{BatchFields, Output, count_errors, count_outcomes, unix_now};
 use super::cookies::{check_attributes, cookie_response};
-use super::layers::reauthenticate;
+use super::layers::{credentials_of, reauthenticate};
 use super::status::{ApiError, item_error};
-use crate::auth::{Caller, Credentials};
+use crate::auth::Caller;
 use crate::proto;
 use crate::proto::signer_server::Signer;
 use crate::signing::validate::ItemSpec;
@@ -214,11 +214,7 @@ impl Signer for Arc<SignerService> {
         // Each message is signed as whoever these credentials are under the configuration
         // in force when it arrives: a reload that revokes the token ends the stream, one
         // that narrows the grant narrows the next batch.
-        let credentials = request
-            .extensions()
-            .get::<Credentials>()
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("no caller identity"))?;
+        let credentials = credentials_of(&request)?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let service = Arc::clone(self);

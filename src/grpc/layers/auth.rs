@@ -86,6 +86,16 @@ where
     }
 }
 
+/// The credentials the auth layer kept for this call (see [`reauthenticate`]). Fails closed
+/// if the layer is missing.
+pub fn credentials_of<T>(request: &tonic::Request<T>) -> Result<Credentials, tonic::Status> {
+    request
+        .extensions()
+        .get::<Credentials>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated("no caller identity"))
+}
+
 /// Authenticates a call that is still open (a stream's next message) again, against the
 /// configuration in force now: a reload that revoked its token, or removed its client,
 /// ends it with `UNAUTHENTICATED`, counted and audited as a refused call is. A client whose

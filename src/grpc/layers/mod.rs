@@ -14,7 +14,7 @@ mod message_limit;
 mod observe;
 mod shed;
 
-pub use auth::{Auth, AuthLayer, reauthenticate};
+pub use auth::{Auth, AuthLayer, credentials_of, reauthenticate};
 pub use call_table::{CallTable, CallType, GO_CODES};
 pub use message_limit::{MessageLimit, MessageLimitLayer};
 pub use observe::{Observe, ObserveLayer, REQUEST_ID_HEADER};
