@@ -211,6 +211,9 @@ impl Config {
         if self.server.max_concurrent_requests == 0 {
             problems.push("server.max_concurrent_requests must be at least 1".into());
         }
+        if self.server.max_connections == 0 {
+            problems.push("server.max_connections must be at least 1".into());
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             problems.push(format!(
                 "log.filter {:?} is not a valid filter: {e}",

@@ -2,7 +2,9 @@
 //!
 //! TLS is terminated here rather than by tonic so that the certificate and the client CA
 //! can change on SIGHUP: each handshake uses the TLS config in force when the connection
-//! arrived ([`TlsSource`]), and connections already open keep theirs. Handshakes run in
+//! arrived ([`AcceptSettings`]), and connections already open keep theirs. Each connection
+//! first takes a place under `[server] max_connections` ([`limit`]); at the limit it is
+//! closed at once. Handshakes run in
 //! their own tasks with a deadline, so a slow or silent client never holds up the next
 //! accept. Accept errors (out of file descriptors, say) back off instead of spinning.
 
@@ -33,28 +35,40 @@ pub struct Peer {
     pub certificate: Option<Arc<[u8]>>,
 }
 
-/// Where each new TLS handshake gets its config (the live configuration's, on reload).
-pub trait TlsSource: Send + Sync + 'static {
-    /// The config for a connection arriving now.
+pub mod limit;
+
+pub use limit::{Slot, Slots};
+
+/// What a connection arriving now is accepted with (the live configuration's, on reload).
+pub trait AcceptSettings: Send + Sync + 'static {
+    /// The TLS config for its handshake; `None`: plain TCP.
     fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>>;
+    /// Most connections open at once, this one included (`[server] max_connections`).
+    fn max_connections(&self) -> usize;
 }
 
-/// An accepted connection.
+/// An accepted connection, holding its place under `[server] max_connections` until the
+/// server drops it.
 #[derive(Debug)]
-pub enum Conn {
+pub struct Conn {
+    io: Io,
+    peer: Peer,
+    _slot: Slot,
+}
+
+#[derive(Debug)]
+enum Io {
     /// Plain TCP.
-    Plain(Gentle, Peer),
+    Plain(Gentle),
     /// TLS over TCP.
-    Tls(Box<TlsStream<Gentle>>, Peer),
+    Tls(Box<TlsStream<Gentle>>),
 }
 
 impl Connected for Conn {
     type ConnectInfo = Peer;
 
     fn connect_info(&self) -> Peer {
-        match self {
-            Conn::Plain(_, p) | Conn::Tls(_, p) => p.clone(),
-        }
+        self.peer.clone()
     }
 }
 
@@ -64,9 +78,9 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -77,23 +91,23 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s, _) => Pin::new(s).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s, _) => Pin::new(s).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -102,16 +116,16 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s, _) => s.is_write_vectored(),
-            Conn::Tls(s, _) => s.is_write_vectored(),
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
         }
     }
 }
@@ -121,16 +135,20 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections accepted but not yet taken by the server.
 const BACKLOG: usize = 64;
 
-/// Accepts on `listener` until the returned stream is dropped. With `tls`, every connection
-/// is a TLS handshake using the config `tls` gives at that moment.
+/// Accepts on `listener` until the returned stream is dropped, each connection as
+/// `settings` say at that moment: over the connection limit it is closed at once (counted by
+/// `slots`); with a TLS config, it is a TLS handshake using that config.
 pub fn incoming(
     listener: TcpListener,
     lingering: Lingering,
-    tls: Option<Arc<dyn TlsSource>>,
+    settings: Arc<dyn AcceptSettings>,
+    slots: Slots,
 ) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(BACKLOG);
     tokio::spawn(async move {
         let mut backoff = AcceptBackoff::default();
+        // Whether the last connection was refused: one warning per stretch at the limit.
+        let mut at_limit = false;
         loop {
             let accepted = tokio::select! {
                 () = tx.closed() => return,
@@ -150,22 +168,41 @@ pub fn incoming(
                     }
                 }
             };
+            let limit = settings.max_connections();
+            let Some(slot) = slots.try_take(limit) else {
+                if !at_limit {
+                    tracing::warn!(
+                        limit,
+                        peer = %remote,
+                        "server.max_connections connections are open: closing new ones until some close (cdnsign_grpc_connections_refused_total)"
+                    );
+                }
+                at_limit = true;
+                drop(stream);
+                continue;
+            };
+            at_limit = false;
             let _ = stream.set_nodelay(true);
             let peer = Peer {
                 remote: Some(remote),
                 certificate: None,
             };
             let gentle = lingering.wrap(stream);
-            match tls.as_ref().and_then(|t| t.tls_config()) {
+            match settings.tls_config() {
                 None => {
-                    if tx.send(Ok(Conn::Plain(gentle, peer))).await.is_err() {
+                    let conn = Conn {
+                        io: Io::Plain(gentle),
+                        peer,
+                        _slot: slot,
+                    };
+                    if tx.send(Ok(conn)).await.is_err() {
                         return;
                     }
                 }
                 Some(config) => {
                     let tx = tx.clone();
                     tokio::spawn(async move {
-                        if let Some(conn) = handshake(config, gentle, peer).await {
+                        if let Some(conn) = handshake(config, gentle, peer, slot).await {
                             let _ = tx.send(Ok(conn)).await;
                         }
                     });
@@ -180,6 +217,7 @@ async fn handshake(
     config: Arc<rustls::ServerConfig>,
     stream: Gentle,
     mut peer: Peer,
+    slot: Slot,
 ) -> Option<Conn> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -190,7 +228,11 @@ async fn handshake(
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .map(|c| Arc::from(c.as_ref()));
-            Some(Conn::Tls(Box::new(tls), peer))
+            Some(Conn {
+                io: Io::Tls(Box::new(tls)),
+                peer,
+                _slot: slot,
+            })
         }
         Ok(Err(error)) => {
             tracing::debug!(%error, peer = ?peer.remote, "TLS handshake failed");

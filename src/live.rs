@@ -21,7 +21,7 @@ use tokio_rustls::rustls;
 
 use crate::auth::{AUDIT_TARGET, Authenticator};
 use crate::config::{Config, ConfigError};
-use crate::conn::TlsSource;
+use crate::conn::AcceptSettings;
 use crate::metrics::{CONFIG_RELOADS, KeyMetrics};
 use crate::signing::keys::{Backend, KeyKind, KeySet};
 use crate::signing::selection::Selection;
@@ -314,9 +314,13 @@ impl LiveConfig {
     }
 }
 
-impl TlsSource for LiveConfig {
+impl AcceptSettings for LiveConfig {
     fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.current.load().tls.clone()
+    }
+
+    fn max_connections(&self) -> usize {
+        self.current.load().config.server.max_connections
     }
 }
 

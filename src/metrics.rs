@@ -90,6 +90,10 @@ pub const SERVING: &str = "cdnsign_serving";
 pub const AUTH_FAILURES: &str = "cdnsign_auth_failures_total";
 /// Calls refused by the concurrency limit (load shedding).
 pub const REQUESTS_SHED: &str = "cdnsign_requests_shed_total";
+/// Gauge: client connections open on the gRPC port (TLS handshakes included).
+pub const GRPC_CONNECTIONS: &str = "cdnsign_grpc_connections";
+/// Counter: connections closed on arrival because `server.max_connections` were open.
+pub const GRPC_CONNECTIONS_REFUSED: &str = "cdnsign_grpc_connections_refused_total";
 /// Calls refused by a client's rate limit, by `client` (a configured name) and `kind`.
 pub const RATE_LIMITED: &str = "cdnsign_rate_limited_total";
 /// Items refused by authorization, by `client`.
@@ -284,6 +288,14 @@ fn describe() {
     describe_counter!(
         REQUESTS_SHED,
         "Calls refused at once because server.max_concurrent_requests were in flight"
+    );
+    describe_gauge!(
+        GRPC_CONNECTIONS,
+        "Client connections open on the gRPC port, TLS handshakes included"
+    );
+    describe_counter!(
+        GRPC_CONNECTIONS_REFUSED,
+        "Connections closed on arrival because server.max_connections were open"
     );
     describe_counter!(
         RATE_LIMITED,

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server as TonicServer;
 
 use crate::config::{Config, ConfigError};
-use crate::conn::TlsSource;
+use crate::conn::{AcceptSettings, Slots};
 use crate::grpc::layers::{AuthLayer, MessageLimitLayer, ObserveLayer, ShedLayer};
 use crate::grpc::purge::PurgerService;
 use crate::grpc::sign::SignerService;
@@ -70,6 +70,7 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     pool: Arc<SigningPool>,
     purger: Arc<Purger>,
+    connections: Slots,
 }
 
 impl std::fmt::Debug for Server {
@@ -150,6 +151,10 @@ impl Server {
             metrics_listener,
             pool: Arc::new(pool),
             purger,
+            connections: Slots::new(
+                metrics::gauge!(crate::metrics::GRPC_CONNECTIONS),
+                metrics::counter!(crate::metrics::GRPC_CONNECTIONS_REFUSED),
+            ),
         })
     }
 
@@ -170,6 +175,12 @@ impl Server {
         Arc::clone(&self.live)
     }
 
+    /// The open client connections, under `[server] max_connections` (tests wait on it for
+    /// a closed connection's place).
+    pub fn connections(&self) -> Slots {
+        self.connections.clone()
+    }
+
     /// The bound metrics address, if metrics are served.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listener
@@ -185,6 +196,7 @@ impl Server {
             metrics_listener,
             pool,
             purger,
+            connections,
         } = self;
         let config = live.snapshot().config.clone();
         let mut background = tokio::task::JoinSet::new();
@@ -242,13 +254,10 @@ impl Server {
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let lingering = Lingering::default();
-        // TLS (when configured at start) takes each handshake's certificate and client CA
-        // from the live configuration, so a reload applies to new connections.
-        let tls: Option<Arc<dyn TlsSource>> = config
-            .server
-            .tls
-            .is_some()
-            .then(|| Arc::clone(&live) as Arc<dyn TlsSource>);
+        // Each new connection takes the connection limit, and with TLS its handshake's
+        // certificate and client CA, from the live configuration: a reload applies to the
+        // next connection. (Turning TLS on or off waits for a restart: see `live`.)
+        let accept_settings = Arc::clone(&live) as Arc<dyn AcceptSettings>;
         // Outermost first: every call gets a span and metrics, then an identity, then a
         // place under the concurrency limit, then its message size checked as it arrives.
         let mut builder = TonicServer::builder();
@@ -278,7 +287,7 @@ impl Server {
             .add_service(signer_server)
             .add_service(purger_server)
             .serve_with_incoming_shutdown(
-                crate::conn::incoming(listener, lingering.clone(), tls),
+                crate::conn::incoming(listener, lingering.clone(), accept_settings, connections),
                 async {
                     let _ = stop_rx.await;
                 },

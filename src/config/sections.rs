@@ -29,6 +29,9 @@ pub struct ServerConfig {
     /// Most signing/purge calls in flight at once; more are refused with
     /// RESOURCE_EXHAUSTED before any work (health and reflection are exempt).
     pub max_concurrent_requests: usize,
+    /// Most client connections open at once (TLS handshakes included); a connection past it
+    /// is closed as soon as it is accepted. A reload applies to the next connection.
+    pub max_connections: usize,
     /// Seconds a client connection may live before the server asks it to reconnect
     /// (HTTP/2 GOAWAY), so long-lived gRPC connections spread over replicas added since;
     /// 0: forever. Calls in flight finish first, for up to `max_connection_age_grace_seconds`.
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
             drain_seconds: 0,
             allow_unauthenticated: false,
             max_concurrent_requests: 512,
+            max_connections: 10_000,
             max_connection_age_seconds: 600,
             max_connection_age_grace_seconds: 60,
             tls: None,

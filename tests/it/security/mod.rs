@@ -3,6 +3,7 @@
 //! by the three files below (one server configuration with two clients, a TLS channel, a
 //! request with an optional bearer token).
 
+mod connections;
 mod grants;
 mod limits;
 mod reload;
