@@ -5,6 +5,7 @@
 
 mod commands;
 mod serve;
+mod shutdown;
 
 use std::process::Command;
 

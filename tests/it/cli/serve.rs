@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use super::{BIN, cdnsign_async, key};
 use crate::common::{KEY_ID, repo};
 
-struct ServeProcess {
-    child: Child,
+pub(super) struct ServeProcess {
+    pub(super) child: Child,
     addr: String,
 }
 
@@ -46,7 +46,7 @@ fn serve_with_log(
 
 /// Spawns `cdnsign serve --config` and streams its stderr lines; the address is filled in
 /// by the caller, which knows the log format.
-fn spawn_serve(
+pub(super) fn spawn_serve(
     config: &std::path::Path,
     rust_log: &str,
 ) -> (ServeProcess, std::sync::mpsc::Receiver<String>) {
@@ -76,7 +76,7 @@ fn spawn_serve(
     (process, rx)
 }
 
-fn wait_for_log(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+pub(super) fn wait_for_log(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
     wait_for_log_collecting(rx, needle, &mut Vec::new())
 }
 
@@ -417,7 +417,9 @@ async fn denied_items_and_refused_callers_write_json_audit_events() {
 }
 
 /// `serve` with the default (text) log format.
-fn serve_text(config: &std::path::Path) -> (ServeProcess, std::sync::mpsc::Receiver<String>) {
+pub(super) fn serve_text(
+    config: &std::path::Path,
+) -> (ServeProcess, std::sync::mpsc::Receiver<String>) {
     let (mut process, rx) = spawn_serve(config, "info");
     let line = wait_for_log(&rx, "cdnsign gRPC listening");
     let addr = line
