@@ -102,6 +102,33 @@ fn env_overrides() -> Env {
         .split("__")
 }
 
+/// A figment error as text, with a hint when an environment variable's value was read as
+/// a number or boolean for a text key: the environment's values are read as TOML values
+/// are, so `CDNSIGN_SIGNING__DEFAULT_KEY_ID=12345` is a number; quoted, it is text.
+fn with_hint(error: &figment::Error) -> String {
+    let from_env = error
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment variable"));
+    let figment::error::Kind::InvalidType(actual, expected) = &error.kind else {
+        return error.to_string();
+    };
+    let value = match actual {
+        figment::error::Actual::Unsigned(n) => n.to_string(),
+        figment::error::Actual::Signed(n) => n.to_string(),
+        figment::error::Actual::Float(n) => n.to_string(),
+        figment::error::Actual::Bool(b) => b.to_string(),
+        _ => return error.to_string(),
+    };
+    if !from_env || !(expected.contains("string") || expected.contains("path")) {
+        return error.to_string();
+    }
+    let var = format!("CDNSIGN_{}", error.path.join("__").to_uppercase());
+    format!(
+        "{error}; an environment value that reads as a number or boolean is taken as one: for text, quote it ({var}='\"{value}\"')"
+    )
+}
+
 impl Config {
     /// Loads `path`, or the built-in dev config when `None`, then applies `CDNSIGN_*`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -157,7 +184,7 @@ impl Config {
     fn parse(figment: Figment, source: ConfigSource) -> Result<(Config, Vec<String>), ConfigError> {
         let mut config: Config = figment.extract().map_err(|errors| ConfigError {
             origin: source.describe(),
-            problems: errors.into_iter().map(|e| e.to_string()).collect(),
+            problems: errors.into_iter().map(|e| with_hint(&e)).collect(),
         })?;
         let mut problems = unknown_keys(&figment, &source);
         config.source = source;

@@ -196,6 +196,27 @@ fn check_config_validates_what_serve_would_without_binding() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("CDNSIGN_SIGNING__MAX_BATHC"), "{err}");
 
+    // An environment value that reads as a number, for a text key: refused with the quoted
+    // form to use; quoted, it is text (here a key id the file does not have).
+    let (code, _, err) = cdnsign_env(
+        &["check-config", "--config", path],
+        &[("CDNSIGN_SIGNING__DEFAULT_KEY_ID", "12345")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(r#"quote it (CDNSIGN_SIGNING__DEFAULT_KEY_ID='"12345"')"#),
+        "{err}"
+    );
+    let (code, _, err) = cdnsign_env(
+        &["check-config", "--config", path],
+        &[("CDNSIGN_SIGNING__DEFAULT_KEY_ID", r#""12345""#)],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(r#"default_key_id "12345" is not one of the [[keys]] ids"#),
+        "{err}"
+    );
+
     // Every problem of a bad file, each printed once, exit 2: from check-config and serve.
     let bad = write_config(
         dir.path(),
