@@ -22,6 +22,7 @@ mod purge_aliyun;
 mod purge_auth;
 mod purge_behaviour;
 mod purge_bench;
+mod purge_clock_skew;
 mod purge_cloudfront_fake;
 mod purge_durability;
 mod purge_moto;

@@ -11,9 +11,9 @@ use cdnsign::purge::store::postgres::PgStore;
 use cdnsign::purge::store::{Inserted, PurgeStore, StoreError};
 
 const T0: i64 = 1_800_000_000_000;
-const LEASE: i64 = 30_000;
+pub(crate) const LEASE: i64 = 30_000;
 
-fn job(resource: &str, paths: &[&str]) -> JobRecord {
+pub(crate) fn job(resource: &str, paths: &[&str]) -> JobRecord {
     JobRecord::waiting(
         ProviderKind::Cloudfront,
         resource,
@@ -24,7 +24,13 @@ fn job(resource: &str, paths: &[&str]) -> JobRecord {
     )
 }
 
-fn purge(id: &str, client: &str, key: &str, target: &str, jobs: Vec<JobRecord>) -> PurgeRecord {
+pub(crate) fn purge(
+    id: &str,
+    client: &str,
+    key: &str,
+    target: &str,
+    jobs: Vec<JobRecord>,
+) -> PurgeRecord {
     PurgeRecord {
         id: id.into(),
         seq: 0,
@@ -40,14 +46,14 @@ fn purge(id: &str, client: &str, key: &str, target: &str, jobs: Vec<JobRecord>) 
     }
 }
 
-fn queue(resource: &str) -> QueueKey {
+pub(crate) fn queue(resource: &str) -> QueueKey {
     QueueKey {
         provider: ProviderKind::Cloudfront,
         resource: resource.into(),
     }
 }
 
-fn new_id(r: Inserted) -> PurgeRecord {
+pub(crate) fn new_id(r: Inserted) -> PurgeRecord {
     match r {
         Inserted::New(r) => r,
         Inserted::Existing(r) => panic!("expected a new purge, got {}", r.id),

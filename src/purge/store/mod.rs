@@ -21,6 +21,7 @@ pub mod embedded;
 mod embedded_mem;
 mod embedded_tables;
 mod pg_clock;
+pub use pg_clock::LocalClock;
 mod pg_pool;
 mod pg_records;
 mod pg_schema;

@@ -9,14 +9,16 @@
 //! database whose schema is newer than it knows. Connections are made, and do all their socket I/O, on a runtime of the
 //! store's own, so no tokio worker that serves calls ever waits on the database's
 //! network. Queue leases use `FOR UPDATE SKIP LOCKED` to claim and a row lock on the
-//! queue to fence every job write.
+//! queue to fence every job write; they, and the shared rate buckets, are timed by the
+//! database's clock (`super::pg_clock`), so a replica whose clock is off cannot take a
+//! lease another still holds.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio_postgres::Transaction;
 
-use super::pg_clock;
+use super::pg_clock::{DbClock, LocalClock};
 use super::pg_pool::{Pool, db_error};
 use super::pg_records::{from_json, insert_once, load, mark_finished, provider_from, to_json};
 use super::pg_schema::migrate;
@@ -32,6 +34,7 @@ use crate::purge::model::{JobAction, JobRecord, PurgeRecord, QueueKey};
 pub struct PgStore {
     pool: Arc<Pool>,
     name: String,
+    clock: Arc<DbClock>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -45,18 +48,34 @@ impl std::fmt::Debug for PgStore {
 impl PgStore {
     /// Connects, checks the schema version and migrates it. Fails on a newer schema.
     pub async fn connect(database_url: &str) -> Result<PgStore, StoreError> {
+        Self::connect_with_clock(database_url, Arc::new(crate::purge::model::now_ms)).await
+    }
+
+    /// [`connect`](Self::connect), reading this host's time from `local` when measuring
+    /// its clock against the database's (tests play a host whose clock is off).
+    pub async fn connect_with_clock(
+        database_url: &str,
+        local: LocalClock,
+    ) -> Result<PgStore, StoreError> {
         let cfg = connection_config(database_url).map_err(StoreError::Unavailable)?;
         let name = describe(&cfg);
         let store = PgStore {
             pool: Arc::new(Pool::new(cfg)?),
             name,
+            clock: Arc::new(DbClock::new(local)),
         };
         migrate(&store.pool).await.map_err(|e| match e {
             StoreError::Unavailable(m) => StoreError::Unavailable(format!("{} ({m})", store.name)),
             other => other,
         })?;
-        pg_clock::check(&store.pool, &store.name).await;
+        store.clock.measure(&store.pool, &store.name, true).await;
         Ok(store)
+    }
+
+    /// `now`, a time on the caller's clock, on the database's (measured again when stale).
+    async fn db_now(&self, now: i64) -> i64 {
+        self.clock.refresh(&self.pool, &self.name).await;
+        self.clock.to_db(now)
     }
 
     /// `user@host:port/db`.
@@ -158,6 +177,7 @@ impl PurgeStore for PgStore {
         lease_ms: i64,
         among: &[QueueKey],
     ) -> Result<Option<Lease>, StoreError> {
+        let now = self.db_now(now).await;
         let c = self.pool.get().await?;
         let among: Vec<String> = among
             .iter()
@@ -190,7 +210,7 @@ impl PurgeStore for PgStore {
                 },
                 owner: owner.to_owned(),
                 epoch: r.get(2),
-                until_ms: r.get(3),
+                until_ms: self.clock.to_local(r.get(3)),
             })
         })
         .transpose()
@@ -203,6 +223,7 @@ impl PurgeStore for PgStore {
         now: i64,
         lease_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
+        let now = self.db_now(now).await;
         let c = self.pool.get().await?;
         let row = c
             .query_opt(
@@ -226,11 +247,12 @@ impl PurgeStore for PgStore {
             queue: queue.clone(),
             owner: owner.to_owned(),
             epoch: r.get(0),
-            until_ms: r.get(1),
+            until_ms: self.clock.to_local(r.get(1)),
         }))
     }
 
     async fn renew(&self, lease: &Lease, now: i64, lease_ms: i64) -> Result<Lease, StoreError> {
+        let now = self.db_now(now).await;
         let c = self.pool.get().await?;
         let until_ms = now.saturating_add(lease_ms);
         let n = c
@@ -251,7 +273,7 @@ impl PurgeStore for PgStore {
             return Err(StoreError::LeaseLost(lease.queue.clone()));
         }
         Ok(Lease {
-            until_ms,
+            until_ms: self.clock.to_local(until_ms),
             ..lease.clone()
         })
     }
@@ -377,6 +399,7 @@ impl PurgeStore for PgStore {
         burst: f64,
         now: i64,
     ) -> Result<Result<(), f64>, StoreError> {
+        let now = self.db_now(now).await;
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await.map_err(db_error)?;
         tx.execute(
