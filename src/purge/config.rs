@@ -109,7 +109,7 @@ pub struct PurgeConfig {
     /// from the URL or `PGPASSWORD`). Unset: the embedded store in `data_dir`.
     pub database_url: Option<DatabaseUrl>,
     /// Directory of the embedded purge store (redb), for one process. Relative to the
-    /// working directory.
+    /// working directory; empty: no embedded store (PostgreSQL or no purges).
     pub data_dir: PathBuf,
     /// Seconds a replica's hold on a queue lasts unless renewed; a replica that dies loses
     /// its queues after this, and another replica finishes their jobs.

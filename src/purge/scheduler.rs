@@ -112,6 +112,9 @@ struct Kick {
     span: tracing::Span,
 }
 
+/// Longest the scheduler waits, at shutdown, for its workers to give their leases up.
+const WORKERS_STOP: Duration = Duration::from_secs(5);
+
 /// How often a worker looks at its queue in the store (new jobs from other replicas),
 /// at most; providers are polled every `[purge] poll_interval_ms`.
 const STORE_CHECK: Duration = Duration::from_secs(1);
@@ -150,6 +153,9 @@ impl Scheduler {
             base: Duration::from_millis(cfg.retry_base_ms),
             max: Duration::from_millis(cfg.retry_max_ms),
         };
+        for queue in providers.queues() {
+            pass::register_counters(queue.provider);
+        }
         Scheduler {
             slot,
             providers,
@@ -211,11 +217,14 @@ impl Scheduler {
                 () = tokio::time::sleep(self.poll_interval()) => {}
             }
         }
-        // Workers give their leases up, so another replica can take over at once.
+        // Workers give their leases up, so another replica can take over at once. All of
+        // them get the same 5 s (one in the middle of a pass ends it first): the
+        // shutdown's budget does not grow with the number of busy queues.
         let _ = self.stop.send(true);
         let senders: Vec<_> = self.workers().drain().map(|(_, tx)| tx).collect();
+        let deadline = Instant::now() + WORKERS_STOP;
         for tx in senders {
-            let _ = tokio::time::timeout(Duration::from_secs(5), tx.closed()).await;
+            let _ = tokio::time::timeout_at(deadline, tx.closed()).await;
         }
     }
 

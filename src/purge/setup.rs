@@ -57,6 +57,11 @@ pub(super) fn open_later(slot: Weak<StoreSlot>, cfg: PurgeConfig) {
 pub(super) async fn open_store(cfg: &PurgeConfig) -> Result<Arc<dyn PurgeStore>, StoreError> {
     match &cfg.database_url {
         Some(url) => Ok(Arc::new(PgStore::connect(url.expose()).await?)),
+        // `data_dir = ""`: no embedded store (a Deployment of several replicas, where one
+        // pod's private store would split purges between pods): PostgreSQL or nothing.
+        None if cfg.data_dir.as_os_str().is_empty() => Err(StoreError::Unavailable(
+            "no purge store: [purge] database_url is not set and data_dir is \"\" (no embedded store); set database_url (CDNSIGN_PURGE__DATABASE_URL)".into(),
+        )),
         None => {
             let dir = cfg.data_dir.clone();
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
@@ -128,4 +133,25 @@ pub(super) async fn providers(
         providers.add(provider);
     }
     Ok(providers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_empty_data_dir_without_a_database_opens_no_store() {
+        let cfg = PurgeConfig {
+            data_dir: std::path::PathBuf::new(),
+            database_url: None,
+            ..PurgeConfig::default()
+        };
+        match open_store(&cfg).await {
+            Err(StoreError::Unavailable(m)) => {
+                assert!(m.contains("database_url") && m.contains("data_dir"), "{m}");
+            }
+            Ok(s) => panic!("opened a {} store", s.engine()),
+            Err(e) => panic!("{e}"),
+        }
+    }
 }

@@ -156,3 +156,41 @@ async fn sigkill_after_cloudfront_accepted_but_before_recording_resends_the_same
         "the resend was answered from CallerReference"
     );
 }
+
+/// `CDNSIGN_PURGE__DATA_DIR=""` (the Kubernetes Deployment's setting) with no database:
+/// no pod falls back to a private store of its own; a purge answers UNAVAILABLE saying
+/// what to set, and nothing is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_data_dir_without_a_database_refuses_purges_instead_of_a_private_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write_config(dir.path(), port, "http://127.0.0.1:9");
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIDDURABLE"),
+        ("AWS_SECRET_ACCESS_KEY", "durable-secret"),
+        ("CDNSIGN_PURGE__DATA_DIR", ""),
+    ];
+    let server = Binary::start(&config, port, &env);
+    let err = server
+        .client()
+        .await
+        .purge(PurgeRequest {
+            target: "site".into(),
+            paths: vec!["/a.html".into()],
+            kind: PurgeKind::File.into(),
+            idempotency_key: "no-store-1".into(),
+            max_wait_seconds: 0,
+        })
+        .await
+        .expect_err("no store");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("database_url") && err.message().contains("data_dir"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "the file's data_dir was used despite the variable"
+    );
+}

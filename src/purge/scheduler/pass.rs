@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::purge::coalesce;
+use crate::purge::config::ProviderKind;
 use crate::purge::model::{JobRecord, JobState, now_ms};
 use crate::purge::provider::{Polled, Provider, Submitted};
 use crate::purge::store::{Lease, PurgeStore, QueuedJob, StoreError};
@@ -18,6 +19,20 @@ use super::{PassReport, Scheduler};
 /// progress before it ends `FAILED` with `status_text` `Unknown` (CloudFront and Aliyun
 /// finish within minutes; an hour leaves room to fix credentials or permissions).
 pub(crate) const POLL_GIVE_UP_MS: i64 = 60 * 60_000;
+
+/// Makes the job and path counters of `provider` at 0 before anything happens, so a
+/// first failure is an increase from 0 (Prometheus' `increase()` cannot see the first
+/// sample of a series that starts at 1: `CdnsignPurgeJobsFailing` would miss it).
+pub(super) fn register_counters(provider: ProviderKind) {
+    use crate::metrics::{PURGE_JOBS, PURGE_PATHS};
+    let provider = provider.as_str();
+    for outcome in ["submitted", "completed", "failed"] {
+        metrics::counter!(PURGE_JOBS, "provider" => provider, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["completed", "failed", "rejected"] {
+        metrics::counter!(PURGE_PATHS, "provider" => provider, "outcome" => outcome).increment(0);
+    }
+}
 
 /// Counts a job's state change: jobs by outcome, and paths once it finished.
 pub(super) fn count_transition(job: &JobRecord, from: JobState) {

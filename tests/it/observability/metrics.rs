@@ -107,6 +107,17 @@ async fn every_family_once_triggered_passes_promtool_and_error_details_decode_in
         ],
     );
 
+    // Before any purge, the purge counters of the configured provider are there at 0: a
+    // first failure is then an increase Prometheus sees (CdnsignPurgeJobsFailing).
+    let page = scrape(metrics_port).await;
+    for series in [
+        r#"cdnsign_purge_jobs_total{provider="cloudfront",outcome="failed"} 0"#,
+        r#"cdnsign_purge_jobs_total{provider="cloudfront",outcome="completed"} 0"#,
+        r#"cdnsign_purge_paths_total{provider="cloudfront",outcome="rejected"} 0"#,
+    ] {
+        assert!(page.contains(series), "{series} missing at start:\n{page}");
+    }
+
     // Refusals of every kind, from a client we did not write, details decoded.
     let out = Command::new(python())
         .arg(repo("tests/python/error_details.py"))
