@@ -5,7 +5,7 @@
 #   bash scripts/deny.sh
 #
 # Checks the main workspace (cdnsign, loadtest; all features) and the fuzz workspace.
-# Installs cargo-deny if missing (cargo install cargo-deny --locked: 4-11 min on 2 cores).
+# Installs cargo-deny 0.20.2 if missing or another version (cargo install --locked: 4-11 min on 2 cores).
 #
 # Advisories need the RustSec database, a git repository on GitHub. In order:
 #   1. CARGO_DENY_ADVISORY_DB=<dir>: a local copy (a clone of rustsec/advisory-db, or an
@@ -23,10 +23,12 @@ cd -- "$REPO_ROOT"
 log() { printf '[deny] %s\n' "$*"; }
 die() { printf '[deny] ERROR: %s\n' "$*" >&2; exit 1; }
 
-if ! cargo deny --version >/dev/null 2>&1; then
-    log "cargo-deny not found: cargo install cargo-deny --locked"
+# Pinned: a new release may need a newer Rust or read deny.toml differently.
+CARGO_DENY_VERSION=0.20.2
+if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]]; then
+    log "cargo-deny $CARGO_DENY_VERSION not found: cargo install cargo-deny --version $CARGO_DENY_VERSION --locked"
     start=$(date +%s)
-    cargo install cargo-deny --locked
+    cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked
     log "cargo-deny installed in $(($(date +%s) - start)) s"
 fi
 log "$(cargo deny --version)"

@@ -48,10 +48,12 @@ die() { printf '[fuzz] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ------------------------------------------------------------------ cargo-fuzz
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    log "cargo-fuzz not found: cargo install cargo-fuzz --locked (about 2 min on 2 cores)"
+# Pinned: a new release may need a newer Rust.
+CARGO_FUZZ_VERSION=0.13.2
+if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+    log "cargo-fuzz $CARGO_FUZZ_VERSION not found: cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION --locked (about 2 min on 2 cores)"
     start=$(date +%s)
-    cargo install cargo-fuzz --locked
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
     log "cargo-fuzz installed in $(($(date +%s) - start)) s"
 fi
 log "$(cargo fuzz --version), $(rustc --version)"

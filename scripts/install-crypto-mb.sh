@@ -32,6 +32,8 @@ LIBS=(libcrypto_mb.so.13 libintlc.so.5 libimf.so libsvml.so libirng.so)
 log() { printf '[crypto-mb] %s\n' "$*"; }
 
 if [[ "$(uname -m)" != x86_64 ]]; then
+    # The directory still exists (empty), so the Dockerfile's COPY of it works on arm64.
+    mkdir -p "$DEST"
     log "$(uname -m): PyPI ships crypto_mb for x86_64 only; cdnsign will sign with OpenSSL"
     exit 0
 fi

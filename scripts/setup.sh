@@ -74,7 +74,8 @@ python_can_venv() {
         "$1" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 9) else 1)' >/dev/null 2>&1
 }
 
-wanted=(libssl-dev pkg-config openssl prometheus postgresql ffmpeg valgrind)
+# curl + ca-certificates: scripts/install-crypto-mb-debian13.sh fetches a pinned .deb.
+wanted=(libssl-dev pkg-config openssl prometheus postgresql ffmpeg valgrind curl ca-certificates)
 if ! python_can_venv "$PYTHON"; then
     log "$PYTHON cannot build a venv with pip (missing, too old, or no ensurepip); using Debian's python3 + python3-venv"
     PYTHON=/usr/bin/python3
