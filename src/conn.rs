@@ -8,6 +8,7 @@
 //! their own tasks with a deadline, so a slow or silent client never holds up the next
 //! accept. Accept errors (out of file descriptors, say) back off instead of spinning.
 
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -45,6 +46,10 @@ pub trait AcceptSettings: Send + Sync + 'static {
     fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>>;
     /// Most connections open at once, this one included (`[server] max_connections`).
     fn max_connections(&self) -> usize;
+    /// How long a connection may live at most, past which its reads and writes fail and it
+    /// is closed: `max_connection_age_seconds` plus `max_connection_age_grace_seconds`,
+    /// when both are set (tonic sends the GOAWAY at the age; see `server`).
+    fn max_connection_life(&self) -> Option<Duration>;
 }
 
 /// An accepted connection, holding its place under `[server] max_connections` until the
@@ -54,6 +59,22 @@ pub struct Conn {
     io: Io,
     peer: Peer,
     _slot: Slot,
+    /// When the connection's grace after its maximum age ends.
+    end_of_life: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Conn {
+    /// An error once the connection has outlived its age and grace; the connection's task
+    /// is woken then (the timer is polled with the read's context).
+    fn past_end_of_life(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let end = self.end_of_life.as_mut()?;
+        end.as_mut().poll(cx).is_ready().then(|| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection past server.max_connection_age_seconds + max_connection_age_grace_seconds",
+            )
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -78,7 +99,11 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if let Some(e) = this.past_end_of_life(cx) {
+            return Poll::Ready(Err(e));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
@@ -91,7 +116,11 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if let Some(e) = this.past_end_of_life(cx) {
+            return Poll::Ready(Err(e));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
@@ -116,7 +145,11 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if let Some(e) = this.past_end_of_life(cx) {
+            return Poll::Ready(Err(e));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
@@ -182,6 +215,9 @@ pub fn incoming(
                 continue;
             };
             at_limit = false;
+            let end_of_life = settings
+                .max_connection_life()
+                .map(|life| Box::pin(tokio::time::sleep(life)));
             let _ = stream.set_nodelay(true);
             let peer = Peer {
                 remote: Some(remote),
@@ -194,6 +230,7 @@ pub fn incoming(
                         io: Io::Plain(gentle),
                         peer,
                         _slot: slot,
+                        end_of_life,
                     };
                     if tx.send(Ok(conn)).await.is_err() {
                         return;
@@ -202,7 +239,8 @@ pub fn incoming(
                 Some(config) => {
                     let tx = tx.clone();
                     tokio::spawn(async move {
-                        if let Some(conn) = handshake(config, gentle, peer, slot).await {
+                        let conn = handshake(config, gentle, peer, slot, end_of_life).await;
+                        if let Some(conn) = conn {
                             let _ = tx.send(Ok(conn)).await;
                         }
                     });
@@ -218,6 +256,7 @@ async fn handshake(
     stream: Gentle,
     mut peer: Peer,
     slot: Slot,
+    end_of_life: Option<Pin<Box<tokio::time::Sleep>>>,
 ) -> Option<Conn> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -232,6 +271,7 @@ async fn handshake(
                 io: Io::Tls(Box::new(tls)),
                 peer,
                 _slot: slot,
+                end_of_life,
             })
         }
         Ok(Err(error)) => {

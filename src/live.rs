@@ -322,6 +322,19 @@ impl AcceptSettings for LiveConfig {
     fn max_connections(&self) -> usize {
         self.current.load().config.server.max_connections
     }
+
+    fn max_connection_life(&self) -> Option<std::time::Duration> {
+        let server = &self.current.load().config.server;
+        (server.max_connection_age_seconds > 0 && server.max_connection_age_grace_seconds > 0).then(
+            || {
+                std::time::Duration::from_secs(
+                    server
+                        .max_connection_age_seconds
+                        .saturating_add(server.max_connection_age_grace_seconds),
+                )
+            },
+        )
+    }
 }
 
 #[cfg(test)]

@@ -260,16 +260,14 @@ impl Server {
         let accept_settings = Arc::clone(&live) as Arc<dyn AcceptSettings>;
         // Outermost first: every call gets a span and metrics, then an identity, then a
         // place under the concurrency limit, then its message size checked as it arrives.
+        // tonic sends the GOAWAY at the age only when it has no grace of its own (given
+        // one, tonic 0.14 closes the connection at age + grace without a GOAWAY); the grace
+        // is enforced by each connection instead (`conn`, `max_connection_life`).
         let mut builder = TonicServer::builder();
         if config.server.max_connection_age_seconds > 0 {
             builder = builder.max_connection_age(Duration::from_secs(
                 config.server.max_connection_age_seconds,
             ));
-            if config.server.max_connection_age_grace_seconds > 0 {
-                builder = builder.max_connection_age_grace(Duration::from_secs(
-                    config.server.max_connection_age_grace_seconds,
-                ));
-            }
         }
         let serving = builder
             .layer(ObserveLayer::new(&[

@@ -11,6 +11,7 @@ mod playlist_support;
 mod purge_support;
 
 mod cli;
+mod connection_age;
 mod grpc_api;
 mod multibuffer;
 mod observability;
