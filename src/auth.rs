@@ -164,6 +164,24 @@ impl Authenticator {
                     Err(e) => problems.push(format!("{at}: url_prefixes entry {p:?} {e}")),
                 }
             }
+            // A rate of 0 would never refill (and a wait of "forever" is no retry hint).
+            for (key, value, hint) in [
+                (
+                    "urls_per_second",
+                    c.urls_per_second,
+                    "omit it for no URL limit",
+                ),
+                ("urls_burst", c.urls_burst, "omit it for one second's worth"),
+                (
+                    "purge_paths_per_minute",
+                    c.purge_paths_per_minute,
+                    "leave purge_targets empty for a client that may not purge",
+                ),
+            ] {
+                if value == Some(0) {
+                    problems.push(format!("{at}: {key} must be at least 1 ({hint})"));
+                }
+            }
             let old = previous.and_then(|prev| prev.by_name.get(&c.name));
             let urls = c.urls_per_second.map(|rate| {
                 let rate = f64::from(rate);

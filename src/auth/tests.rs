@@ -166,8 +166,12 @@ fn every_problem_is_reported() {
     bad.token_sha256 = "abc".into();
     let nameless = ClientConfig::default();
     let twin = client("gen", "t2");
+    let mut stuck = client("stuck", "t3");
+    stuck.urls_per_second = Some(0);
+    stuck.urls_burst = Some(0);
+    stuck.purge_paths_per_minute = Some(0);
     let problems =
-        Authenticator::build(&[bad, nameless, twin], false, 1, None).expect_err("invalid");
+        Authenticator::build(&[bad, nameless, twin, stuck], false, 1, None).expect_err("invalid");
     let text = problems.join("\n");
     for want in [
         "wildcards",
@@ -176,6 +180,9 @@ fn every_problem_is_reported() {
         "name is empty",
         "needs token_sha256",
         "name is used by another client",
+        "urls_per_second must be at least 1",
+        "urls_burst must be at least 1",
+        "purge_paths_per_minute must be at least 1",
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }

@@ -94,8 +94,12 @@ impl From<ApiError> for Status {
                 limit,
                 source,
             } => {
-                let mut d = match source.retry_after() {
-                    Some(s) => ErrorDetails::with_retry_info(Some(Duration::from_secs_f64(s))),
+                // No hint for a wait that is not a finite, non-negative number of seconds.
+                let wait = source
+                    .retry_after()
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok());
+                let mut d = match wait {
+                    Some(wait) => ErrorDetails::with_retry_info(Some(wait)),
                     None => ErrorDetails::new(),
                 };
                 d.add_quota_failure_violation(
@@ -258,5 +262,29 @@ impl From<PurgeError> for Status {
             _ => return Status::new(code, message),
         };
         Status::with_error_details(code, message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::rate::RateError;
+
+    #[test]
+    fn a_rate_refusal_with_no_finite_wait_has_no_retry_hint_and_does_not_panic() {
+        for retry_after in [f64::INFINITY, f64::NAN, -1.0] {
+            let status = Status::from(ApiError::RateLimited {
+                client: "gen".into(),
+                limit: "urls_per_second",
+                source: RateError::Exceeded {
+                    rate: 0.0,
+                    retry_after,
+                },
+            });
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+            let details = tonic_types::StatusExt::get_error_details(&status);
+            assert!(details.retry_info().is_none(), "{retry_after}");
+            assert!(details.quota_failure().is_some());
+        }
     }
 }
