@@ -14,6 +14,7 @@ use crate::purge::config::{PurgeConfig, TargetConfig};
 use crate::signing::keys::{KeySpec, PemSource};
 
 mod error;
+mod redact;
 mod sections;
 mod unknown_keys;
 pub use error::ConfigError;
@@ -184,7 +185,11 @@ impl Config {
     fn parse(figment: Figment, source: ConfigSource) -> Result<(Config, Vec<String>), ConfigError> {
         let mut config: Config = figment.extract().map_err(|errors| ConfigError {
             origin: source.describe(),
-            problems: errors.into_iter().map(|e| with_hint(&e)).collect(),
+            // A parse error quotes its line, which may hold the database URL's password.
+            problems: errors
+                .into_iter()
+                .map(|e| redact::secrets(&with_hint(&e)))
+                .collect(),
         })?;
         let mut problems = unknown_keys(&figment, &source);
         config.source = source;

@@ -179,3 +179,22 @@ signature = "v1"
     .expect_err("unknown provider");
     assert!(err.to_string().contains("provider"), "{err}");
 }
+
+#[test]
+fn a_parse_error_on_the_database_url_line_does_not_show_its_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for text in [
+        "[purge]\ndatabase_url = \"postgres://cdn:S3cretPassw0rd@db:5432/cdn\n",
+        "[purge]\ndatabase_url = \"postgres://cdn:S3cretPassw0rd@db:5432/cdn\"\ndatabase_url = \"postgres://cdn:S3cretPassw0rd@db:5432/cdn\"\n",
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).expect("write");
+        let err = Config::load(Some(&path)).expect_err("does not parse");
+        let shown = format!("{err}");
+        assert!(!shown.contains("S3cretPassw0rd"), "{shown}");
+        assert!(
+            shown.contains("database_url") || shown.contains("line"),
+            "{shown}"
+        );
+    }
+}
