@@ -128,6 +128,19 @@ fn existing_query_string_gets_an_ampersand() {
     );
     assert!(url.ends_with("&Key-Pair-Id=K2JCJMDEHXQW5F"), "{url}");
     assert!(verify_url(&url, &verify_key(), NOW, None).valid());
+    // The same signature over `+1700003600` or `01700003600` is not the signed policy.
+    for other in ["+1700003600", "01700003600", "-0"] {
+        let changed = url.replace("Expires=1700003600", &format!("Expires={other}"));
+        let v = verify_url(&changed, &verify_key(), NOW, None);
+        assert!(!v.valid(), "{changed}");
+        assert!(
+            v.problems
+                .iter()
+                .any(|p| p.message.contains("no sign or leading zero")),
+            "{:?}",
+            v.problems
+        );
+    }
 }
 
 #[test]

@@ -93,10 +93,15 @@ pub fn verify_url_with<'k>(
             v.problem(Reason::Malformed, "has both Expires and Policy");
             return v;
         }
+        // Only the form we sign: the canned policy is rebuilt from this text, and `+5` or
+        // `05` would read as the number 5 here but not as the policy that was signed.
         (Some(e), None) => match e.parse::<i64>() {
-            Ok(e) => canned_json(&v.unsigned_url, e),
-            Err(_) => {
-                v.problem(Reason::Malformed, format!("Expires {e:?} is not a number"));
+            Ok(n) if e == n.to_string() && n >= 0 => canned_json(&v.unsigned_url, n),
+            _ => {
+                v.problem(
+                    Reason::Malformed,
+                    format!("Expires {e:?} is not a number of seconds (decimal digits, no sign or leading zero)"),
+                );
                 return v;
             }
         },
