@@ -177,7 +177,11 @@ async fn every_family_once_triggered_passes_promtool_and_error_details_decode_in
                 ALPHA,
             ))
             .await;
-        // The refused one may fail on its first send (FAILED status on the call).
+        // The refused one may fail on its first send (FAILED status on the call); the
+        // other must be accepted.
+        if key == "p1" {
+            assert!(resp.is_ok(), "p1: {resp:?}");
+        }
         if let Ok(resp) = resp {
             let watch = cdnsign::proto::WatchPurgeRequest {
                 purge_id: resp.into_inner().purge_id,
@@ -233,6 +237,42 @@ async fn every_family_once_triggered_passes_promtool_and_error_details_decode_in
         !page.contains(ALPHA) && !page.contains(BETA),
         "a token in /metrics"
     );
+    // The purge counters were made at 0 at start: what the purges did must show in them.
+    let value = |series: &str| -> f64 {
+        page.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{page}"))
+    };
+    for (series, at_least) in [
+        (
+            r#"cdnsign_purge_paths_total{provider="cloudfront",outcome="rejected"}"#,
+            1.0,
+        ),
+        (
+            r#"cdnsign_purge_paths_total{provider="cloudfront",outcome="completed"}"#,
+            1.0,
+        ),
+        (
+            r#"cdnsign_purge_paths_total{provider="cloudfront",outcome="failed"}"#,
+            1.0,
+        ),
+        (
+            r#"cdnsign_purge_jobs_total{provider="cloudfront",outcome="completed"}"#,
+            1.0,
+        ),
+        (
+            r#"cdnsign_purge_jobs_total{provider="cloudfront",outcome="failed"}"#,
+            1.0,
+        ),
+    ] {
+        assert!(value(series) >= at_least, "{series} = {}", value(series));
+    }
 
     // promtool, as the README says the suite runs it.
     let scrape_file = dir.path().join("scrape.prom");
