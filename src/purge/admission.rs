@@ -2,6 +2,7 @@
 //! one purge at a time per quota (the store's admission lock, held until the purge is
 //! stored, so two replicas cannot both spend the last of a day's quota).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -40,13 +41,24 @@ pub(super) async fn admit(
     let mut jobs = Vec::new();
     let mut quota = Vec::new();
     let mut refused: Option<PurgeError> = None;
-    // Locks are always taken in the same order, so two purges cannot wait on each other.
+    // Locks are always taken in the same order, so two purges cannot wait on each other;
+    // each key once (two legs may share a quota: two Aliyun domains of one account), and
+    // the paths this purge's earlier legs took from it count as reserved for the next.
     legs.sort_by_key(|(i, jobs)| providers[*i].admission_key(jobs));
+    let mut taken_today: HashMap<String, u64> = HashMap::new();
     for (i, mut leg_jobs) in legs {
         let provider = &providers[i];
-        let reserved = match provider.admission_key(&leg_jobs) {
+        let key = provider.admission_key(&leg_jobs);
+        let reserved = match &key {
             Some(key) => {
-                guards.push(store.lock_admission(&key).await?);
+                let earlier = match taken_today.get(key) {
+                    Some(n) => *n,
+                    None => {
+                        guards.push(store.lock_admission(key).await?);
+                        taken_today.insert(key.clone(), 0);
+                        0
+                    }
+                };
                 // Jobs already put off past the next reset reserve that day's quota.
                 store
                     .unsent_paths(
@@ -55,6 +67,7 @@ pub(super) async fn admit(
                         provider.quota_resets_at(now),
                     )
                     .await?
+                    .saturating_add(earlier)
             }
             None => 0,
         };
@@ -88,6 +101,8 @@ pub(super) async fn admit(
                 j.not_before_ms = at;
                 j.detail = admitted.why.clone();
             }
+        } else if let Some(n) = key.and_then(|k| taken_today.get_mut(&k)) {
+            *n = n.saturating_add(leg_jobs.iter().map(|j| j.paths.len() as u64).sum());
         }
         jobs.extend(leg_jobs);
     }

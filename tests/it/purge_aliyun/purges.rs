@@ -387,3 +387,53 @@ async fn jobs_due_today_reserve_todays_quota() {
     );
     server.stop().await;
 }
+
+/// One target fanning out to two Aliyun domains of one account: both legs share the
+/// account's quota (one admission lock, taken once; before, the second leg waited for the
+/// lock the first held, for ever), and the first leg's paths count against the second's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_aliyun_domains_of_one_target_share_the_quota_without_deadlock() {
+    let fake = AliyunFake::start(AK, SECRET).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let toml = base_config(data.path())
+        + &targets(&fake.endpoint)
+            .replace("name = \"v3site\"", "name = \"site\"")
+            .replace("name = \"v1site\"", "name = \"site\"");
+    let server = TestServer::start(&toml, opts(SECRET)).await;
+    let mut client = server.client().await;
+    fake.state.lock().expect("state").url_remain = 3;
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.purge(PurgeRequest {
+            target: "site".into(),
+            paths: vec!["/a.js".into(), "/b.js".into()],
+            kind: PurgeKind::File.into(),
+            idempotency_key: "fan-out".into(),
+            max_wait_seconds: 0,
+        }),
+    )
+    .await
+    .expect("admission of the second leg did not wait for the first leg's lock")
+    .expect("purge")
+    .into_inner();
+    assert_eq!(resp.jobs.len(), 2, "{:?}", resp.jobs);
+    let waiting: Vec<_> = resp
+        .jobs
+        .iter()
+        .filter(|j| j.status() == JobStatus::Waiting)
+        .collect();
+    assert_eq!(
+        waiting.len(),
+        1,
+        "3 left today: one leg's 2 paths go now, the other's wait: {:?}",
+        resp.jobs
+    );
+    assert!(
+        waiting[0].detail.contains("daily quota to reset"),
+        "{}",
+        waiting[0].detail
+    );
+    assert_eq!(fake.calls("RefreshObjectCaches").len(), 1);
+    assert!(fake.refused().is_empty(), "{:?}", fake.refused());
+    server.stop().await;
+}
