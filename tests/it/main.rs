@@ -30,6 +30,7 @@ mod purge_moto;
 mod purge_replicas;
 mod purge_secrets;
 mod purge_store;
+mod purge_store_races;
 mod sdk_js_vectors;
 mod security;
 mod vectors;

@@ -73,6 +73,19 @@ pub(super) async fn load<C: GenericClient + Sync>(
     Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
 }
 
+/// Holds the purge's row for the rest of the transaction (after the queue's fence: every
+/// writer takes the queue row, then the purge row). Writers of one purge's jobs in
+/// different queues then commit one after the other, each seeing the other's jobs.
+pub(super) async fn lock_purge(tx: &Transaction<'_>, purge_id: &str) -> Result<(), StoreError> {
+    tx.query_opt(
+        "SELECT 1 FROM purges WHERE id = $1 FOR UPDATE",
+        &[&purge_id],
+    )
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
 /// Marks the purge finished once none of its jobs is left to run.
 pub(super) async fn mark_finished(
     tx: &Transaction<'_>,

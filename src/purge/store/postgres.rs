@@ -20,7 +20,9 @@ use tokio_postgres::Transaction;
 
 use super::pg_clock::{DbClock, LocalClock};
 use super::pg_pool::{Pool, db_error};
-use super::pg_records::{from_json, insert_once, load, mark_finished, provider_from, to_json};
+use super::pg_records::{
+    from_json, insert_once, load, lock_purge, mark_finished, provider_from, to_json,
+};
 use super::pg_schema::migrate;
 use super::pg_url::{connection_config, describe};
 
@@ -330,6 +332,11 @@ impl PurgeStore for PgStore {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await.map_err(db_error)?;
         Self::fence(&tx, lease).await?;
+        if job.state.is_finished() {
+            // Two queues finishing the last two jobs of one purge at once must not both
+            // see the other's job unfinished (then neither marks the purge finished).
+            lock_purge(&tx, purge_id).await?;
+        }
         let json = to_json(job)?;
         let changed = tx
             .execute(
@@ -357,6 +364,8 @@ impl PurgeStore for PgStore {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await.map_err(db_error)?;
         Self::fence(&tx, lease).await?;
+        // One split of this purge at a time: the new job's index is max(idx) + 1.
+        lock_purge(&tx, purge_id).await?;
         tx.execute(
             "UPDATE purge_jobs SET state = $3, job = $4 WHERE purge_id = $1 AND idx = $2",
             &[
