@@ -235,7 +235,8 @@ impl From<PurgeError> for Status {
                 ErrorClass::Throttled
                 | ErrorClass::Busy
                 | ErrorClass::Unavailable
-                | ErrorClass::RateWindow => Code::Unavailable,
+                | ErrorClass::RateWindow
+                | ErrorClass::NotSent => Code::Unavailable,
                 ErrorClass::Denied => Code::PermissionDenied,
                 ErrorClass::NotFound | ErrorClass::Clock | ErrorClass::Credentials => {
                     Code::FailedPrecondition

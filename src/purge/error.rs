@@ -31,6 +31,9 @@ pub enum ErrorClass {
     Clock,
     /// No credentials configured.
     Credentials,
+    /// Nothing reached the provider: its credentials could not be loaded for now (a
+    /// credential service that timed out or failed). Retry after a backoff.
+    NotSent,
     /// Anything else.
     Other,
 }
@@ -40,7 +43,10 @@ impl ErrorClass {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorClass::Throttled | ErrorClass::Busy | ErrorClass::Unavailable
+            ErrorClass::Throttled
+                | ErrorClass::Busy
+                | ErrorClass::Unavailable
+                | ErrorClass::NotSent
         )
     }
 }
@@ -136,6 +142,7 @@ impl PurgeError {
                 ErrorClass::RateWindow => "provider_rate_window",
                 ErrorClass::Clock => "provider_clock",
                 ErrorClass::Credentials => "provider_credentials",
+                ErrorClass::NotSent => "provider_not_sent",
                 ErrorClass::Other => "provider_other",
             },
             PurgeError::Store(_) => "store",

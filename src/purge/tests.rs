@@ -42,6 +42,7 @@ fn error_labels_are_a_fixed_set_and_carry_no_request_data() {
         provider(ErrorClass::QuotaExhausted),
         provider(ErrorClass::Clock),
         provider(ErrorClass::Credentials),
+        provider(ErrorClass::NotSent),
         provider(ErrorClass::Other),
     ];
     let mut labels = HashSet::new();

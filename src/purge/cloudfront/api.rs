@@ -47,6 +47,16 @@ fn error<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    if let Some((code, message, class)) = credentials_failure(&e) {
+        return ProviderError {
+            provider: ProviderKind::Cloudfront,
+            operation: op.to_owned(),
+            code: code.to_owned(),
+            message,
+            http_status: None,
+            class,
+        };
+    }
     let (code, message, status) = match &e {
         SdkError::ServiceError(se) => (
             se.err().code().unwrap_or("Unknown").to_owned(),
@@ -88,6 +98,46 @@ where
         http_status: status,
         class,
     }
+}
+
+/// The SDK loads credentials before it sends anything, and reports a failure as a
+/// dispatch failure (as if the request might have gone out). Found in the error's sources:
+/// none configured, or a configuration that cannot give any, fails the job; a credential
+/// service that timed out or failed leaves it unsent, to be tried again after a backoff.
+fn credentials_failure(
+    e: &(dyn std::error::Error + 'static),
+) -> Option<(&'static str, String, ErrorClass)> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(c) = err.downcast_ref::<CredentialsError>() {
+            let found = match c {
+                CredentialsError::CredentialsNotLoaded(_) => (
+                    "CredentialsNotLoaded",
+                    "no AWS credentials were found (environment, profile, web identity, container or instance role)",
+                    ErrorClass::Credentials,
+                ),
+                CredentialsError::InvalidConfiguration(_) => (
+                    "InvalidCredentialsConfiguration",
+                    "the AWS credentials configuration is invalid",
+                    ErrorClass::Credentials,
+                ),
+                CredentialsError::ProviderTimedOut(_) => (
+                    "CredentialsTimedOut",
+                    "loading AWS credentials timed out; nothing was sent",
+                    ErrorClass::NotSent,
+                ),
+                _ => (
+                    "CredentialsUnavailable",
+                    "loading AWS credentials failed; nothing was sent",
+                    ErrorClass::NotSent,
+                ),
+            };
+            return Some((found.0, found.1.to_owned(), found.2));
+        }
+        source = err.source();
+    }
+    None
 }
 
 /// Maps a CloudFront error code / HTTP status to what to do about it.

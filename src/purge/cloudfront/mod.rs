@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::purge::config::{ProviderKind, TargetConfig};
-use crate::purge::error::{ProviderError, PurgeError, retry_class};
+use crate::purge::error::{ErrorClass, ProviderError, PurgeError, retry_class};
 use crate::purge::model::{JobAction, JobRecord, PurgeKind, RejectedRecord};
 use crate::purge::paths::CloudFrontPath;
 use crate::purge::provider::{Admitted, Fit, Plan, Polled, Provider, Room, Submitted};
@@ -362,7 +362,14 @@ impl Provider for CloudFrontProvider {
     ) -> Result<Option<Submitted>, ProviderError> {
         // CloudFront answers a repeat of the same CallerReference and batch with the
         // invalidation it already made (or makes it, if the first never arrived).
-        self.submit(job, deadline).await.map(Some)
+        match self.submit(job, deadline).await {
+            Ok(s) => Ok(Some(s)),
+            // Refused as malformed: had the first arrived, CloudFront would have answered
+            // with its invalidation, so nothing was made. Sent again as unsent, where a
+            // refused batch is split to find the paths at fault (the rest still go).
+            Err(e) if e.class == ErrorClass::Invalid => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn poll(&self, job: &JobRecord, deadline: Instant) -> Result<Polled, ProviderError> {

@@ -115,11 +115,14 @@ impl Scheduler {
         let deadline =
             Instant::now() + Duration::from_secs(self.cfg.background_deadline_seconds.min(86_400));
 
-        // 1. Reconcile what was being sent (a merged request by its leader).
-        for qj in jobs
-            .iter_mut()
-            .filter(|j| j.job.state == JobState::Sending && j.job.led_by.is_none())
-        {
+        // 1. Reconcile what was being sent (a merged request by its leader), unless an
+        //    earlier try failed and its backoff has not ended.
+        let started = now_ms();
+        for qj in jobs.iter_mut().filter(|j| {
+            j.job.state == JobState::Sending
+                && j.job.led_by.is_none()
+                && j.job.not_before_ms <= started
+        }) {
             let before = qj.job.clone();
             match provider.reconcile(&qj.job, deadline).await {
                 Ok(Some(s)) => {
@@ -128,11 +131,22 @@ impl Scheduler {
                 }
                 Ok(None) => {
                     qj.job.state = JobState::Waiting;
+                    qj.job.not_before_ms = 0;
                     qj.job.detail =
                         "the provider has no record of an earlier send; sending again".into();
                 }
+                // Asked again after as long as it has been since sending (at least the
+                // base retry delay, at most the longest): a provider that stays busy, or
+                // credentials that stay unavailable, are not asked once a pass for ever.
                 Err(e) if e.class.is_retryable() => {
-                    qj.job.detail = format!("answer lost; reconciling before sending again: {e}");
+                    let now = now_ms();
+                    let since = u64::try_from(now.saturating_sub(qj.job.sent_at_ms)).unwrap_or(0);
+                    let wait = since.clamp(self.cfg.retry_base_ms, self.cfg.retry_max_ms);
+                    qj.job.not_before_ms =
+                        now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX));
+                    qj.job.detail = format!(
+                        "answer lost; reconciling before sending again, next try in {wait} ms: {e}"
+                    );
                 }
                 Err(e) => {
                     qj.job.state = JobState::Failed;
@@ -202,7 +216,10 @@ impl Scheduler {
         let unfinished = jobs.iter().any(|j| !j.job.state.is_finished()) || parts_open;
         report.next_due_ms = jobs
             .iter()
-            .filter(|j| j.job.state == JobState::Waiting && j.job.not_before_ms > 0)
+            .filter(|j| {
+                matches!(j.job.state, JobState::Waiting | JobState::Sending)
+                    && j.job.not_before_ms > 0
+            })
             .map(|j| j.job.not_before_ms)
             .chain(hold_until)
             .chain(report.next_due_ms)

@@ -355,7 +355,8 @@ impl Scheduler {
             ErrorClass::Busy
             | ErrorClass::Throttled
             | ErrorClass::QuotaExhausted
-            | ErrorClass::RateWindow => {
+            | ErrorClass::RateWindow
+            | ErrorClass::NotSent => {
                 let now = now_ms();
                 let floor = if e.class == ErrorClass::Busy {
                     1_000

@@ -114,3 +114,152 @@ async fn ten_thousand_paths_complete_while_another_client_keeps_the_distribution
     assert_eq!(last.paths_billed, 10_000);
     server.stop().await;
 }
+
+/// AWS credentials that cannot be loaded: nothing reaches CloudFront. None configured
+/// fails the job at once, naming the cause; a credential service that fails for now leaves
+/// the job waiting for another try (before, both left it "sending" for ever, and the
+/// request was tried again about once a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_that_cannot_be_loaded_fail_or_wait_but_never_stay_sending() {
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_credential_types::provider::{ProvideCredentials, future};
+
+    #[derive(Debug)]
+    struct Failing(bool);
+    impl ProvideCredentials for Failing {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            future::ProvideCredentials::ready(Err(if self.0 {
+                CredentialsError::not_loaded("no credentials in this test")
+            } else {
+                CredentialsError::provider_error("the credential service is down in this test")
+            }))
+        }
+    }
+
+    for (missing, key) in [(true, "no-creds"), (false, "creds-down")] {
+        let cf = CloudFrontFake::start(DIST, Duration::from_millis(200)).await;
+        let data = tempfile::tempdir().expect("tempdir");
+        let toml = base_config(data.path()) + &cloudfront_target(&cf.endpoint, false);
+        let opts = cdnsign::purge::PurgeOptions {
+            aws_credentials: Some(aws_sdk_cloudfront::config::SharedCredentialsProvider::new(
+                Failing(missing),
+            )),
+            ..cdnsign::purge::PurgeOptions::default()
+        };
+        let server = TestServer::start(&toml, opts).await;
+        let mut client = server.client().await;
+        let resp = purge(&mut client, "cf", &["/a.js"], PurgeKind::File).await;
+        if missing {
+            // Its only job failed on its first send: the call says why.
+            let status = resp.expect_err("no credentials");
+            assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+            assert!(
+                status.message().contains("CredentialsNotLoaded"),
+                "{}",
+                status.message()
+            );
+        } else {
+            // Accepted; once its send (retried within the call's deadline) gives up, the job
+            // waits for another try, saying why.
+            let id = resp.expect("accepted, to be sent later").purge_id;
+            let mut updates = client
+                .watch_purge(cdnsign::proto::WatchPurgeRequest { purge_id: id })
+                .await
+                .expect("watch")
+                .into_inner();
+            let waiting = tokio::time::timeout(Duration::from_secs(30), async {
+                while let Some(m) = updates.message().await.expect("update") {
+                    let job = &m.jobs[0];
+                    if job.status() != JobStatus::Sending {
+                        return job.clone();
+                    }
+                }
+                panic!("the watch ended with the job still sending");
+            })
+            .await
+            .expect("the job left SENDING");
+            assert_eq!(waiting.status(), JobStatus::Waiting, "{key}: {waiting:?}");
+            assert!(
+                waiting.detail.contains("CredentialsUnavailable"),
+                "{}",
+                waiting.detail
+            );
+        }
+        assert!(cf.ours().is_empty(), "nothing reached CloudFront");
+        server.stop().await;
+    }
+}
+
+/// A batch whose answer was lost, with a path CloudFront refuses: reconciling it (the same
+/// batch again) is refused as invalid, which means CloudFront never made it. It is sent
+/// again as unsent and split, so the good paths are still purged (before, the whole batch
+/// failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_batch_refused_on_reconcile_is_split_and_its_good_paths_purged() {
+    let cf = CloudFrontFake::start(DIST, Duration::from_millis(200)).await;
+    {
+        let mut st = cf.state.lock().expect("state");
+        st.reject_paths = vec!["/poison".into()];
+        // Every try of the first send gets 503: its answer is lost.
+        st.unavailable_next = 1_000_000;
+    }
+    let data = tempfile::tempdir().expect("tempdir");
+    let toml = base_config(data.path()) + &cloudfront_target(&cf.endpoint, false);
+    let server = TestServer::start(&toml, aws_credentials("AKIDFAKE", "fake-secret")).await;
+    let mut client = server.client().await;
+    let paths: Vec<String> = (0..13)
+        .map(|i| {
+            if i == 4 {
+                "/poison.js".to_owned()
+            } else {
+                format!("/ok/{i}.js")
+            }
+        })
+        .collect();
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let resp = purge(&mut client, "cf", &refs, PurgeKind::File)
+        .await
+        .expect("accepted");
+    // Until the send gives up with its answer lost; then CloudFront answers again.
+    let mut updates = client
+        .watch_purge(cdnsign::proto::WatchPurgeRequest {
+            purge_id: resp.purge_id.clone(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(m) = updates.message().await.expect("update") {
+            if m.jobs.iter().any(|j| j.detail.contains("answer lost")) {
+                return;
+            }
+        }
+        panic!("the watch ended before the answer was lost");
+    })
+    .await
+    .expect("the first send gave up");
+    drop(updates);
+    cf.state.lock().expect("state").unavailable_next = 0;
+
+    let seen = watch_to_end(&mut client, &resp.purge_id, Duration::from_secs(30)).await;
+    let last = seen.last().expect("messages");
+    let purged: Vec<String> = cf.ours().into_iter().flat_map(|i| i.paths).collect();
+    assert_eq!(purged.len(), 12, "every good path went out: {purged:?}");
+    let failed: Vec<_> = last
+        .jobs
+        .iter()
+        .filter(|j| j.status() == JobStatus::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", last.jobs);
+    assert_eq!(failed[0].paths, 1);
+    assert!(
+        failed[0].detail.contains("/poison.js"),
+        "{}",
+        failed[0].detail
+    );
+    assert_eq!(last.status(), PurgeStatus::PurgeFailed, "{last:?}");
+    server.stop().await;
+}
