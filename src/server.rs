@@ -206,7 +206,7 @@ impl Server {
             }
             background.spawn(crate::metrics::serve(l, handle));
         }
-        background.spawn(sample_pool(Arc::clone(&pool)));
+        background.spawn(sample_pool(Arc::clone(&pool), PoolGauges::new(&pool)));
         let serving_gauge = metrics::gauge!(crate::metrics::SERVING);
         let addr = listener.local_addr().unwrap_or(config.server.listen);
         if config.server.allow_unauthenticated {
@@ -341,16 +341,35 @@ impl Server {
     }
 }
 
+/// The pool's gauges, made (and the thread count set) before the server takes calls.
+struct PoolGauges {
+    queued: metrics::Gauge,
+    busy: metrics::Gauge,
+}
+
+impl PoolGauges {
+    fn new(pool: &SigningPool) -> PoolGauges {
+        metrics::gauge!(crate::metrics::POOL_THREADS).set(pool.threads() as f64);
+        let gauges = PoolGauges {
+            queued: metrics::gauge!(crate::metrics::POOL_QUEUE_DEPTH),
+            busy: metrics::gauge!(crate::metrics::POOL_BUSY),
+        };
+        gauges.sample(pool);
+        gauges
+    }
+
+    fn sample(&self, pool: &SigningPool) {
+        self.queued.set(pool.queued() as f64);
+        self.busy.set(pool.busy() as f64);
+    }
+}
+
 /// Samples the pool's queue depth and busy count into gauges once a second.
-async fn sample_pool(pool: Arc<SigningPool>) {
-    let queued = metrics::gauge!(crate::metrics::POOL_QUEUE_DEPTH);
-    let busy = metrics::gauge!(crate::metrics::POOL_BUSY);
-    metrics::gauge!(crate::metrics::POOL_THREADS).set(pool.threads() as f64);
+async fn sample_pool(pool: Arc<SigningPool>, gauges: PoolGauges) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        queued.set(pool.queued() as f64);
-        busy.set(pool.busy() as f64);
+        gauges.sample(&pool);
     }
 }
 

@@ -75,7 +75,8 @@ where
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    // Virtual time: the waits advance the clock, never the wall clock.
+    #[tokio::test(start_paused = true)]
     async fn retries_what_helps_stops_at_fatal_and_at_the_deadline() {
         let b = Backoff {
             base: Duration::from_millis(1),
@@ -110,8 +111,9 @@ mod tests {
         )
         .await;
         assert!(r.is_err());
-        assert!((2..=4).contains(&n), "{n} attempts");
-        assert!(started.elapsed() < Duration::from_millis(100));
+        // At 0, 10 and 20 ms; a fourth would start at the 30 ms deadline.
+        assert_eq!(n, 3, "{n} attempts");
+        assert_eq!(started.elapsed(), Duration::from_millis(20));
     }
 
     #[test]

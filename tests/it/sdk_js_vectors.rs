@@ -169,9 +169,9 @@ fn assert_der_ecdsa(sig: &[u8], what: &str) {
     );
 }
 
-/// `openssl dgst -<hash> -verify pub -signature sig msg`. Returns `None` when no openssl
-/// CLI is installed (the in-process verifier has already checked the signature then).
-fn openssl_cli_verify(hash: HashAlg, pub_file: &str, msg: &[u8], sig: &[u8]) -> Option<bool> {
+/// `openssl dgst -<hash> -verify pub -signature sig msg` (the CLI is a peer the suite
+/// installs: scripts/setup.sh).
+fn openssl_cli_verify(hash: HashAlg, pub_file: &str, msg: &[u8], sig: &[u8]) -> bool {
     let dir = tempfile::tempdir().expect("tempdir");
     let (m, s) = (dir.path().join("msg"), dir.path().join("sig"));
     std::fs::write(&m, msg).expect("write msg");
@@ -185,8 +185,8 @@ fn openssl_cli_verify(hash: HashAlg, pub_file: &str, msg: &[u8], sig: &[u8]) -> 
         .arg(&s)
         .arg(&m)
         .output()
-        .ok()?;
-    Some(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "Verified OK")
+        .expect("openssl CLI (scripts/setup.sh installs it)");
+    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "Verified OK"
 }
 
 #[test]
@@ -308,9 +308,12 @@ fn our_signatures_match_or_verify_like_the_sdk() {
     let doc = vectors();
     let pool = SigningPool::new(1).expect("pool");
     let mut openssl_cli_checked = 0;
-    for backend in crate::common::signing_backends(
+    let backends = crate::common::signing_backends(
         "sdk_js_vectors::our_signatures_match_or_verify_like_the_sdk",
-    ) {
+    );
+    let cases = doc["cases"].as_array().expect("cases").len();
+    assert!(cases > 0 && !backends.is_empty());
+    for &backend in &backends {
         for v in doc["cases"].as_array().expect("cases") {
             let c = Case::from(&doc, v);
             let what = format!("{} ({backend:?})", c.name);
@@ -337,10 +340,11 @@ fn our_signatures_match_or_verify_like_the_sdk() {
             if c.ecdsa {
                 assert_der_ecdsa(&sig, &what);
             }
-            if let Some(ok) = openssl_cli_verify(c.hash, &c.pub_file, c.policy.as_bytes(), &sig) {
-                assert!(ok, "{what}: openssl dgst -verify refused our signature");
-                openssl_cli_checked += 1;
-            }
+            assert!(
+                openssl_cli_verify(c.hash, &c.pub_file, c.policy.as_bytes(), &sig),
+                "{what}: openssl dgst -verify refused our signature"
+            );
+            openssl_cli_checked += 1;
 
             // Cookies: same names and values as the SDK's (signature aside for ECDSA), and
             // they verify.
@@ -367,7 +371,9 @@ fn our_signatures_match_or_verify_like_the_sdk() {
             assert!(verdict.valid(), "{what} cookies: {verdict:?}");
         }
     }
-    if openssl_cli_checked == 0 {
-        eprintln!("note: no openssl CLI found; signatures were checked in-process only");
-    }
+    assert_eq!(
+        openssl_cli_checked,
+        cases * backends.len(),
+        "every signature checked by openssl dgst"
+    );
 }
