@@ -233,7 +233,7 @@ async fn shutdown_drains_then_finishes_the_batch_in_flight() {
         release.send(()).expect("release");
     }
     for b in blockers {
-        b.await.expect("blocker");
+        b.await.expect("blocker").expect("the blocker ran on the pool");
     }
     let resp = in_flight
         .await
