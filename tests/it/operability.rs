@@ -233,7 +233,9 @@ async fn shutdown_drains_then_finishes_the_batch_in_flight() {
         release.send(()).expect("release");
     }
     for b in blockers {
-        b.await.expect("blocker").expect("the blocker ran on the pool");
+        b.await
+            .expect("blocker")
+            .expect("the blocker ran on the pool");
     }
     let resp = in_flight
         .await
@@ -323,10 +325,9 @@ async fn small_ecdsa_requests_skip_the_pool_and_rsa_never_does() {
 
     let after = scrape(metrics_addr).await;
     let delta = |series: &str| value(&after, series) - value(&before, series);
-    assert_eq!(
-        delta(r#"cdnsign_sign_batches_total{site="caller_thread"}"#),
-        2.0
-    );
+    // At least this test's two (other tests in this process may sign small ECDSA
+    // requests at the same moment: the recorder is process-wide).
+    assert!(delta(r#"cdnsign_sign_batches_total{site="caller_thread"}"#) >= 2.0);
     assert!(delta(r#"cdnsign_sign_batches_total{site="pool"}"#) >= 3.0);
     assert_eq!(
         delta(r#"cdnsign_signatures_total{key_id="KECTEST",algorithm="ecdsa_sha256"}"#),
