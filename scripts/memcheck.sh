@@ -32,7 +32,9 @@ for line in sys.stdin:
 echo "== valgrind memcheck: cdnsign-cryptomb tests"
 command -v valgrind >/dev/null || { echo "valgrind not installed (scripts/setup.sh installs it)" >&2; exit 1; }
 cargo test -p cdnsign-cryptomb --no-run -q
-for exe in $(tests_of test -p cdnsign-cryptomb); do
+mapfile -t exes < <(tests_of test -p cdnsign-cryptomb)
+((${#exes[@]})) || { echo "memcheck: no test executable of cdnsign-cryptomb found" >&2; exit 1; }
+for exe in "${exes[@]}"; do
     echo "-- $(basename "$exe")"
     # Under valgrind crypto_mb is never applicable (no AVX-512), so its lane tests skip here
     # even where scripts/test.sh requires them to run (they run on the real CPU in cargo test).
@@ -55,7 +57,9 @@ export RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address"
 host="$(rustc -vV | sed -n 's/^host: //p')"
 asan=(+nightly test -p cdnsign-cryptomb --target "$host" --target-dir "$target/asan")
 cargo "${asan[@]}" --no-run -q
-for exe in $(tests_of "${asan[@]}"); do
+mapfile -t exes < <(tests_of "${asan[@]}")
+((${#exes[@]})) || { echo "memcheck: no AddressSanitizer test executable found" >&2; exit 1; }
+for exe in "${exes[@]}"; do
     echo "-- $(basename "$exe")"
     "$exe" --test-threads=1 --nocapture
 done

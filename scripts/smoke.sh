@@ -18,6 +18,21 @@ CDNSIGN_SERVER__LISTEN="127.0.0.1:$GRPC_PORT" CDNSIGN_METRICS__LISTEN="127.0.0.1
     target/debug/cdnsign serve >"$LOG" 2>&1 &
 PID=$!
 cleanup() { kill "$PID" 2>/dev/null || true; rm -f "$LOG"; }
+# `wait` for the server after SIGTERM, at most 60 s (then SIGKILL: the wait fails).
+wait_bounded() {
+    local pid=$1 rc=0 watchdog
+    (
+        sleep 60 &
+        nap=$!
+        trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+        wait "$nap" && kill -KILL "$pid" 2>/dev/null
+    ) </dev/null >/dev/null 2>&1 &
+    watchdog=$!
+    wait "$pid" || rc=$?
+    kill "$watchdog" 2>/dev/null || true
+    wait "$watchdog" 2>/dev/null || true
+    return "$rc"
+}
 trap cleanup EXIT
 
 for _ in $(seq 1 100); do
@@ -52,7 +67,7 @@ echo "smoke: /metrics passes promtool check metrics and has every signing family
 
 kill -TERM "$PID"
 rc=0
-wait "$PID" || rc=$?
+wait_bounded "$PID" || rc=$?
 if [[ $rc -ne 0 ]]; then
     cat "$LOG"
     echo "smoke: server exited $rc after SIGTERM (want 0)" >&2
@@ -94,5 +109,5 @@ done
 "$PY" tests/python/smoke_grpc.py --addr "127.0.0.1:$GRPC_PORT" --timeout 10 \
     --token "$TOKEN" --only-escapes
 kill -TERM "$PID"
-wait "$PID" || { cat "$LOG"; echo "smoke: granted server did not exit 0" >&2; exit 1; }
+wait_bounded "$PID" || { cat "$LOG"; echo "smoke: granted server did not exit 0" >&2; exit 1; }
 echo "smoke: grant escapes refused for a granted client over grpcio"

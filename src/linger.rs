@@ -197,11 +197,16 @@ mod tests {
         let lingering = Lingering::default();
         let mut client = TcpStream::connect(addr).await.expect("connect");
         let (accepted, _) = listener.accept().await.expect("accept");
-        let mut server = lingering.wrap(accepted);
 
-        // The client's "WINDOW_UPDATE": bytes the server never reads.
+        // The client's "WINDOW_UPDATE": bytes the server never reads, there (peeked, not
+        // read) before the server closes: without lingering, the close would reset.
         client.write_all(b"late frame").await.expect("client write");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut peeked = [0u8; 4];
+        accepted
+            .peek(&mut peeked)
+            .await
+            .expect("late bytes arrived");
+        let mut server = lingering.wrap(accepted);
         let response = vec![7u8; 1 << 20];
         server.write_all(&response).await.expect("server write");
         drop(server);

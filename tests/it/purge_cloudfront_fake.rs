@@ -261,7 +261,6 @@ async fn foreign_load_wildcards_throttling_and_hidden_load_are_waited_out() {
         "{}",
         resp.jobs[0].detail
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
     fake.state.lock().expect("state").hidden_files = 0;
     let seen = watch_to_end(&mut client, &resp.purge_id, Duration::from_secs(20)).await;
     assert_eq!(
@@ -431,7 +430,8 @@ async fn reflection_and_health_list_the_purger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_purge_polls_the_provider_for_fresh_status() {
-    let fake = CloudFrontFake::start(DIST, Duration::from_millis(300)).await;
+    // In progress until the test completes it.
+    let fake = CloudFrontFake::start(DIST, Duration::from_secs(3_600)).await;
     let data = tempfile::tempdir().expect("tempdir");
     // The worker polls only once a minute: freshness must come from GetPurge itself.
     let toml = base_config(data.path())
@@ -448,7 +448,7 @@ async fn get_purge_polls_the_provider_for_fresh_status() {
     )
     .await;
     assert_eq!(resp.jobs[0].status(), JobStatus::InProgress);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    fake.complete_all();
     let got = client
         .get_purge(GetPurgeRequest {
             purge_id: resp.purge_id.clone(),

@@ -197,6 +197,14 @@ impl CloudFrontFake {
             .collect()
     }
 
+    /// Completes every invalidation now (the test's moment, not a timer's).
+    pub fn complete_all(&self) {
+        let now = Instant::now();
+        for inv in &mut self.state.lock().expect("state").invalidations {
+            inv.completes = inv.completes.min(now);
+        }
+    }
+
     /// Error codes answered.
     pub fn refused(&self) -> Vec<String> {
         self.state
