@@ -3,16 +3,42 @@
 //! a duplicate key). Every problem text goes through [`secrets`] before it is printed or
 //! logged.
 
-/// `text` with the password of every URL's user info (`scheme://user:PASSWORD@host`) and
-/// every `password=VALUE` (libpq's key/value form) replaced by `***`.
+/// `text` with the password of every URL's user info (`scheme://user:PASSWORD@host`), every
+/// `password=VALUE` (libpq's key/value form, spaces and quotes allowed) and the value of any
+/// line that sets `database_url` replaced by `***`.
 pub(crate) fn secrets(text: &str) -> String {
-    let text = url_passwords(text);
+    let text = database_url_lines(text);
+    let text = url_passwords(&text);
     keyword_passwords(&text)
 }
 
-/// Characters that end a URL's authority (or the URL) in quoted config text.
-fn ends_authority(c: char) -> bool {
-    matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | '\\') || c.is_whitespace()
+/// Characters that end a token in quoted config text (a URL's password may hold `/`, `?`
+/// or `#` unencoded: the PostgreSQL client reads the user info up to the `@`).
+fn ends_token(c: char) -> bool {
+    matches!(c, '"' | '\'' | '`') || c.is_whitespace()
+}
+
+/// The value of every `database_url = ...` line, whatever its form (a parse error may
+/// quote it half-written).
+fn database_url_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let lower = line.to_ascii_lowercase();
+        match lower.find("database_url").and_then(|at| {
+            let eq = lower[at..].find('=')?;
+            Some(at + eq + 1)
+        }) {
+            Some(value) => {
+                out.push_str(&line[..value]);
+                out.push_str(" ***");
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 fn url_passwords(text: &str) -> String {
@@ -21,11 +47,12 @@ fn url_passwords(text: &str) -> String {
     while let Some(at) = rest.find("://") {
         let (head, tail) = rest.split_at(at + 3);
         out.push_str(head);
-        let end = tail.find(ends_authority).unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
+        let end = tail.find(ends_token).unwrap_or(tail.len());
+        let token = &tail[..end];
+        // The last `@` of the token: a password holding `@` is hidden whole.
+        match token.rfind('@') {
             Some(user_end) => {
-                let userinfo = &authority[..user_end];
+                let userinfo = &token[..user_end];
                 match userinfo.find(':') {
                     Some(colon) => {
                         out.push_str(&userinfo[..=colon]);
@@ -33,9 +60,9 @@ fn url_passwords(text: &str) -> String {
                     }
                     None => out.push_str(userinfo),
                 }
-                out.push_str(&authority[user_end..]);
+                out.push_str(&token[user_end..]);
             }
-            None => out.push_str(authority),
+            None => out.push_str(token),
         }
         rest = &tail[end..];
     }
@@ -44,20 +71,33 @@ fn url_passwords(text: &str) -> String {
 }
 
 fn keyword_passwords(text: &str) -> String {
-    const KEY: &str = "password=";
+    const KEY: &str = "password";
     let lower = text.to_ascii_lowercase();
     let mut out = String::with_capacity(text.len());
     let mut from = 0;
     while let Some(found) = lower[from..].find(KEY) {
-        let value_start = from + found + KEY.len();
-        out.push_str(&text[from..value_start]);
-        let value_len = text[value_start..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '&' | ';'))
-            .unwrap_or(text.len() - value_start);
-        if value_len > 0 {
+        let after_key = from + found + KEY.len();
+        // `password`, spaces, `=`, spaces, then a quoted value or a word.
+        let spaced = |at: usize| at + text[at..].len() - text[at..].trim_start_matches(' ').len();
+        let eq = spaced(after_key);
+        if !text[eq..].starts_with('=') {
+            out.push_str(&text[from..after_key]);
+            from = after_key;
+            continue;
+        }
+        let value = spaced(eq + 1);
+        out.push_str(&text[from..value]);
+        let rest = &text[value..];
+        let len = match rest.chars().next() {
+            Some(q @ ('\'' | '"')) => rest[1..].find(q).map_or(rest.len(), |end| end + 2),
+            _ => rest
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '&' | ';'))
+                .unwrap_or(rest.len()),
+        };
+        if len > 0 {
             out.push_str("***");
         }
-        from = value_start + value_len;
+        from = value + len;
     }
     out.push_str(&text[from..]);
     out
@@ -70,19 +110,36 @@ mod tests {
     #[test]
     fn url_passwords_are_hidden_and_the_rest_kept() {
         assert_eq!(
-            secrets(r#"1 | database_url = "postgres://cdn:S3cret@db:5432/cdn"#),
-            r#"1 | database_url = "postgres://cdn:***@db:5432/cdn"#
+            secrets("see postgres://cdn:S3cret@db:5432/cdn and https://d/hls/a.ts"),
+            "see postgres://cdn:***@db:5432/cdn and https://d/hls/a.ts"
         );
-        assert_eq!(
-            secrets("postgres://cdn:p@ss:w@rd@db/x and https://d/hls/a.ts"),
-            "postgres://cdn:***@db/x and https://d/hls/a.ts"
-        );
+        for (text, secret) in [
+            ("postgres://cdn:Ab/9+x@db:5432/cdn", "Ab/9+x"),
+            ("postgresql://cdn:p#ss?w@db/cdn", "p#ss?w"),
+            ("postgres://cdn:p@ss:w@rd@db/x", "ss:w@rd"),
+        ] {
+            let shown = secrets(text);
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(shown.contains("@db"), "{shown}");
+        }
         assert_eq!(secrets("postgres://cdn@db/x"), "postgres://cdn@db/x");
-        assert_eq!(
-            secrets("unclosed postgres://u:pw"),
-            "unclosed postgres://u:pw"
-        );
         assert_eq!(secrets("a://"), "a://");
+    }
+
+    #[test]
+    fn a_database_url_line_is_hidden_whatever_its_form() {
+        assert_eq!(
+            secrets("2 | database_url = \"postgres://cdn:S3cret/x@db:5432/cdn\n  |     ^"),
+            "2 | database_url = ***\n  |     ^"
+        );
+        assert_eq!(
+            secrets("DATABASE_URL=postgres://u:p@h"),
+            "DATABASE_URL= ***"
+        );
+        assert_eq!(
+            secrets("database_url is not set"),
+            "database_url is not set"
+        );
     }
 
     #[test]
@@ -91,11 +148,14 @@ mod tests {
             secrets("host=db user=cdn PassWord=S3cret dbname=x"),
             "host=db user=cdn PassWord=*** dbname=x"
         );
+        assert_eq!(secrets("password = S3cret x"), "password = *** x");
+        assert_eq!(secrets("password='S3 cret' x"), "password=*** x");
         assert_eq!(
             secrets("postgres://db/x?password=S3cret&sslmode=require"),
             "postgres://db/x?password=***&sslmode=require"
         );
         assert_eq!(secrets("password="), "password=");
+        assert_eq!(secrets("a password is needed"), "a password is needed");
     }
 
     #[test]
@@ -106,6 +166,10 @@ mod tests {
             "PASSWORD=é",
             "x://a:b@",
             "\u{130}password=x",
+            "password='",
+            "password = ",
+            "database_url",
+            "database_url=",
         ] {
             let _ = secrets(text);
         }
