@@ -215,9 +215,9 @@ pub fn incoming(
                 continue;
             };
             at_limit = false;
-            let end_of_life = settings
-                .max_connection_life()
-                .map(|life| Box::pin(tokio::time::sleep(life)));
+            // Timed from when the connection is handed to the server (after a TLS
+            // handshake), as tonic times the age that sends the GOAWAY.
+            let life = settings.max_connection_life();
             let _ = stream.set_nodelay(true);
             let peer = Peer {
                 remote: Some(remote),
@@ -230,7 +230,7 @@ pub fn incoming(
                         io: Io::Plain(gentle),
                         peer,
                         _slot: slot,
-                        end_of_life,
+                        end_of_life: life.map(|l| Box::pin(tokio::time::sleep(l))),
                     };
                     if tx.send(Ok(conn)).await.is_err() {
                         return;
@@ -239,7 +239,7 @@ pub fn incoming(
                 Some(config) => {
                     let tx = tx.clone();
                     tokio::spawn(async move {
-                        let conn = handshake(config, gentle, peer, slot, end_of_life).await;
+                        let conn = handshake(config, gentle, peer, slot, life).await;
                         if let Some(conn) = conn {
                             let _ = tx.send(Ok(conn)).await;
                         }
@@ -256,7 +256,7 @@ async fn handshake(
     stream: Gentle,
     mut peer: Peer,
     slot: Slot,
-    end_of_life: Option<Pin<Box<tokio::time::Sleep>>>,
+    life: Option<Duration>,
 ) -> Option<Conn> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -271,7 +271,7 @@ async fn handshake(
                 io: Io::Tls(Box::new(tls)),
                 peer,
                 _slot: slot,
-                end_of_life,
+                end_of_life: life.map(|l| Box::pin(tokio::time::sleep(l))),
             })
         }
         Ok(Err(error)) => {
