@@ -69,9 +69,10 @@ pub struct ProviderError {
     pub class: ErrorClass,
 }
 
-/// Whether a provider error is worth retrying within one call.
+/// Whether a provider error is worth retrying within one call (not a full distribution,
+/// nor credentials that did not load: the scheduler waits a backoff for those).
 pub fn retry_class(e: &ProviderError) -> Retry {
-    if e.class.is_retryable() && e.class != ErrorClass::Busy {
+    if e.class.is_retryable() && !matches!(e.class, ErrorClass::Busy | ErrorClass::NotSent) {
         Retry::After(None)
     } else {
         Retry::Never

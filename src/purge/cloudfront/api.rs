@@ -102,8 +102,10 @@ where
 
 /// The SDK loads credentials before it sends anything, and reports a failure as a
 /// dispatch failure (as if the request might have gone out). Found in the error's sources:
-/// none configured, or a configuration that cannot give any, fails the job; a credential
-/// service that timed out or failed leaves it unsent, to be tried again after a backoff.
+/// a configuration that cannot give any fails the job; none found (which is also what an
+/// instance metadata service that did not answer gives) or a credential service that timed
+/// out or failed leaves it unsent, to be tried again after a backoff (for at most an hour
+/// from its acceptance: `scheduler::send`).
 fn credentials_failure(
     e: &(dyn std::error::Error + 'static),
 ) -> Option<(&'static str, String, ErrorClass)> {
@@ -114,8 +116,8 @@ fn credentials_failure(
             let found = match c {
                 CredentialsError::CredentialsNotLoaded(_) => (
                     "CredentialsNotLoaded",
-                    "no AWS credentials were found (environment, profile, web identity, container or instance role)",
-                    ErrorClass::Credentials,
+                    "no AWS credentials were found (environment, profile, web identity, container or instance role); nothing was sent",
+                    ErrorClass::NotSent,
                 ),
                 CredentialsError::InvalidConfiguration(_) => (
                     "InvalidCredentialsConfiguration",

@@ -129,11 +129,26 @@ impl Scheduler {
                     tracing::info!(queue = %lease.queue, purge_id = %qj.purge_id, provider_job_id = %s.provider_job_id, "reconciled a request whose answer was lost");
                     accept(qj, s);
                 }
-                Ok(None) => {
+                Ok(None) if qj.job.request.is_empty() => {
                     qj.job.state = JobState::Waiting;
                     qj.job.not_before_ms = 0;
                     qj.job.detail =
                         "the provider has no record of an earlier send; sending again".into();
+                }
+                // A merged request that was never made: its followers wait again on their
+                // own (`follow_leaders`), and so does the leader, under a reference of its
+                // own, without the merged paths (never a stale batch sent again).
+                Ok(None) => {
+                    let mut own = qj.job.clone();
+                    provider.name_part(&mut own, &qj.purge_id, qj.index);
+                    crate::purge::coalesce::unlink(
+                        &mut qj.job,
+                        own.caller_reference,
+                        "the provider has no record of its merged request; sending it on its own",
+                        now_ms(),
+                    );
+                    qj.job.not_before_ms = 0;
+                    qj.job.solo = true;
                 }
                 // Asked again after as long as it has been since sending (at least the
                 // base retry delay, at most the longest): a provider that stays busy, or

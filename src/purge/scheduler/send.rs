@@ -17,6 +17,10 @@ use crate::purge::model::{JobRecord, JobState, now_ms};
 use crate::purge::provider::{Fit, Provider};
 use crate::purge::store::{Lease, PurgeStore, QueuedJob, StoreError};
 
+/// How long a job that could not be sent (its credentials never loaded) keeps trying,
+/// from its acceptance, before it fails.
+pub(crate) const NOT_SENT_GIVE_UP_MS: i64 = 60 * 60_000;
+
 impl Scheduler {
     /// Sends the waiting `jobs` of the queue `lease` holds while there is room. Returns
     /// whether parts of a split job are still open, and the earliest time (unix ms) a job
@@ -350,6 +354,16 @@ impl Scheduler {
     ) -> bool {
         let job = &mut qj.job;
         match e.class {
+            // Never sent for an hour (credentials that never load): its outcome is known.
+            ErrorClass::NotSent
+                if now_ms().saturating_sub(job.accepted_at_ms) > NOT_SENT_GIVE_UP_MS =>
+            {
+                tracing::warn!(error = %e, "purge request never sent for an hour; failing it");
+                job.state = JobState::Failed;
+                job.detail = format!("not sent for an hour since it was accepted: {e}");
+                report.failures.entry(qj.purge_id.clone()).or_insert(e);
+                false
+            }
             // The provider refused it for now: it was not taken, so it goes again later,
             // after the wait the provider documents or a backoff; it never fails for it.
             ErrorClass::Busy

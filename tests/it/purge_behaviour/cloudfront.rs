@@ -115,14 +115,18 @@ async fn ten_thousand_paths_complete_while_another_client_keeps_the_distribution
     server.stop().await;
 }
 
-/// AWS credentials that cannot be loaded: nothing reaches CloudFront. None configured
-/// fails the job at once, naming the cause; a credential service that fails for now leaves
-/// the job waiting for another try (before, both left it "sending" for ever, and the
-/// request was tried again about once a second).
+/// AWS credentials that cannot be loaded: nothing reaches CloudFront, and the job waits
+/// for another try saying why (none found is also what an instance metadata service that
+/// did not answer gives, so it is not final either); before, it stayed "sending" for ever,
+/// tried again about once a second. A job that could not be sent for an hour since it was
+/// accepted fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn credentials_that_cannot_be_loaded_fail_or_wait_but_never_stay_sending() {
+async fn credentials_that_cannot_be_loaded_leave_jobs_waiting_then_failed_after_an_hour() {
     use aws_credential_types::provider::error::CredentialsError;
     use aws_credential_types::provider::{ProvideCredentials, future};
+    use cdnsign::purge::model::{JobAction, JobRecord, PurgeRecord, now_ms};
+    use cdnsign::purge::store::embedded::EmbeddedStore;
+    use cdnsign::purge::store::{Inserted, PurgeStore};
 
     #[derive(Debug)]
     struct Failing(bool);
@@ -139,9 +143,45 @@ async fn credentials_that_cannot_be_loaded_fail_or_wait_but_never_stay_sending()
         }
     }
 
-    for (missing, key) in [(true, "no-creds"), (false, "creds-down")] {
+    for (missing, code) in [
+        (true, "CredentialsNotLoaded"),
+        (false, "CredentialsUnavailable"),
+    ] {
         let cf = CloudFrontFake::start(DIST, Duration::from_millis(200)).await;
         let data = tempfile::tempdir().expect("tempdir");
+        // A purge accepted two hours ago, never sent: it gives up.
+        let dir = data.path().to_owned();
+        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
+            .await
+            .expect("join")
+            .expect("open the store");
+        let old = JobRecord::waiting(
+            cdnsign::purge::config::ProviderKind::Cloudfront,
+            DIST,
+            JobAction::Invalidate,
+            vec!["/old.js".into()],
+            0,
+            now_ms() - 2 * 3_600_000,
+        );
+        let record = PurgeRecord {
+            id: "pg_old".into(),
+            seq: 0,
+            client: String::new(),
+            idempotency_key: "key-old".into(),
+            fingerprint: "fp-old".into(),
+            target: "cf".into(),
+            kind: cdnsign::purge::PurgeKind::File,
+            created_at_ms: old.accepted_at_ms,
+            rejected: vec![],
+            jobs: vec![old],
+            quota: vec![],
+        };
+        assert!(matches!(
+            store.insert(record).await.expect("insert"),
+            Inserted::New(_)
+        ));
+        drop(store);
+
         let toml = base_config(data.path()) + &cloudfront_target(&cf.endpoint, false);
         let opts = cdnsign::purge::PurgeOptions {
             aws_credentials: Some(aws_sdk_cloudfront::config::SharedCredentialsProvider::new(
@@ -151,43 +191,41 @@ async fn credentials_that_cannot_be_loaded_fail_or_wait_but_never_stay_sending()
         };
         let server = TestServer::start(&toml, opts).await;
         let mut client = server.client().await;
-        let resp = purge(&mut client, "cf", &["/a.js"], PurgeKind::File).await;
-        if missing {
-            // Its only job failed on its first send: the call says why.
-            let status = resp.expect_err("no credentials");
-            assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
-            assert!(
-                status.message().contains("CredentialsNotLoaded"),
-                "{}",
-                status.message()
-            );
-        } else {
-            // Accepted; once its send (retried within the call's deadline) gives up, the job
-            // waits for another try, saying why.
-            let id = resp.expect("accepted, to be sent later").purge_id;
-            let mut updates = client
-                .watch_purge(cdnsign::proto::WatchPurgeRequest { purge_id: id })
-                .await
-                .expect("watch")
-                .into_inner();
-            let waiting = tokio::time::timeout(Duration::from_secs(30), async {
-                while let Some(m) = updates.message().await.expect("update") {
-                    let job = &m.jobs[0];
-                    if job.status() != JobStatus::Sending {
-                        return job.clone();
-                    }
-                }
-                panic!("the watch ended with the job still sending");
-            })
+        let id = purge(&mut client, "cf", &["/a.js"], PurgeKind::File)
             .await
-            .expect("the job left SENDING");
-            assert_eq!(waiting.status(), JobStatus::Waiting, "{key}: {waiting:?}");
-            assert!(
-                waiting.detail.contains("CredentialsUnavailable"),
-                "{}",
-                waiting.detail
-            );
-        }
+            .expect("accepted, to be sent later")
+            .purge_id;
+        // Once its send (retried within the call's deadline) gives up, the job waits for
+        // another try, saying why.
+        let mut updates = client
+            .watch_purge(cdnsign::proto::WatchPurgeRequest { purge_id: id })
+            .await
+            .expect("watch")
+            .into_inner();
+        let waiting = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(m) = updates.message().await.expect("update") {
+                let job = &m.jobs[0];
+                let tried = job.status() == JobStatus::Waiting && job.detail.contains(code);
+                if tried || !matches!(job.status(), JobStatus::Waiting | JobStatus::Sending) {
+                    return job.clone();
+                }
+            }
+            panic!("the watch ended before the job was tried");
+        })
+        .await
+        .expect("the job was tried");
+        assert_eq!(waiting.status(), JobStatus::Waiting, "{code}: {waiting:?}");
+        assert!(waiting.detail.contains(code), "{}", waiting.detail);
+
+        let seen = watch_to_end(&mut client, "pg_old", Duration::from_secs(30)).await;
+        let last = seen.last().expect("messages");
+        assert_eq!(last.jobs[0].status(), JobStatus::Failed, "{last:?}");
+        assert!(
+            last.jobs[0].detail.contains("not sent for an hour")
+                && last.jobs[0].detail.contains(code),
+            "{}",
+            last.jobs[0].detail
+        );
         assert!(cf.ours().is_empty(), "nothing reached CloudFront");
         server.stop().await;
     }
