@@ -230,7 +230,7 @@ pub fn incoming(
                         io: Io::Plain(gentle),
                         peer,
                         _slot: slot,
-                        end_of_life: life.map(|l| Box::pin(tokio::time::sleep(l))),
+                        end_of_life: end_of_life(life),
                     };
                     if tx.send(Ok(conn)).await.is_err() {
                         return;
@@ -249,6 +249,11 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// The timer of a connection that may live `life` from now.
+fn end_of_life(life: Option<Duration>) -> Option<Pin<Box<tokio::time::Sleep>>> {
+    life.map(|l| Box::pin(tokio::time::sleep(l)))
 }
 
 async fn handshake(
@@ -271,7 +276,7 @@ async fn handshake(
                 io: Io::Tls(Box::new(tls)),
                 peer,
                 _slot: slot,
-                end_of_life: life.map(|l| Box::pin(tokio::time::sleep(l))),
+                end_of_life: end_of_life(life),
             })
         }
         Ok(Err(error)) => {
