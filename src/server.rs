@@ -344,6 +344,7 @@ impl Server {
 /// The pool's gauges, made (and the thread count set) before the server takes calls.
 struct PoolGauges {
     queued: metrics::Gauge,
+    queued_items: metrics::Gauge,
     busy: metrics::Gauge,
 }
 
@@ -352,6 +353,7 @@ impl PoolGauges {
         metrics::gauge!(crate::metrics::POOL_THREADS).set(pool.threads() as f64);
         let gauges = PoolGauges {
             queued: metrics::gauge!(crate::metrics::POOL_QUEUE_DEPTH),
+            queued_items: metrics::gauge!(crate::metrics::POOL_QUEUED_ITEMS),
             busy: metrics::gauge!(crate::metrics::POOL_BUSY),
         };
         gauges.sample(pool);
@@ -360,11 +362,12 @@ impl PoolGauges {
 
     fn sample(&self, pool: &SigningPool) {
         self.queued.set(pool.queued() as f64);
+        self.queued_items.set(pool.queued_items() as f64);
         self.busy.set(pool.busy() as f64);
     }
 }
 
-/// Samples the pool's queue depth and busy count into gauges once a second.
+/// Samples the pool's queue depth, queued items and busy count into gauges once a second.
 async fn sample_pool(pool: Arc<SigningPool>, gauges: PoolGauges) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -110,6 +110,7 @@ async fn metrics_show_every_signing_family_and_no_url_or_signature() {
         // Gauges every server in this process sets (the recorder is global): present, not
         // exact.
         "cdnsign_pool_queue_depth ",
+        "cdnsign_pool_queued_items ",
         "cdnsign_pool_busy_threads ",
         "cdnsign_pool_threads ",
         "cdnsign_keys_loaded ",
