@@ -15,9 +15,8 @@ use crate::signing::selection::MultibufferMode;
 pub struct ServerConfig {
     /// gRPC listen address.
     pub listen: SocketAddr,
-    /// Largest request message accepted, bytes. Up to 4x this the server answers
-    /// INVALID_ARGUMENT naming the limit; beyond that the transport refuses the message
-    /// (RESOURCE_EXHAUSTED) without reading it into memory.
+    /// Largest request message accepted, bytes (at least 1024). A larger one is refused
+    /// from its frame header with RESOURCE_EXHAUSTED naming the limit, never read.
     pub max_message_bytes: usize,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: u64,
