@@ -33,12 +33,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            // Inside the runtime: a trace exporter, when configured, runs on it.
-            let telemetry = {
+            // Inside the runtime: a trace exporter, when configured, runs on it; the
+            // signals are watched from before the server starts.
+            let (telemetry, shutdown) = {
                 let _in_runtime = runtime.enter();
-                telemetry::init(&config.log)
+                (telemetry::init(&config.log), shutdown::signal())
             };
-            let result = runtime.block_on(server::run(config, shutdown::signal()));
+            let result = runtime.block_on(server::run(config, shutdown));
             telemetry.shutdown();
             match result {
                 Ok(()) => ExitCode::SUCCESS,
